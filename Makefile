@@ -1,0 +1,26 @@
+.PHONY: install run test lint format mypy bench all
+
+install:
+	python3 -m pip install -e '.[dev]'
+
+run:
+	conveyor serve
+
+test:
+	scripts/test
+
+lint:
+	ruff check conveyor tests bench examples
+	ruff format --check conveyor tests bench examples
+
+format:
+	ruff format conveyor tests bench examples
+	ruff check --fix conveyor tests bench examples
+
+mypy:
+	mypy
+
+bench:
+	python3 -m bench.local_throughput
+
+all: lint mypy test

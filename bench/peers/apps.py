@@ -1,0 +1,59 @@
+"""The no-op task of each peer. Each one INCRs a Redis counter: the harness watches it to know when
+all tasks ran, and every peer pays the same small cost for it."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+
+BROKER = os.environ.get("PEER_BROKER", "redis://127.0.0.1:6379/11")  # Celery's; the others use Redis
+REDIS = "redis://127.0.0.1:6379/11"
+QUEUE = os.environ.get("PEER_QUEUE", "peer-bench")
+COUNTER = os.environ.get("PEER_COUNTER", "peer-bench:done")
+_counter = redis.Redis.from_url(os.environ.get("PEER_COUNTER_URL", "redis://127.0.0.1:6379/11"))
+
+
+def count() -> None:
+    _counter.incr(COUNTER)
+
+
+# -- Celery
+from celery import Celery  # noqa: E402
+
+celery_app = Celery("peer", broker=BROKER)
+celery_app.conf.update(task_ignore_result=True, worker_prefetch_multiplier=4, task_acks_late=False,
+                       broker_connection_retry_on_startup=True, task_default_queue=QUEUE)
+
+
+@celery_app.task(name="peer.noop")
+def celery_noop() -> None:
+    count()
+
+
+# -- Dramatiq
+import dramatiq  # noqa: E402
+from dramatiq.brokers.redis import RedisBroker  # noqa: E402
+
+dramatiq.set_broker(RedisBroker(url=REDIS))
+
+
+@dramatiq.actor(queue_name=QUEUE)
+def dramatiq_noop() -> None:
+    count()
+
+
+# -- Huey
+from huey import RedisHuey  # noqa: E402
+
+huey = RedisHuey(QUEUE, url=REDIS, results=False)
+
+
+@huey.task()
+def huey_noop() -> None:
+    count()
+
+
+# -- RQ
+def rq_noop() -> None:
+    count()

@@ -1,0 +1,79 @@
+"""create_app: the FastAPI application of one Conveyor."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI
+
+from conveyor import __version__
+from conveyor.api.errors import install_error_handlers
+from conveyor.api.limits import BodyLimitMiddleware
+from conveyor.api.routes import system, task_types, tasks
+from conveyor.app import Conveyor
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("conveyor.api")
+
+
+def create_app(conveyor: Conveyor | None = None, *, manage: bool = True, scheduler: bool | None = None) -> FastAPI:
+    """The HTTP API (and dashboard) over ``conveyor``.
+
+    With ``manage`` the app starts the Conveyor on startup and drains it on
+    shutdown; pass False when the caller owns its lifecycle.
+    """
+    conveyor = conveyor or Conveyor()
+    run_scheduler = conveyor.settings.scheduler if scheduler is None else scheduler
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Blocking calls run in worker threads: 40 by default is too few for
+        # a burst of uploads and submits, each of which touches the store.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 100
+        if manage:
+            conveyor.start(scheduler=run_scheduler)
+        try:
+            yield
+        finally:
+            if manage:
+                await anyio.to_thread.run_sync(conveyor.stop)
+
+    app = FastAPI(
+        title="Conveyor",
+        version=__version__,
+        summary="Asynchronous tasks with progress you can watch",
+        lifespan=lifespan,
+    )
+    app.state.conveyor = conveyor
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=conveyor.settings.max_body_bytes)
+    app.include_router(tasks.router)
+    app.include_router(tasks.legacy_router)
+    app.include_router(task_types.router)
+    app.include_router(system.router)
+    for module in conveyor.workloads:
+        router: Any = getattr(module, "router", None)
+        if router is not None:
+            app.include_router(router)
+    _mount_dashboard(app)
+    return app
+
+
+def _mount_dashboard(app: FastAPI) -> None:
+    from pathlib import Path
+
+    from fastapi.staticfiles import StaticFiles
+
+    static = Path(__file__).resolve().parent.parent / "dashboard" / "static"
+    if (static / "index.html").exists():
+        app.mount("/", StaticFiles(directory=static, html=True), name="dashboard")
+    else:
+
+        @app.get("/", include_in_schema=False)
+        def root() -> dict[str, str]:
+            return {"name": "Conveyor", "version": __version__, "docs": "/docs"}

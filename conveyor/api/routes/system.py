@@ -1,0 +1,87 @@
+"""Health, queues, workers, metrics, and a live stream of many tasks at once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import Query, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette.sse import EventSourceResponse
+
+from conveyor.api.deps import App, Tenant
+from conveyor.api.routing import SlashRouter
+from conveyor.api.schemas import QueuePublic, QueuesPublic, TaskStatus, iso
+
+__all__ = ["router"]
+
+router = SlashRouter(tags=["system"])
+
+MAX_WATCHED = 200
+
+
+@router.get("/health", summary="Database, executor (and broker, workers) health")
+async def health(app: App) -> JSONResponse:
+    """200 while the service can take work (healthy or degraded), 503 when it cannot."""
+    report = await anyio.to_thread.run_sync(app.health)
+    code = 503 if report["overall_status"] == "unhealthy" else 200
+    return JSONResponse(report, status_code=code)
+
+
+@router.get("/api/v1/queues", response_model=QueuesPublic, summary="Depth and counts by state, per queue")
+async def queues(app: App, _tenant: Tenant) -> QueuesPublic:
+    stats = await anyio.to_thread.run_sync(app.manager.queue_stats)
+    app.metrics.set_queues(stats)
+    return QueuesPublic(data=[QueuePublic.of(q) for q in stats], count=len(stats))
+
+
+@router.get("/api/v1/workers", summary="Workers: alive, active and reserved tasks, processed counts")
+async def workers(app: App, _tenant: Tenant) -> dict[str, Any]:
+    executor: Any = app.executor
+    listing = executor.workers() if hasattr(executor, "workers") else []
+    return {"executor": executor.name, "stats": executor.stats(), "data": listing, "count": len(listing)}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(app: App) -> Response:
+    stats = await anyio.to_thread.run_sync(app.manager.queue_stats)
+    app.metrics.set_queues(stats)
+    return Response(app.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/api/v1/events", summary="Live changes of several tasks (Server-Sent Events)")
+async def many_events(
+    request: Request,
+    app: App,
+    tenant: Tenant,
+    ids: Annotated[str, Query(description="comma-separated task ids (at most 200)")],
+) -> EventSourceResponse:
+    """A ``progress`` event each time one of the watched tasks changes; the stream stays open."""
+    watched = [i.strip() for i in ids.split(",") if i.strip()][:MAX_WATCHED]
+
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        seen: dict[str, tuple[Any, ...]] = {}
+        while True:
+            records = await anyio.to_thread.run_sync(app.store.get_many, watched)
+            for r in records:
+                if r.tenant != tenant:
+                    continue
+                key = (r.state, r.progress, r.message)
+                if seen.get(r.id) != key:
+                    seen[r.id] = key
+                    data = TaskStatus.of(r).model_dump()
+                    data.update(
+                        type=r.type,
+                        attempts=r.attempts,
+                        updated_at=iso(r.updated_at),
+                        started_at=iso(r.started_at),
+                        finished_at=iso(r.finished_at),
+                    )
+                    yield {"event": "progress", "data": json.dumps(data)}
+            if await request.is_disconnected():
+                return
+            await app.hub.wait_async(None, 0.5)
+
+    return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-cache"})

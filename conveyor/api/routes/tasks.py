@@ -1,0 +1,259 @@
+"""/api/v1/tasks: submit, status, result, cancel, retry, list, live events."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Query, Request
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse
+
+from conveyor.api.deps import App, Manager, Tenant
+from conveyor.api.routing import SlashRouter
+from conveyor.api.schemas import TaskCreated, TaskPublic, TaskResult, TasksPublic, TaskStatus, iso
+from conveyor.errors import InvalidParams, RequestError, UnsupportedMediaType
+from conveyor.records import Status, TaskRecord
+from conveyor.stores.base import TaskQuery
+
+__all__ = ["legacy_router", "read_json_object", "router", "submit_from_body"]
+
+router = SlashRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+#: body keys that are submit options, not params of the task
+OPTION_KEYS = frozenset({"task_type", "type", "params", "priority", "queue", "idempotency_key", "delay"})
+#: how often a live stream re-reads the store when nothing in this process woke it
+STREAM_POLL = 0.5
+#: ...and when the task runs in another process (Celery), whose writes wake no hub here
+REMOTE_POLL = 0.1
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400/415 that says what is wrong with it."""
+    content_type = request.headers.get("content-type", "")
+    if content_type and "json" not in content_type.lower():
+        raise UnsupportedMediaType(
+            f"send the body as application/json, not {content_type.split(';')[0]}",
+            details={"content_type": content_type},
+        )
+    raw = await request.body()
+    if not raw.strip():
+        raise RequestError("the request body is empty; send a JSON object")
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise RequestError(
+            f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}",
+            details={"line": e.lineno, "column": e.colno, "position": e.pos},
+        ) from None
+    except (ValueError, RecursionError) as e:  # 5,000-digit numbers, nesting bombs
+        raise RequestError(f"unreadable JSON: {type(e).__name__}: {str(e)[:120]}") from None
+    if not isinstance(data, dict):
+        raise RequestError(f"the body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _bad(field: str, message: str) -> InvalidParams:
+    return InvalidParams(f"Invalid request: {field}", details=[{"field": field, "message": message, "type": "value"}])
+
+
+def _options(body: dict[str, Any], header_key: str | None) -> dict[str, Any]:
+    priority = body.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise _bad("priority", "must be an integer from 0 to 9")
+    queue = body.get("queue")
+    if queue is not None and (not isinstance(queue, str) or not 0 < len(queue) <= 100):
+        raise _bad("queue", "must be a queue name of 1 to 100 characters")
+    delay = body.get("delay")
+    if delay is not None and (
+        isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay)
+    ):
+        raise _bad("delay", "must be a number of seconds")
+    key = body.get("idempotency_key", header_key)
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
+        raise _bad("idempotency_key", "must be a string of 1 to 200 characters")
+    return {"priority": priority, "queue": queue, "delay": delay, "idempotency_key": key}
+
+
+async def submit_from_body(manager: Manager, tenant: str, body: dict[str, Any], header_key: str | None) -> TaskRecord:
+    """Both body shapes: ``{task_type, params: {...}}`` and seed 004's flat ``{task_type, ...params}``."""
+    name = body.get("task_type", body.get("type"))
+    if not isinstance(name, str) or not name:
+        known = manager.conveyor.registry.names()
+        raise InvalidParams(
+            "task_type is required",
+            details=[{"field": "task_type", "message": "field required", "type": "missing", "known_types": known}],
+        )
+    if "params" in body:
+        params = body["params"]
+        if not isinstance(params, dict):
+            raise _bad("params", "must be a JSON object")
+        extra = sorted(set(body) - OPTION_KEYS)
+        if extra:
+            raise _bad(extra[0], "unknown field; task params go inside 'params'")
+    else:
+        params = {k: v for k, v in body.items() if k not in OPTION_KEYS}
+    options = _options(body, header_key)
+    return await manager.aio.submit_task(name, params, tenant=tenant, **options)
+
+
+@router.post("", status_code=202, response_model=TaskCreated, summary="Submit a task")
+async def submit(request: Request, manager: Manager, tenant: Tenant) -> JSONResponse:
+    """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once."""
+    body = await read_json_object(request)
+    record = await submit_from_body(manager, tenant, body, request.headers.get("idempotency-key"))
+    created = TaskCreated.of(record)
+    return JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.links["self"]})
+
+
+@router.post("/submit/", status_code=202, response_model=TaskCreated, summary="Submit a task (seed 004 shape)")
+async def submit_flat(request: Request, manager: Manager, tenant: Tenant) -> JSONResponse:
+    return await submit(request, manager, tenant)
+
+
+@router.get("", response_model=TasksPublic, summary="List the caller's tasks")
+async def list_tasks(
+    manager: Manager,
+    tenant: Tenant,
+    status: Annotated[str | None, Query(description="comma-separated states")] = None,
+    type: Annotated[str | None, Query(description="comma-separated task types")] = None,
+    queue: Annotated[str | None, Query(description="comma-separated queues")] = None,
+    q: Annotated[str | None, Query(max_length=36, description="task id prefix")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    oldest_first: bool = False,
+) -> TasksPublic:
+    states: list[Status] = []
+    for s in _split(status):
+        try:
+            states.append(Status(s.upper()))
+        except ValueError:
+            raise InvalidParams(
+                f"Invalid request: status {s!r}",
+                details=[{"field": "status", "message": f"must be one of {', '.join(x.value for x in Status)}"}],
+            ) from None
+    query = TaskQuery(
+        tenant=tenant,
+        states=states,
+        types=_split(type),
+        queues=_split(queue),
+        id_prefix=q or None,
+        limit=limit,
+        offset=offset,
+        newest_first=not oldest_first,
+    )
+    page = await manager.aio.list(query)
+    return TasksPublic(
+        data=[TaskPublic.of(r, with_result=False) for r in page.items], count=page.total, limit=limit, offset=offset
+    )
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+@router.get("/{task_id}", response_model=TaskPublic, summary="A task's full record")
+async def get_task(task_id: str, manager: Manager, tenant: Tenant) -> TaskPublic:
+    return TaskPublic.of(await manager.aio.get(task_id, tenant=tenant))
+
+
+@router.get("/{task_id}/status/", response_model=TaskStatus, summary="Status and progress (light, for polling)")
+async def get_status(task_id: str, manager: Manager, tenant: Tenant) -> TaskStatus:
+    return TaskStatus.of(await manager.aio.get(task_id, tenant=tenant))
+
+
+@router.get("/{task_id}/result/", response_model=TaskResult, summary="The result of a finished task")
+async def get_result(task_id: str, manager: Manager, tenant: Tenant) -> TaskResult:
+    """409 while the task has not finished; a failed task answers with its error."""
+    await manager.aio.result(task_id, tenant=tenant)
+    record = await manager.aio.get(task_id, tenant=tenant)
+    return TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=record.error)
+
+
+@router.post("/{task_id}/cancel/", response_model=TaskStatus, summary="Cancel a task")
+async def cancel_task(task_id: str, manager: Manager, tenant: Tenant) -> TaskStatus:
+    """A waiting task is CANCELLED at once; a running one is asked to stop (it ends CANCELLED)."""
+    record = await manager.aio.cancel(task_id, tenant=tenant)
+    status = TaskStatus.of(record)
+    if not record.finished:
+        status.message = "Cancellation requested"
+    return status
+
+
+@router.post("/{task_id}/retry/", status_code=202, response_model=TaskCreated, summary="Run a failed task again")
+async def retry_task(task_id: str, manager: Manager, tenant: Tenant) -> JSONResponse:
+    record = await manager.aio.retry(task_id, tenant=tenant)
+    return JSONResponse(TaskCreated.of(record).model_dump(), status_code=202)
+
+
+@router.get("/{task_id}/timeline", summary="State changes and progress steps, oldest first")
+async def timeline(task_id: str, manager: Manager, tenant: Tenant, after: int = 0) -> dict[str, Any]:
+    events = await manager.aio.events(task_id, tenant=tenant, after_seq=after)
+    return {
+        "task_id": task_id,
+        "data": [
+            {
+                "seq": e.seq,
+                "at": iso(e.at),
+                "kind": e.kind,
+                "status": e.state.value,
+                "progress": e.progress,
+                "message": e.message,
+            }
+            for e in events
+        ],
+        "count": len(events),
+    }
+
+
+@router.get("/{task_id}/events", summary="Live progress and state changes (Server-Sent Events)")
+async def task_events(task_id: str, request: Request, app: App, tenant: Tenant) -> EventSourceResponse:
+    """A ``progress`` event for the current state, then one per step of the task's timeline, then ``end``.
+
+    The stream reads the timeline (every state change, and the progress
+    between them) rather than the record, so no step is skipped even when the
+    task runs in another process and this stream only polls.
+    """
+    first = await app.manager.aio.get(task_id, tenant=tenant)  # 404 before the stream opens
+    poll = STREAM_POLL if app.settings.executor == "local" else REMOTE_POLL
+
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        record = first
+        events = await app.manager.aio.events(task_id, tenant=tenant)
+        last_seq = events[-1].seq if events else 0
+        yield {"event": "progress", "id": str(last_seq), "data": _event_json(record)}
+        while not record.finished:
+            if await request.is_disconnected():
+                return
+            await app.hub.wait_async(task_id, poll)
+            try:
+                events = await app.manager.aio.events(task_id, tenant=tenant, after_seq=last_seq)
+                if any(e.kind == "state" for e in events) or not events:
+                    record = await app.manager.aio.get(task_id, tenant=tenant)
+            except Exception:
+                return
+            for e in events:
+                last_seq = e.seq
+                if e.state.finished:
+                    continue  # the end event below carries the final record
+                step = record.replace(state=e.state, progress=e.progress, message=e.message, updated_at=e.at)
+                yield {"event": "progress", "id": str(e.seq), "data": _event_json(step)}
+        yield {"event": "progress", "id": str(last_seq), "data": _event_json(record)}
+        yield {"event": "end", "data": _event_json(record)}
+
+    return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+#: seed 002's paths (``/api/tasks/{id}/status``, ``/cancel``), answered by the same handlers
+legacy_router = SlashRouter(prefix="/api/tasks", tags=["tasks (seed 002 paths)"])
+legacy_router.add_api_route("/{task_id}/status", get_status, methods=["GET"], response_model=TaskStatus)
+legacy_router.add_api_route("/{task_id}/cancel", cancel_task, methods=["POST"], response_model=TaskStatus)
+legacy_router.add_api_route("/{task_id}", get_task, methods=["GET"], response_model=TaskPublic)
+
+
+def _event_json(r: TaskRecord) -> str:
+    data = TaskStatus.of(r).model_dump()
+    data.update(type=r.type, attempts=r.attempts, error=r.error, updated_at=iso(r.updated_at))
+    return json.dumps(data)

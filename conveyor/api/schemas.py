@@ -1,0 +1,199 @@
+"""The API's JSON shapes. Field names follow the seeds' clients (task_id, status, progress, message)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from conveyor.records import TaskRecord
+from conveyor.registry import TaskType
+from conveyor.stores.base import QueueStats
+
+__all__ = [
+    "QueuePublic",
+    "QueuesPublic",
+    "TaskCreated",
+    "TaskPublic",
+    "TaskResult",
+    "TaskStatus",
+    "TaskTypePublic",
+    "TaskTypesPublic",
+    "TasksPublic",
+    "iso",
+]
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+class TaskCreated(BaseModel):
+    """Answer to a submit (202): the id to follow, at once."""
+
+    task_id: str
+    status: str
+    message: str
+    type: str
+    queue: str
+    created_at: str | None
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, r: TaskRecord, prefix: str = "/api/v1/tasks") -> TaskCreated:
+        return cls(
+            task_id=r.id,
+            status=r.state.value,
+            message="Task submitted" if r.state.value == "PENDING" else r.message,
+            type=r.type,
+            queue=r.queue,
+            created_at=iso(r.created_at),
+            links=_links(r.id, prefix),
+        )
+
+
+def _links(task_id: str, prefix: str) -> dict[str, str]:
+    base = f"{prefix}/{task_id}"
+    return {
+        "self": base,
+        "status": f"{base}/status/",
+        "result": f"{base}/result/",
+        "events": f"{base}/events",
+        "cancel": f"{base}/cancel/",
+        "retry": f"{base}/retry/",
+    }
+
+
+class TaskStatus(BaseModel):
+    """The light answer polled by progress bars (seed 004's shape)."""
+
+    task_id: str
+    status: str
+    progress: float
+    message: str
+    result_available: bool
+
+    @classmethod
+    def of(cls, r: TaskRecord) -> TaskStatus:
+        return cls(
+            task_id=r.id,
+            status=r.state.value,
+            progress=round(r.progress, 2),
+            message=r.message,
+            result_available=r.result_available,
+        )
+
+
+class TaskPublic(BaseModel):
+    task_id: str
+    type: str
+    queue: str
+    status: str
+    progress: float
+    message: str
+    meta: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+    result_available: bool
+    error: dict[str, Any] | None = None
+    attempts: int
+    max_retries: int
+    priority: int
+    cancel_requested: bool
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    expires_at: str | None
+    updated_at: str | None
+    duration: float | None
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, r: TaskRecord, *, with_result: bool = True) -> TaskPublic:
+        return cls(
+            task_id=r.id,
+            type=r.type,
+            queue=r.queue,
+            status=r.state.value,
+            progress=round(r.progress, 2),
+            message=r.message,
+            meta=r.meta or {},
+            params=r.params,
+            result=r.result if with_result else None,
+            result_available=r.result_available,
+            error=r.error,
+            attempts=r.attempts,
+            max_retries=r.max_retries,
+            priority=r.priority,
+            cancel_requested=r.cancel_requested,
+            created_at=iso(r.created_at),
+            started_at=iso(r.started_at),
+            finished_at=iso(r.finished_at),
+            expires_at=iso(r.expires_at),
+            updated_at=iso(r.updated_at),
+            duration=None if r.duration is None else round(r.duration, 4),
+            links=_links(r.id, "/api/v1/tasks"),
+        )
+
+
+class TasksPublic(BaseModel):
+    data: list[TaskPublic]
+    count: int
+    limit: int
+    offset: int
+
+
+class TaskResult(BaseModel):
+    task_id: str
+    status: str
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+class TaskTypePublic(BaseModel):
+    name: str
+    queue: str
+    description: str
+    params_schema: dict[str, Any]
+    max_retries: int
+    soft_time_limit: float | None
+    time_limit: float | None
+    priority: int
+    result_ttl: float | None
+    heavy: bool
+
+    @classmethod
+    def of(cls, t: TaskType) -> TaskTypePublic:
+        return cls(
+            name=t.name,
+            queue=t.queue,
+            description=t.description,
+            params_schema=t.schema(),
+            max_retries=t.max_retries,
+            soft_time_limit=t.soft_time_limit,
+            time_limit=t.time_limit,
+            priority=t.priority,
+            result_ttl=t.result_ttl,
+            heavy=t.heavy,
+        )
+
+
+class TaskTypesPublic(BaseModel):
+    data: list[TaskTypePublic]
+    count: int
+
+
+class QueuePublic(BaseModel):
+    queue: str
+    depth: int
+    counts: dict[str, int]
+
+    @classmethod
+    def of(cls, q: QueueStats) -> QueuePublic:
+        return cls(queue=q.queue, depth=q.depth, counts=q.counts)
+
+
+class QueuesPublic(BaseModel):
+    data: list[QueuePublic]
+    count: int

@@ -1,0 +1,208 @@
+"""Conveyor: the one object that wires settings, registry, store and executor."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor import resources
+from conveyor.errors import ConfigurationError
+from conveyor.executors.base import Executor
+from conveyor.hub import EventHub
+from conveyor.manager import TaskManager
+from conveyor.metrics import Metrics
+from conveyor.registry import Registry, default_registry
+from conveyor.settings import Settings
+from conveyor.stores.base import Change, Store, open_store
+from conveyor.stores.writer import BufferedWriter
+
+__all__ = ["Conveyor", "get_conveyor", "get_task_manager", "load_workloads"]
+
+log = logging.getLogger("conveyor")
+
+
+def load_workloads(names: Sequence[str]) -> list[Any]:
+    """Import ``conveyor.workloads.<name>`` (or a dotted module path) for each name."""
+    modules = []
+    for name in names:
+        module_name = name if "." in name else f"conveyor.workloads.{name}"
+        try:
+            modules.append(importlib.import_module(module_name))
+        except ModuleNotFoundError as e:
+            if e.name == module_name:
+                raise ConfigurationError(f"unknown workload {name!r} (no module {module_name})") from e
+            raise
+    return modules
+
+
+class Conveyor:
+    """Settings, registry, store, writer and executor of one running Conveyor.
+
+    Build one per process (or per test); ``start()`` opens the store and
+    starts the executor, ``stop()`` drains them. Nothing is global.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        registry: Registry | None = None,
+        store: Store | None = None,
+        executor: Executor | None = None,
+        load: bool = True,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.workloads = load_workloads(self.settings.workloads) if load else []
+        self.registry = registry if registry is not None else default_registry
+        self.store: Store = store or open_store(
+            self.settings.resolved_database_url, result_ttl=self.settings.effective_result_ttl
+        )
+        self.hub = EventHub()
+        self.metrics = Metrics()
+        self.writer = BufferedWriter(self.store, interval=self.settings.flush_interval, on_flushed=self._flushed)
+        self._executor = executor
+        self.manager = TaskManager(self)
+        self.scheduler: Any = None
+        resources.install(resources.Resources(self.settings, store=self.store))
+        self._started = False
+        self._started_pid: int | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = self._build_executor()
+        return self._executor
+
+    def _build_executor(self) -> Executor:
+        s = self.settings
+        if s.executor == "local":
+            from conveyor.executors.local import LocalExecutor
+
+            return LocalExecutor(
+                registry=self.registry,
+                store=self.store,
+                writer=self.writer,
+                data_dir=s.data_dir,
+                concurrency=s.concurrency,
+                prefetch=s.prefetch,
+                lease_seconds=s.lease_seconds,
+                result_ttl=s.effective_result_ttl,
+                shutdown_timeout=s.shutdown_timeout,
+                on_worker_start=self._worker_started,
+            )
+        if s.executor == "celery":
+            from conveyor.executors.celery import CeleryExecutor
+
+            return CeleryExecutor(self)
+        raise ConfigurationError(f"executor {s.executor!r} is not available in this build")
+
+    def _worker_started(self) -> None:
+        """Runs first in each forked local worker: connections the parent owns stay its own."""
+        engine = getattr(self.store, "engine", None)
+        if engine is not None:
+            engine.dispose(close=False)
+        # A fresh store: locks copied by fork may be held by a parent thread.
+        shared = self.store if self.store.kind == "memory" else None
+        resources.install(resources.Resources(self.settings, store=shared))
+
+    def _flushed(self, changes: Sequence[Change]) -> None:
+        self.metrics.record_changes(changes)
+        self.hub.publish(c.task_id for c in changes)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self, *, executor: bool = True, scheduler: bool = False) -> Conveyor:
+        with self._lock:
+            if self._started:
+                return self
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self.store.open()
+            self.writer.start()
+            if executor:
+                self.executor.start()
+            if scheduler:
+                from conveyor.scheduler import Scheduler
+
+                self.scheduler = Scheduler(self.manager)
+                self.scheduler.start()
+            self._started = True
+            self._started_pid = os.getpid()
+        return self
+
+    def ensure_started_here(self) -> None:
+        """Start the store and writer in this process if it is not the one that started them.
+
+        A Celery prefork worker forks its children after import: each child
+        needs its own writer thread and its own database connections.
+        """
+        pid = os.getpid()
+        if self._started_pid == pid:
+            return
+        with self._lock:
+            if self._started_pid == pid:
+                return
+            engine = getattr(self.store, "engine", None)
+            if engine is not None:
+                engine.dispose(close=False)  # the parent's connections stay the parent's
+            self.writer = BufferedWriter(self.store, interval=self.settings.flush_interval, on_flushed=self._flushed)
+            self._started = False
+        self.start(executor=False)
+
+    def stop(self, *, graceful: bool = True) -> None:
+        with self._lock:
+            if not self._started:
+                return
+            if self.scheduler is not None:
+                self.scheduler.stop()
+                self.scheduler = None
+            if self._executor is not None:
+                self._executor.stop(graceful=graceful)
+            self.writer.stop()
+            self.store.close()
+            self._started = False
+
+    def __enter__(self) -> Conveyor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def health(self) -> dict[str, Any]:
+        """``{database, executor, overall_status}``; every part says ok or why not."""
+        try:
+            self.store.ping()
+            database: dict[str, Any] = {"status": "ok", "kind": self.store.kind}
+        except Exception as e:
+            database = {"status": "down", "kind": self.store.kind, "error": str(e)}
+        if self.writer.last_error is not None and database["status"] == "ok":
+            database = {"status": "degraded", "kind": self.store.kind, "error": str(self.writer.last_error)}
+        try:
+            executor = self.executor.health()
+        except Exception as e:
+            executor = {"status": "down", "error": str(e)}
+        parts = [database["status"], executor["status"]]
+        overall = "healthy" if all(p == "ok" for p in parts) else ("unhealthy" if "down" in parts else "degraded")
+        return {"database": database, "executor": executor, "overall_status": overall}
+
+
+_default: Conveyor | None = None
+_default_lock = threading.Lock()
+
+
+def get_conveyor() -> Conveyor:
+    """The process's default Conveyor, built from the environment and started on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Conveyor().start()
+        return _default
+
+
+def get_task_manager() -> TaskManager:
+    """The default app's TaskManager (seed 002's entry point)."""
+    return get_conveyor().manager

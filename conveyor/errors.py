@@ -1,0 +1,185 @@
+"""Conveyor's one exception hierarchy.
+
+Every error carries the HTTP status and machine-readable code the API answers
+with, so a single handler maps any of them to ``{"error": {code, message,
+details}}``::
+
+    ConveyorError
+    ├── ConfigurationError          500  settings that cannot work
+    ├── MissingExtra                500  an optional dependency is not installed
+    ├── AuthenticationError         401  no key, or a key nobody owns
+    ├── RequestError                400  a request the API cannot read
+    │   ├── PayloadTooLarge         413
+    │   └── UnsupportedMediaType    415
+    ├── TaskError
+    │   ├── TaskNotFound            404  (also another tenant's task)
+    │   ├── UnknownTaskType         400
+    │   ├── InvalidParams           422  names each bad field
+    │   ├── InvalidTransition       409  e.g. cancelling a finished task
+    │   ├── TaskNotFinished         409  asking for a result too early
+    │   └── QuotaExceeded           429
+    ├── StoreError                  503  the database cannot be reached
+    └── ExecutorError               503  the broker or worker pool cannot take work
+
+Inside a running task, three signals travel as exceptions:
+``TaskCancelled`` (the task stopped because it was asked to),
+``SoftTimeLimitExceeded`` (raised in the task when its soft limit passes) and
+``Retry`` (the task asks to be run again later).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConveyorError",
+    "ExecutorError",
+    "InvalidParams",
+    "InvalidTransition",
+    "MissingExtra",
+    "PayloadTooLarge",
+    "QuotaExceeded",
+    "RequestError",
+    "Retry",
+    "SoftTimeLimitExceeded",
+    "StoreError",
+    "TaskCancelled",
+    "TaskError",
+    "TaskNotFinished",
+    "TaskNotFound",
+    "UnknownTaskType",
+    "UnsupportedMediaType",
+]
+
+
+class ConveyorError(Exception):
+    """Root of every error Conveyor raises on purpose."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class ConfigurationError(ConveyorError):
+    code = "configuration_error"
+
+
+class MissingExtra(ConfigurationError):
+    """An optional part was asked for but its dependency is not installed."""
+
+    code = "missing_extra"
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"{module} is not installed; install it with: pip install 'conveyor[{extra}]'",
+            details={"module": module, "extra": extra},
+        )
+
+
+class AuthenticationError(ConveyorError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class RequestError(ConveyorError):
+    status_code = 400
+    code = "bad_request"
+
+
+class PayloadTooLarge(RequestError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(RequestError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class TaskError(ConveyorError):
+    status_code = 400
+    code = "task_error"
+
+
+class TaskNotFound(TaskError):
+    status_code = 404
+    code = "task_not_found"
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"No task with id {task_id!r}", details={"task_id": task_id})
+
+
+class UnknownTaskType(TaskError):
+    status_code = 400
+    code = "unknown_task_type"
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(
+            f"Unknown task type {name!r}; known types: {', '.join(known)}",
+            details={"task_type": name, "known_types": known},
+        )
+
+
+class InvalidParams(TaskError):
+    """Params that do not fit the task type's model; ``details`` names each field."""
+
+    status_code = 422
+    code = "invalid_params"
+
+
+class InvalidTransition(TaskError):
+    status_code = 409
+    code = "invalid_transition"
+
+
+class TaskNotFinished(TaskError):
+    status_code = 409
+    code = "task_not_finished"
+
+
+class QuotaExceeded(TaskError):
+    status_code = 429
+    code = "quota_exceeded"
+
+
+class StoreError(ConveyorError):
+    """The task store cannot be reached or refused a write."""
+
+    status_code = 503
+    code = "store_unavailable"
+
+
+class ExecutorError(ConveyorError):
+    """The executor cannot take work now (broker down, pool stopped)."""
+
+    status_code = 503
+    code = "executor_unavailable"
+
+
+# Signals raised inside task functions. They are not failures of Conveyor, so
+# they sit outside the HTTP-facing tree on purpose.
+
+
+class TaskCancelled(Exception):
+    """Raised by ``ctx.raise_if_cancelled()``; the task ends CANCELLED."""
+
+
+class SoftTimeLimitExceeded(Exception):
+    """Raised inside a task when its soft time limit passes; it may clean up."""
+
+
+class Retry(Exception):
+    """Raise from a task to be run again after ``countdown`` seconds (or the backoff)."""
+
+    def __init__(self, message: str = "retry requested", *, countdown: float | None = None) -> None:
+        super().__init__(message)
+        self.countdown = countdown

@@ -1,0 +1,1 @@
+"""Executors: ``base`` (the contract and shared run logic), ``local``, ``celery``, ``hybrid``."""

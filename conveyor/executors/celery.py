@@ -1,0 +1,377 @@
+"""The Celery executor: Conveyor task types run as Celery tasks on Redis or RabbitMQ.
+
+The store stays the truth; Celery only carries work. A message holds nothing
+but the task id. A worker that receives it claims the run in the store
+(``Store.start_run``: PENDING/RETRY, or PROCESSING whose lease lapsed) and
+drops the message if it cannot — so a redelivered message, a revoked task
+after a worker restart, or a reaper's second dispatch never runs a task twice
+at once. While a task runs, its worker renews the lease; the reaper
+re-dispatches tasks whose lease lapsed (their worker died), within about
+``lease_seconds`` on either broker, without relying on Redis's one-hour
+visibility timeout. Outcomes are written to the store before the message is
+acknowledged (late acks), so nothing is lost between the two.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from conveyor.context import TaskContext
+from conveyor.errors import ExecutorError, MissingExtra
+from conveyor.executors.base import outcome_change, progress_change, result_ttl_for, run_task
+from conveyor.records import Status, TaskEvent, TaskRecord, now
+from conveyor.registry import QUEUES, TaskType
+from conveyor.stores.base import Change
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from conveyor.app import Conveyor
+
+__all__ = ["CeleryExecutor", "create_celery_app"]
+
+log = logging.getLogger("conveyor.executors.celery")
+
+#: Redis has no native priorities: Celery emulates them with one list per step
+REDIS_PRIORITY_STEPS = list(range(10))
+
+
+def _celery() -> Any:
+    try:
+        import celery
+    except ImportError as e:  # pragma: no cover - installed with the extra
+        raise MissingExtra("celery", "celery") from e
+    return celery
+
+
+class _StoreSink:
+    """Progress goes through the worker's buffered writer; cancel flags are read from the store.
+
+    The cancel flag is read at most once a second per task, so a task that
+    checks ``ctx.cancelled`` in a tight loop does not hammer the store.
+    """
+
+    def __init__(self, conveyor: Conveyor) -> None:
+        self.conveyor = conveyor
+        self._checked: dict[str, tuple[float, bool]] = {}
+
+    def report(self, task_id: str, progress: float, message: str, meta: dict[str, Any]) -> None:
+        self.conveyor.writer.put(progress_change(task_id, progress, message, meta, now()))
+
+    def is_cancelled(self, task_id: str) -> bool:
+        checked = self._checked.get(task_id)
+        t = time.monotonic()
+        if checked is not None and (checked[1] or t - checked[0] < 1.0):
+            return checked[1]
+        record = self.conveyor.store.get(task_id)
+        flag = record is None or record.cancel_requested or record.state is Status.CANCELLED
+        self._checked[task_id] = (t, flag)
+        return flag
+
+
+class _Leases:
+    """Renews the leases of the tasks this worker process runs."""
+
+    def __init__(self, conveyor: Conveyor, worker_id: str) -> None:
+        self.conveyor = conveyor
+        self.worker_id = worker_id
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def ensure(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="conveyor-lease", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        lease = self.conveyor.settings.lease_seconds
+        while True:
+            time.sleep(max(0.5, lease / 3))
+            try:
+                self.conveyor.store.renew_leases(self.worker_id, now() + lease)
+            except Exception as e:  # the next round tries again; the lease has slack
+                log.warning("lease renewal failed: %s", e)
+
+
+class _ThisProcess:
+    """The worker id and lease keeper of the current process.
+
+    Prefork children are forked after import: each must have an id of its
+    own, or a live sibling would keep renewing a dead child's leases.
+    """
+
+    def __init__(self, conveyor: Conveyor) -> None:
+        self.conveyor = conveyor
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self.worker_id = ""
+        self.leases: _Leases | None = None
+
+    def get(self) -> tuple[str, _Leases]:
+        pid = os.getpid()
+        with self._lock:
+            if self._pid != pid or self.leases is None:
+                self._pid = pid
+                self.worker_id = f"celery:{socket.gethostname()}:{pid}:{os.urandom(3).hex()}"
+                self.leases = _Leases(self.conveyor, self.worker_id)
+            return self.worker_id, self.leases
+
+
+def create_celery_app(conveyor: Conveyor) -> Celery:
+    """A Celery app whose tasks are the registry's task types, by the same names."""
+    celery = _celery()
+    from kombu.entity import Queue as KombuQueue
+
+    queue_cls: Any = KombuQueue
+
+    s = conveyor.settings
+    app = celery.Celery("conveyor", broker=s.broker_url, set_as_current=False)
+    amqp = s.broker_url.startswith(("amqp", "pyamqp"))
+    queues = sorted(set(QUEUES) | {t.queue for t in conveyor.registry})
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,  # the store keeps results; no result backend
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,  # Flower's live view
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        task_default_queue="default",
+        task_queues=[
+            queue_cls(q, routing_key=q, queue_arguments={"x-max-priority": 9} if amqp else None) for q in queues
+        ],
+        task_default_priority=0,
+        broker_transport_options=(
+            {
+                "priority_steps": REDIS_PRIORITY_STEPS,
+                "sep": ":",
+                "queue_order_strategy": "priority",
+                "visibility_timeout": 12 * 3600,
+            }
+            if not amqp
+            else {}
+        ),
+        task_routes={t.name: {"queue": t.queue} for t in conveyor.registry},
+        timezone="UTC",
+        enable_utc=True,
+    )
+    sink = _StoreSink(conveyor)
+    here = _ThisProcess(conveyor)
+    for task_type in conveyor.registry:
+        _register(app, conveyor, task_type, sink, here)
+    app.conveyor = conveyor
+    return app
+
+
+def _register(app: Celery, conveyor: Conveyor, task_type: TaskType, sink: _StoreSink, here: _ThisProcess) -> None:
+    # Celery's hard limit kills the pool process; the soft limit is raised by
+    # run_task itself (SIGALRM in the pool process's main thread).
+    decorate: Any = app.task(
+        name=task_type.name, bind=True, acks_late=True, time_limit=task_type.time_limit, ignore_result=True
+    )
+
+    def run(self: Any, task_id: str) -> None:
+        worker_id, leases = here.get()
+        _run_one(conveyor, task_type, task_id, sink, leases, worker_id, self)
+
+    decorate(run)
+
+
+def _run_one(
+    conveyor: Conveyor,
+    task_type: TaskType,
+    task_id: str,
+    sink: _StoreSink,
+    leases: _Leases,
+    worker_id: str,
+    celery_task: Any,
+) -> None:
+    conveyor.ensure_started_here()
+    store = conveyor.store
+    lease = conveyor.settings.lease_seconds
+    t = now()
+    record = store.start_run(task_id, worker_id, t + lease, t)
+    if record is None:
+        log.info("task %s is not runnable here (finished, cancelled or held elsewhere); dropping", task_id)
+        return
+    leases.ensure()
+    ctx = TaskContext(
+        task_id=task_id,
+        task_type=task_type.name,
+        tenant=record.tenant,
+        attempt=record.attempts,
+        queue=record.queue,
+        sink=sink,
+        workdir_root=conveyor.settings.data_dir,
+    )
+    outcome = run_task(task_type, ctx, record.params, max_retries=record.max_retries)
+    change = outcome_change(
+        record, outcome, at=now(), result_ttl=result_ttl_for(task_type, conveyor.settings.effective_result_ttl)
+    )
+    if outcome.state is Status.SUCCESS or outcome.state is Status.FAILURE or outcome.state is Status.CANCELLED:
+        change.fields["worker"] = worker_id
+    conveyor.writer.put(change)
+    # Written before the message is acknowledged: a crash after this point
+    # redelivers a message that start_run will drop.
+    conveyor.writer.flush()
+    if outcome.state is Status.RETRY:
+        celery_task.apply_async(
+            args=[task_id],
+            task_id=task_id,
+            countdown=outcome.retry_in or 0,
+            queue=record.queue,
+            priority=record.priority,
+        )
+
+
+class CeleryExecutor:
+    """Dispatches to Celery workers; re-dispatches tasks whose worker died (lease lapsed)."""
+
+    name = "celery"
+
+    def __init__(self, conveyor: Conveyor) -> None:
+        self.conveyor = conveyor
+        self.app = create_celery_app(conveyor)
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+        self.redispatched = 0
+
+    def route(self, task_type: TaskType) -> str:
+        return "celery"
+
+    def claim_fields(self, engine: str) -> dict[str, Any]:
+        return {}
+
+    def start(self) -> None:
+        if self._reaper is None:
+            self._stop.clear()
+            self._reaper = threading.Thread(target=self._reap_loop, name="conveyor-reaper", daemon=True)
+            self._reaper.start()
+
+    def stop(self, *, graceful: bool = True) -> None:
+        self._stop.set()
+        if self._reaper is not None:
+            self._reaper.join(5)
+            self._reaper = None
+        self.app.close()
+
+    def send(self, record: TaskRecord) -> None:
+        try:
+            self.app.send_task(
+                record.type,
+                args=[record.id],
+                task_id=record.id,
+                queue=record.queue,
+                priority=record.priority,
+                countdown=max(0.0, record.eta - now()) if record.eta else None,
+                retry=False,
+            )
+        except Exception as e:  # kombu raises OperationalError, ConnectionRefusedError, ...
+            raise ExecutorError(f"the broker cannot take the task: {e}") from e
+
+    def dispatch(self, record: TaskRecord) -> None:
+        self.send(record)
+
+    def cancel(self, record: TaskRecord) -> None:
+        """Nothing to do here: the store already says so.
+
+        A queued message for a cancelled task is dropped by ``start_run``, and
+        a running task sees the store's flag through ``ctx.cancelled`` —
+        both survive a worker restart. Celery's ``revoke`` is not used: it
+        lives in worker memory, and since a retried task keeps its id, a
+        remembered revoke would silently drop the retry.
+        """
+
+    def reap(self) -> int:
+        """Queue again the celery tasks whose worker's lease lapsed; returns how many."""
+        store = self.conveyor.store
+        t = now()
+        lapsed = [r for r in store.recoverable("celery", t) if r.state is Status.PROCESSING]
+        sent = 0
+        for r in lapsed:
+            message = "Worker lost; queued again"
+            # Conditional on PROCESSING: of several reapers (one per API
+            # replica) only one gets the record back, and only it sends.
+            requeued = store.reset(
+                r.id,
+                {
+                    "state": Status.PENDING,
+                    "worker": None,
+                    "lease_expires_at": None,
+                    "message": message,
+                    "updated_at": t,
+                },
+                [Status.PROCESSING],
+            )
+            if requeued is None:
+                continue
+            store.apply([Change(r.id, {}, [TaskEvent(r.id, t, Status.PENDING, r.progress, message, kind="state")])])
+            log.warning("task %s lost its worker; dispatching it again", r.id)
+            self.send(requeued.replace(eta=None))
+            self.redispatched += 1
+            sent += 1
+        return sent
+
+    def _reap_loop(self) -> None:
+        interval = max(1.0, self.conveyor.settings.lease_seconds / 3)
+        while not self._stop.wait(interval):
+            try:
+                self.reap()
+            except Exception as e:
+                log.warning("reaper round failed: %s", e)
+
+    def health(self) -> dict[str, Any]:
+        broker = self.broker_health()
+        workers = self.worker_list(timeout=1.0) if broker["status"] == "ok" else []
+        alive = sum(1 for w in workers if w["alive"])
+        status = "ok" if broker["status"] == "ok" and alive else ("degraded" if broker["status"] == "ok" else "down")
+        return {"status": status, "kind": "celery", "broker": broker, "workers_alive": alive}
+
+    def broker_health(self) -> dict[str, Any]:
+        url = self.conveyor.settings.broker_url
+        kind = "rabbitmq" if url.startswith(("amqp", "pyamqp")) else "redis"
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+            return {"status": "ok", "kind": kind}
+        except Exception as e:
+            return {"status": "down", "kind": kind, "error": str(e)[:200]}
+
+    def worker_list(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        inspect = self.app.control.inspect(timeout=timeout)
+        try:
+            ping = inspect.ping() or {}
+            active = inspect.active() or {}
+            registered = inspect.registered() or {}
+            stats = inspect.stats() or {}
+        except Exception as e:
+            log.warning("inspect failed: %s", e)
+            return []
+        names = sorted(set(ping) | set(active) | set(stats))
+        return [
+            {
+                "name": name,
+                "alive": name in ping,
+                "active": [t.get("id") for t in active.get(name, [])],
+                "registered": registered.get(name, []),
+                "processed": sum((stats.get(name, {}).get("total") or {}).values()),
+                "pid": stats.get(name, {}).get("pid"),
+            }
+            for name in names
+        ]
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.worker_list()
+
+    def stats(self) -> dict[str, Any]:
+        return {"broker": self.conveyor.settings.broker_url.split("@")[-1], "redispatched": self.redispatched}

@@ -1,0 +1,757 @@
+"""The local executor: a pool of worker processes owned by this process.
+
+Why processes and not threads: a thread cannot be killed, so a task stuck in
+C code or an endless loop would hold its slot forever and ignore its hard
+time limit. Each worker process runs one task at a time; when a task passes
+its hard limit, its process is killed and replaced, and the pool goes on.
+
+The parent keeps every task it owns in memory (ready heap, delayed heap,
+per-worker queues) and is the only one that writes to the store, through the
+BufferedWriter. Workers speak over one duplex pipe each (run → done/progress)
+and one control pipe (cancel); no worker touches the task store.
+
+Durability: every task this pool owns carries its worker id and a lease in
+the store, renewed in one statement per interval. After a crash, the next
+pool on this host sees that the holder's process is gone and takes the tasks
+back at once; a pool on another host takes them when the lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conveyor.context import TaskContext
+from conveyor.errors import ExecutorError
+from conveyor.executors.base import (
+    MAX_REDELIVERIES,
+    Outcome,
+    failure_outcome,
+    outcome_change,
+    progress_change,
+    result_ttl_for,
+    run_task,
+    started_change,
+)
+from conveyor.records import Status, TaskRecord, now
+from conveyor.registry import Registry, TaskType
+from conveyor.stores.base import Store
+from conveyor.stores.writer import BufferedWriter
+
+__all__ = ["LocalExecutor", "local_worker_id"]
+
+log = logging.getLogger("conveyor.executors.local")
+
+_HOST = socket.gethostname()
+
+
+#: pools running in this process; an id of ours that is not here has stopped
+_LIVE_HERE: set[str] = set()
+
+
+def local_worker_id() -> str:
+    return f"local:{_HOST}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------------------
+# the worker process
+
+
+class _ChildSink:
+    """Progress and cancel flags inside a worker process.
+
+    Progress is rate-limited: at most one message per ``min_gap`` seconds per
+    task; the latest throttled report is sent by the control thread shortly
+    after, so a task that reports 40 % and then computes for a minute still
+    shows 40 %.
+    """
+
+    def __init__(self, conn: multiprocessing.connection.Connection, send_lock: threading.Lock) -> None:
+        self.conn = conn
+        self.send_lock = send_lock
+        self.cancelled: set[str] = set()
+        self.min_gap = 0.01
+        self._last_sent = 0.0
+        self._held: tuple[Any, ...] | None = None
+        self._lock = threading.Lock()
+
+    def report(self, task_id: str, progress: float, message: str, meta: dict[str, Any]) -> None:
+        msg = ("progress", task_id, progress, message, meta, now())
+        with self._lock:
+            t = time.monotonic()
+            if t - self._last_sent < self.min_gap:
+                self._held = msg
+                return
+            self._last_sent = t
+            self._held = None
+        self._send(msg)
+
+    def flush_held(self) -> None:
+        with self._lock:
+            msg, self._held = self._held, None
+            if msg is not None:
+                self._last_sent = time.monotonic()
+        if msg is not None:
+            self._send(msg)
+
+    def drop_held(self) -> None:
+        with self._lock:
+            self._held = None
+
+    def is_cancelled(self, task_id: str) -> bool:
+        return task_id in self.cancelled
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
+        with self.send_lock:
+            self.conn.send(msg)
+
+
+def _set_parent_death_signal() -> None:
+    """Ask Linux to kill this worker if its parent dies (SIGKILL of `conveyor serve`)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _close_inherited_sockets(keep: set[int]) -> None:
+    """Close every socket a fork copied from the parent, but our own two pipes.
+
+    Without this a worker holds the server's listening socket (a restarted
+    server finds its port taken), its database and broker connections, and
+    the parent's ends of its siblings' pipes (so the parent's death would not
+    show as end-of-file). Files are left alone: log handlers write to them.
+    """
+    import stat
+
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd < 3 or fd in keep:
+            continue
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
+        except OSError:
+            pass
+
+
+def _child_main(
+    conn: multiprocessing.connection.Connection,
+    control: multiprocessing.connection.Connection,
+    registry: Registry,
+    workdir_root: Path,
+    parent_pid: int,
+    on_start: Callable[[], None] | None,
+) -> None:
+    _set_parent_death_signal()
+    _close_inherited_sockets(keep={conn.fileno(), control.fileno()})
+    # Ctrl-C reaches the whole process group; the parent decides how to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    if on_start is not None:
+        on_start()
+    send_lock = threading.Lock()
+    sink = _ChildSink(conn, send_lock)
+
+    def watch_control() -> None:
+        while True:
+            try:
+                if control.poll(0.05):
+                    msg = control.recv()
+                    if msg[0] == "cancel":
+                        sink.cancelled.add(msg[1])
+                sink.flush_held()
+            except (EOFError, OSError):
+                # The parent is gone: nobody will record what we do.
+                os._exit(0)
+
+    threading.Thread(target=watch_control, name="conveyor-control", daemon=True).start()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)
+        if msg[0] == "stop":
+            break
+        _, task_id, type_name, params, tenant, queue, attempt, max_retries, cancel_requested = msg
+        if cancel_requested:
+            sink.cancelled.add(task_id)
+        try:
+            task_type = registry.get(type_name)
+        except Exception as e:
+            outcome = failure_outcome(f"task type {type_name!r} is not registered in this worker: {e}")
+        else:
+            ctx = TaskContext(
+                task_id=task_id,
+                task_type=type_name,
+                tenant=tenant,
+                attempt=attempt,
+                queue=queue,
+                sink=sink,
+                workdir_root=workdir_root,
+            )
+            outcome = run_task(task_type, ctx, params, max_retries=max_retries, loop=loop)
+        sink.drop_held()
+        sink.cancelled.discard(task_id)
+        try:
+            with send_lock:
+                conn.send(
+                    ("done", task_id, outcome.state.value, outcome.result, outcome.error, outcome.retry_in, now())
+                )
+        except (EOFError, OSError):
+            os._exit(0)
+        except Exception as e:  # a result pickle could not carry
+            with send_lock:
+                conn.send(
+                    (
+                        "done",
+                        task_id,
+                        "FAILURE",
+                        None,
+                        failure_outcome(f"could not send result: {e}").error,
+                        None,
+                        now(),
+                    )
+                )
+    loop.close()
+    os._exit(0)
+
+
+# ---------------------------------------------------------------------------
+# the parent side
+
+
+@dataclass(eq=False)
+class _Worker:
+    index: int
+    process: multiprocessing.process.BaseProcess
+    conn: multiprocessing.connection.Connection
+    control: multiprocessing.connection.Connection
+    #: tasks sent to it, in the order it runs them; the first one is running
+    queue: deque[str] = field(default_factory=deque)
+    #: when the first task of ``queue`` started (monotonic), None when idle
+    running_since: float | None = None
+    #: hard deadline (monotonic) of the running task
+    deadline: float | None = None
+    dead: bool = False
+
+
+@dataclass(eq=False)
+class _Owned:
+    record: TaskRecord
+    task_type: TaskType | None
+    attempt: int = 0
+    progress: float = 0.0
+
+
+class LocalExecutor:
+    """A bounded pool of worker processes with priorities, delays and hard time limits."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        store: Store,
+        writer: BufferedWriter,
+        data_dir: Path,
+        concurrency: int = 2,
+        prefetch: int = 2,
+        lease_seconds: float = 30.0,
+        result_ttl: float = 0.0,
+        shutdown_timeout: float = 30.0,
+        worker_id: str | None = None,
+        on_worker_start: Callable[[], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.writer = writer
+        self.data_dir = data_dir
+        self.concurrency = concurrency
+        self.prefetch = prefetch
+        self.lease_seconds = lease_seconds
+        self.result_ttl = result_ttl
+        self.shutdown_timeout = shutdown_timeout
+        self.worker_id = worker_id or local_worker_id()
+        self.on_worker_start = on_worker_start
+        self._mp = multiprocessing.get_context("fork")
+        self._lock = threading.Lock()
+        self._owned: dict[str, _Owned] = {}
+        self._inbox: deque[TaskRecord] = deque()
+        self._dropped: set[str] = set()
+        self._poked = False
+        self._ready: list[tuple[int, int, str]] = []
+        self._delayed: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._workers: list[_Worker] = []
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._running = False
+        self._accepting = False
+        self._loop_thread: threading.Thread | None = None
+        self._keeper_thread: threading.Thread | None = None
+        self._keeper_stop = threading.Event()
+        self.processed = 0
+        self.failed = 0
+        self.restarts = 0
+
+    # -- the Executor contract ---------------------------------------------
+
+    def route(self, task_type: TaskType) -> str:
+        return "local"
+
+    def claim_fields(self, engine: str) -> dict[str, Any]:
+        return {"worker": self.worker_id, "lease_expires_at": now() + self.lease_seconds}
+
+    def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        self._accepting = True
+        _LIVE_HERE.add(self.worker_id)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        for i in range(self.concurrency):
+            self._workers.append(self._spawn(i))
+        self._loop_thread = threading.Thread(target=self._loop, name="conveyor-pool", daemon=True)
+        self._loop_thread.start()
+        self._keeper_stop.clear()
+        self._keeper_thread = threading.Thread(target=self._keep, name="conveyor-lease", daemon=True)
+        self._keeper_thread.start()
+
+    def dispatch(self, record: TaskRecord) -> None:
+        if not self._accepting:
+            raise ExecutorError("the local worker pool is not running")
+        self._adopt([record])
+
+    def cancel(self, record: TaskRecord) -> None:
+        with self._lock:
+            owned = self._owned.get(record.id)
+            if owned is None:
+                if any(r.id == record.id for r in list(self._inbox)):
+                    self._dropped.add(record.id)
+                return
+            for w in self._workers:
+                if record.id in w.queue and not w.dead:
+                    with contextlib.suppress(OSError):
+                        w.control.send(("cancel", record.id))
+                    return
+            # Waiting here: the manager has already written CANCELLED.
+            del self._owned[record.id]
+
+    def health(self) -> dict[str, Any]:
+        alive = sum(1 for w in self._workers if not w.dead and w.process.is_alive())
+        status = "ok" if self._running and alive == self.concurrency else ("degraded" if alive else "down")
+        return {"status": status, "kind": "local", "workers_alive": alive, "concurrency": self.concurrency}
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            running = sum(1 for w in self._workers if w.queue and w.running_since is not None)
+            return {
+                "worker_id": self.worker_id,
+                "concurrency": self.concurrency,
+                "running": running,
+                "ready": len(self._ready) + len(self._inbox),
+                "delayed": len(self._delayed),
+                "owned": len(self._owned),
+                "processed": self.processed,
+                "failed": self.failed,
+                "worker_restarts": self.restarts,
+            }
+
+    def workers(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                {
+                    "name": f"{self.worker_id}/{w.index}",
+                    "pid": w.process.pid,
+                    "alive": not w.dead and w.process.is_alive(),
+                    "active": [w.queue[0]] if w.queue and w.running_since is not None else [],
+                    "reserved": list(w.queue)[1:],
+                }
+                for w in self._workers
+            ]
+
+    def stop(self, *, graceful: bool = True) -> None:
+        if not self._running:
+            return
+        self._accepting = False
+        if graceful:
+            deadline = time.monotonic() + self.shutdown_timeout
+            while time.monotonic() < deadline:
+                with self._lock:
+                    # Stop feeding workers, and take back what they have not started.
+                    self._ready.clear()
+                    self._inbox.clear()
+                    busy = any(w.queue for w in self._workers if not w.dead)
+                if not busy:
+                    break
+                time.sleep(0.02)
+        self._running = False
+        self._poke()
+        if self._loop_thread is not None:
+            self._loop_thread.join(5)
+        self._keeper_stop.set()
+        if self._keeper_thread is not None:
+            self._keeper_thread.join(5)
+        for w in self._workers:
+            with contextlib.suppress(OSError):
+                w.conn.send(("stop",))
+        for w in self._workers:
+            w.process.join(0.5 if graceful else 0)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(1)
+            w.conn.close()
+            w.control.close()
+        self._workers.clear()
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._wake_r = self._wake_w = None
+        _LIVE_HERE.discard(self.worker_id)
+        # Tasks still owned stay in the store under our id; the next pool on
+        # this host sees we are gone and takes them back.
+
+    # -- recovery --------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Take back unfinished local tasks whose holder is gone; returns how many."""
+        dead = [w for w in self.store.held_by(f"local:{_HOST}:") if w != self.worker_id and _holder_dead(w)]
+        found = self.store.recoverable("local", now(), dead)
+        if not found:
+            return 0
+        claimed = self.store.claim([r.id for r in found], self.worker_id, now() + self.lease_seconds)
+        keep: list[TaskRecord] = []
+        for r in claimed:
+            if r.id in self._owned:
+                continue
+            if r.state is Status.PROCESSING:
+                limit = r.max_retries + 1 + MAX_REDELIVERIES
+                if r.attempts >= limit:
+                    self._finish_without_run(
+                        r, failure_outcome(f"worker died {r.attempts} times while running this task")
+                    )
+                    continue
+                log.info("re-running interrupted task %s (attempt %d)", r.id, r.attempts)
+            keep.append(r)
+        self._adopt(keep)
+        return len(claimed)
+
+    # -- internals -------------------------------------------------------------
+
+    def _adopt(self, records: list[TaskRecord]) -> None:
+        # A deque append needs no lock: submitters never wait for the pool loop.
+        self._inbox.extend(records)
+        self._poke()
+
+    def _drain_inbox(self) -> None:
+        """Move submitted records into the pool's queues (pool loop, under the lock)."""
+        t = now()
+        while self._inbox:
+            r = self._inbox.popleft()
+            if r.id in self._owned:
+                continue
+            if r.id in self._dropped:
+                self._dropped.discard(r.id)
+                continue
+            task_type = self.registry.get(r.type) if r.type in self.registry else None
+            self._owned[r.id] = _Owned(r, task_type, attempt=r.attempts, progress=r.progress)
+            if r.eta is not None and r.eta > t:
+                heapq.heappush(self._delayed, (r.eta, next(self._seq), r.id))
+            else:
+                heapq.heappush(self._ready, (-r.priority, next(self._seq), r.id))
+
+    def _poke(self) -> None:
+        # One wake-up byte at a time is enough; the loop clears the flag when it wakes.
+        if self._poked or self._wake_w is None:
+            return
+        self._poked = True
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"x")
+
+    def _spawn(self, index: int) -> _Worker:
+        parent_conn, child_conn = self._mp.Pipe(duplex=True)
+        # Both pipes are socket pairs, so the sweep in the child closes the parent ends.
+        control_r, control_w = self._mp.Pipe(duplex=True)
+        process = self._mp.Process(
+            target=_child_main,
+            args=(
+                child_conn,
+                control_r,
+                self.registry,
+                self.data_dir,
+                os.getpid(),
+                self.on_worker_start,
+            ),
+            name=f"conveyor-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()
+        control_r.close()
+        return _Worker(index, process, parent_conn, control_w)
+
+    def _send_run(self, w: _Worker, owned: _Owned, t_mono: float) -> None:
+        r = owned.record
+        attempt = owned.attempt + 1
+        msg = ("run", r.id, r.type, r.params, r.tenant, r.queue, attempt, r.max_retries, r.cancel_requested)
+        w.conn.send(msg)
+        w.queue.append(r.id)
+        if len(w.queue) == 1:
+            self._mark_started(w, t_mono)
+
+    def _mark_started(self, w: _Worker, t_mono: float) -> None:
+        """The first task in a worker's queue starts as soon as it is there."""
+        task_id = w.queue[0]
+        owned = self._owned.get(task_id)
+        w.running_since = t_mono
+        limit = owned.task_type.time_limit if owned and owned.task_type else None
+        w.deadline = t_mono + limit if limit else None
+        if owned is None:
+            return
+        owned.attempt += 1
+        owned.progress = 0.0
+        self.writer.put(
+            started_change(
+                owned.record,
+                attempt=owned.attempt,
+                worker=self.worker_id,
+                lease_until=now() + self.lease_seconds,
+                at=now(),
+            )
+        )
+
+    def _finish(self, task_id: str, outcome: Outcome, at: float) -> None:
+        owned = self._owned.pop(task_id, None)
+        if owned is None:
+            return
+        self.processed += 1
+        if outcome.state is Status.FAILURE:
+            self.failed += 1
+        record = owned.record
+        change = outcome_change(
+            record,
+            outcome,
+            at=at,
+            result_ttl=result_ttl_for(owned.task_type, self.result_ttl),
+            progress=owned.progress,
+        )
+        self.writer.put(change)
+        if outcome.state is Status.RETRY:
+            eta = change.fields["eta"]
+            retry = _Owned(
+                record.replace(eta=eta, attempts=owned.attempt, state=Status.RETRY),
+                owned.task_type,
+                attempt=owned.attempt,
+            )
+            self._owned[task_id] = retry
+            heapq.heappush(self._delayed, (eta, next(self._seq), task_id))
+
+    def _finish_without_run(self, record: TaskRecord, outcome: Outcome) -> None:
+        task_type = self.registry.get(record.type) if record.type in self.registry else None
+        self.writer.put(
+            outcome_change(record, outcome, at=now(), result_ttl=result_ttl_for(task_type, self.result_ttl))
+        )
+
+    def _worker_lost(self, w: _Worker, reason: str) -> None:
+        """A worker process died or was killed: settle its tasks and replace it."""
+        w.dead = True
+        queue = list(w.queue)
+        w.queue.clear()
+        w.running_since = None
+        w.deadline = None
+        with contextlib.suppress(Exception):
+            w.process.kill()
+        w.process.join(1)
+        with contextlib.suppress(Exception):
+            w.conn.close()
+            w.control.close()
+        if queue:
+            running, rest = queue[0], queue[1:]
+            owned = self._owned.get(running)
+            if owned is not None:
+                if owned.attempt <= owned.record.max_retries and "time limit" not in reason:
+                    task_type = owned.task_type
+                    delay = task_type.retry_delay(owned.attempt) if task_type else 1.0
+                    outcome = Outcome(
+                        Status.RETRY,
+                        error={"type": "WorkerLost", "message": reason, "traceback": ""},
+                        retry_in=delay,
+                    )
+                else:
+                    error_type = "TimeLimitExceeded" if "time limit" in reason else "WorkerLost"
+                    outcome = failure_outcome(reason, error_type)
+                self._finish(running, outcome, now())
+            # Tasks that had not started go back to the front of the line.
+            for task_id in rest:
+                o = self._owned.get(task_id)
+                if o is not None:
+                    heapq.heappush(self._ready, (-o.record.priority, -1, task_id))
+        if self._running:
+            self.restarts += 1
+            self._workers[w.index] = self._spawn(w.index)
+
+    def _handle(self, w: _Worker, msg: tuple[Any, ...], t_mono: float) -> None:
+        kind = msg[0]
+        if kind == "done":
+            _, task_id, state, result, error, retry_in, at = msg
+            if w.queue and w.queue[0] == task_id:
+                w.queue.popleft()
+            self._finish(task_id, Outcome(Status(state), result, error, retry_in), at)
+            w.running_since = None
+            w.deadline = None
+            if w.queue:
+                self._mark_started(w, t_mono)
+        elif kind == "progress":
+            _, task_id, progress, message, meta, at = msg
+            owned = self._owned.get(task_id)
+            if owned is not None:
+                owned.progress = progress
+                self.writer.put(progress_change(task_id, progress, message, meta, at))
+
+    def _assign(self, t_mono: float) -> None:
+        if not self._ready:
+            return
+        live = [w for w in self._workers if not w.dead]
+        if not live:
+            return
+        # Fill idle workers first, then top up the queues to `prefetch`.
+        for depth in range(self.prefetch):
+            for w in live:
+                if not self._ready:
+                    return
+                if len(w.queue) != depth:
+                    continue
+                while self._ready:
+                    _, _, task_id = heapq.heappop(self._ready)
+                    owned = self._owned.get(task_id)
+                    if owned is None:
+                        continue  # cancelled while waiting
+                    try:
+                        self._send_run(w, owned, t_mono)
+                    except (OSError, EOFError):
+                        heapq.heappush(self._ready, (-owned.record.priority, -1, task_id))
+                    break
+
+    def _loop(self) -> None:
+        while self._running:
+            t_mono = time.monotonic()
+            timeout = 0.25
+            with self._lock:
+                if self._delayed:
+                    timeout = min(timeout, max(0.0, self._delayed[0][0] - now()))
+                for w in self._workers:
+                    if w.deadline is not None:
+                        timeout = min(timeout, max(0.0, w.deadline - t_mono))
+                conns: list[Any] = [self._wake_r] + [w.conn for w in self._workers if not w.dead]
+            wake = self._wake_r
+            try:
+                ready = multiprocessing.connection.wait(conns, timeout)
+            except OSError:
+                ready = []
+            t_mono = time.monotonic()
+            with self._lock:
+                for obj in ready:
+                    if obj is wake:
+                        self._poked = False
+                        with contextlib.suppress(BlockingIOError, OSError):
+                            while wake is not None and wake.recv(4096):
+                                pass
+                        continue
+                    sender = next((w for w in self._workers if w.conn is obj), None)
+                    if sender is None or sender.dead:
+                        continue
+                    try:
+                        while sender.conn.poll():
+                            self._handle(sender, sender.conn.recv(), t_mono)
+                    except (EOFError, OSError):
+                        sender.process.join(0.5)
+                        code = sender.process.exitcode
+                        self._worker_lost(sender, f"worker process died (exit code {code}) while running this task")
+                self._drain_inbox()
+                t = now()
+                while self._delayed and self._delayed[0][0] <= t:
+                    _, _, task_id = heapq.heappop(self._delayed)
+                    owned = self._owned.get(task_id)
+                    if owned is not None:
+                        heapq.heappush(self._ready, (-owned.record.priority, next(self._seq), task_id))
+                for w in list(self._workers):
+                    if w.dead:
+                        continue
+                    if w.deadline is not None and t_mono >= w.deadline:
+                        owned = self._owned.get(w.queue[0]) if w.queue else None
+                        limit = owned.task_type.time_limit if owned and owned.task_type else 0
+                        log.warning("task %s passed its hard time limit; killing its worker", w.queue[0])
+                        self._worker_lost(w, f"hard time limit of {limit:g}s exceeded; the task was killed")
+                    elif not w.process.is_alive():
+                        self._worker_lost(w, f"worker process died (exit code {w.process.exitcode})")
+                if self._accepting:
+                    self._assign(t_mono)
+
+    def _keep(self) -> None:
+        """Renew our leases, and take over tasks whose holder died (other pools)."""
+        interval = max(0.5, self.lease_seconds / 3)
+        try:
+            self.recover()
+        except Exception as e:
+            log.warning("could not recover unfinished tasks yet: %s", e)
+        next_recover = time.monotonic() + self.lease_seconds / 2
+        while not self._keeper_stop.wait(interval):
+            try:
+                self.store.renew_leases(self.worker_id, now() + self.lease_seconds)
+                if time.monotonic() >= next_recover:
+                    self.recover()
+                    next_recover = time.monotonic() + self.lease_seconds / 2
+            except Exception as e:
+                log.warning("lease upkeep failed: %s", e)
+
+
+def _holder_dead(worker: str) -> bool:
+    """A ``local:host:pid:token`` holder on this host whose process is gone (or is us, reborn)."""
+    try:
+        _, host, pid_text, _token = worker.split(":")
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != _HOST:
+        return False
+    if pid == os.getpid():
+        return worker not in _LIVE_HERE  # an earlier pool of this same process, now stopped
+    return not _pid_alive(pid)

@@ -1,0 +1,403 @@
+"""TaskManager: submit, look up, wait for, cancel, retry and list tasks.
+
+The sync ``TaskManager`` is the one implementation; ``AsyncTaskManager``
+(``manager.aio``) gives the same verbs to ``async`` code by running the
+store calls in a worker thread, as seed 002's ``await task_manager.submit``
+expects.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+
+from conveyor.errors import (
+    ExecutorError,
+    InvalidParams,
+    InvalidTransition,
+    QuotaExceeded,
+    TaskNotFinished,
+    TaskNotFound,
+)
+from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord, new_task_id, now
+from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+
+__all__ = ["AsyncTaskManager", "TaskManager"]
+
+#: how often a waiter re-reads the store when no in-process event woke it
+POLL_INTERVAL = 0.5
+MAX_PAGE = 500
+
+
+class _QuotaGuard:
+    """Per-tenant unfinished-task cap without a COUNT query on every submit.
+
+    The count is read from the store at most every ``refresh`` seconds and
+    the submits made here since are added on top; across several API
+    processes the cap is approximate by that window, which is the price of
+    not counting on every request.
+    """
+
+    def __init__(self, limit: int, refresh: float = 0.5) -> None:
+        self.limit = limit
+        self.refresh = refresh
+        self._lock = threading.Lock()
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    def check(self, manager: TaskManager, tenant: str, adding: int = 1) -> None:
+        with self._lock:
+            cached = self._counts.get(tenant)
+        t = time.monotonic()
+        if cached is None or t - cached[0] > self.refresh:
+            cached = (t, manager.conveyor.store.count_unfinished(tenant))
+        if cached[1] + adding > self.limit:
+            with self._lock:
+                self._counts[tenant] = cached
+            raise QuotaExceeded(
+                f"tenant {tenant!r} has {cached[1]} unfinished tasks; the limit is {self.limit}",
+                details={"tenant": tenant, "unfinished": cached[1], "limit": self.limit},
+            )
+        with self._lock:
+            self._counts[tenant] = (cached[0], cached[1] + adding)
+
+
+class TaskManager:
+    """The verbs of Conveyor, over the store and the executor of one app."""
+
+    #: keywords of ``submit`` that are options, not task params
+    OPTIONS = ("tenant", "priority", "queue", "idempotency_key", "delay", "background_tasks")
+
+    def __init__(self, conveyor: Conveyor) -> None:
+        self.conveyor = conveyor
+        self._quota = _QuotaGuard(conveyor.settings.max_unfinished_per_tenant)
+        self.aio = AsyncTaskManager(self)
+
+    # -- submit ----------------------------------------------------------------
+
+    def submit(
+        self,
+        task_type: str,
+        *args: Any,
+        tenant: str | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        idempotency_key: str | None = None,
+        delay: float | None = None,
+        background_tasks: Any = None,
+        **params: Any,
+    ) -> str:
+        """Submit a task and return its id at once.
+
+        Positional arguments fill the params model's fields in order, as in
+        ``submit("process_speak_audio", resource_id, chunks)``.
+        ``background_tasks`` is accepted for code written against FastAPI's
+        BackgroundTasks and ignored: the executor runs the task.
+        """
+        tt = self.conveyor.registry.get(task_type)
+        bound = tt.bind(args, params)
+        record = self.submit_task(
+            task_type,
+            bound,
+            tenant=tenant,
+            priority=priority,
+            queue=queue,
+            idempotency_key=idempotency_key,
+            delay=delay,
+        )
+        return record.id
+
+    def submit_task(
+        self,
+        task_type: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        tenant: str | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        idempotency_key: str | None = None,
+        delay: float | None = None,
+    ) -> TaskRecord:
+        """Validate, write and dispatch one task; returns its record."""
+        return self.submit_many(
+            task_type,
+            [params or {}],
+            tenant=tenant,
+            priority=priority,
+            queue=queue,
+            idempotency_key=idempotency_key,
+            delay=delay,
+        )[0]
+
+    def submit_many(
+        self,
+        task_type: str,
+        params_list: Sequence[Mapping[str, Any]],
+        *,
+        tenant: str | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        idempotency_key: str | None = None,
+        delay: float | None = None,
+    ) -> builtins.list[TaskRecord]:
+        """Submit many tasks of one type in one store transaction."""
+        app = self.conveyor
+        tt = app.registry.get(task_type)
+        tenant = tenant or app.settings.local_tenant
+        if priority is not None and not 0 <= priority <= 9:
+            raise InvalidParams(
+                "priority must be between 0 and 9",
+                details=[{"field": "priority", "message": "must be between 0 and 9", "type": "range"}],
+            )
+        if delay is not None and not 0 <= delay <= 366 * 86400:
+            raise InvalidParams(
+                "delay must be between 0 and one year, in seconds",
+                details=[{"field": "delay", "message": "must be between 0 and 31622400", "type": "range"}],
+            )
+        if idempotency_key is not None:
+            if len(params_list) != 1:
+                raise InvalidParams("an idempotency key names one task", details=[{"field": "idempotency_key"}])
+            existing = app.store.find_by_idempotency_key(tenant, idempotency_key)
+            if existing is not None:
+                return [existing]
+        validated = [tt.validate(p) for p in params_list]
+        self._quota.check(self, tenant, len(validated))
+        engine = app.executor.route(tt)
+        claim = app.executor.claim_fields(engine)
+        t = now()
+        records = [
+            TaskRecord(
+                id=new_task_id(),
+                type=tt.name,
+                queue=queue or tt.queue,
+                tenant=tenant,
+                params=p,
+                max_retries=tt.max_retries,
+                priority=tt.priority if priority is None else priority,
+                idempotency_key=idempotency_key,
+                executor=engine,
+                eta=t + delay if delay else None,
+                created_at=t,
+                updated_at=t,
+                message="Queued",
+                **claim,
+            )
+            for p in validated
+        ]
+        try:
+            app.store.insert(records)
+        except DuplicateTask:
+            # Two submits raced on one idempotency key: the first one wins.
+            assert idempotency_key is not None
+            existing = app.store.find_by_idempotency_key(tenant, idempotency_key)
+            if existing is None:
+                raise
+            return [existing]
+        app.metrics.submitted(tt.name, len(records))
+        for r in records:
+            app.metrics.remember(r.id, r.type)
+            try:
+                app.executor.dispatch(r)
+            except ExecutorError as e:
+                self._refuse(r, e)
+                raise
+        return records
+
+    def _refuse(self, record: TaskRecord, error: ExecutorError) -> None:
+        """A stored task that could not be handed to any worker ends FAILURE, not limbo."""
+        t = now()
+        message = f"not dispatched: {error.message}"
+        self.conveyor.store.apply(
+            [
+                Change(
+                    record.id,
+                    {
+                        "state": Status.FAILURE,
+                        "finished_at": t,
+                        "updated_at": t,
+                        "message": message,
+                        "error": {"type": "ExecutorError", "message": message, "traceback": ""},
+                    },
+                    [TaskEvent(record.id, t, Status.FAILURE, 0.0, message, kind="state")],
+                )
+            ]
+        )
+
+    # -- read ------------------------------------------------------------------
+
+    def get(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
+        """The task's record; another tenant's task is TaskNotFound, as an unknown one."""
+        record = self.conveyor.store.get(task_id)
+        if record is None or (tenant is not None and record.tenant != tenant):
+            raise TaskNotFound(task_id)
+        return record
+
+    #: seed 002's name for ``get``
+    get_result = get
+
+    def result(self, task_id: str, *, tenant: str | None = None) -> Any:
+        """The value a finished task returned; TaskNotFinished while it runs."""
+        record = self.get(task_id, tenant=tenant)
+        if not record.finished:
+            raise TaskNotFinished(
+                f"task {task_id} is {record.state.value}; its result is not ready",
+                details={"task_id": task_id, "status": record.state.value, "progress": record.progress},
+            )
+        return record.result
+
+    def events(self, task_id: str, *, tenant: str | None = None, after_seq: int = 0) -> builtins.list[TaskEvent]:
+        self.get(task_id, tenant=tenant)
+        return self.conveyor.store.events(task_id, after_seq)
+
+    def wait(self, task_id: str, *, tenant: str | None = None, timeout: float | None = None) -> TaskRecord:
+        """Block until the task has finished; returns its last record.
+
+        Raises TimeoutError if ``timeout`` seconds pass first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.get(task_id, tenant=tenant)
+            if record.finished:
+                return record
+            left = POLL_INTERVAL if deadline is None else min(POLL_INTERVAL, deadline - time.monotonic())
+            if left <= 0:
+                raise TimeoutError(f"task {task_id} still {record.state.value} after {timeout}s")
+            self.conveyor.hub.wait(task_id, left)
+
+    def list(self, query: TaskQuery) -> Page:
+        limit = max(1, min(query.limit, MAX_PAGE))
+        if limit != query.limit:
+            query = TaskQuery(**{**_query_dict(query), "limit": limit})
+        return self.conveyor.store.query(query)
+
+    def queue_stats(self) -> builtins.list[QueueStats]:
+        return self.conveyor.store.queue_stats()
+
+    # -- change ----------------------------------------------------------------
+
+    def cancel(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
+        """Cancel a task: at once if it waits, cooperatively if it runs.
+
+        Raises InvalidTransition (409) if it has already finished.
+        """
+        app = self.conveyor
+        record = self.get(task_id, tenant=tenant)
+        if record.finished:
+            raise InvalidTransition(
+                f"task {task_id} has already finished ({record.state.value})",
+                details={"task_id": task_id, "status": record.state.value},
+            )
+        cancelled = app.store.cancel_waiting(task_id, now())
+        if cancelled is not None:
+            app.executor.cancel(cancelled)
+            app.hub.publish([task_id])
+            return cancelled
+        # It started meanwhile (or is running): ask the worker to stop it.
+        if not app.store.request_cancel(task_id):
+            return self.get(task_id, tenant=tenant)
+        record = self.get(task_id, tenant=tenant)
+        app.executor.cancel(record)
+        return record
+
+    def retry(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
+        """Run a FAILURE or CANCELLED task again under the same id."""
+        app = self.conveyor
+        record = self.get(task_id, tenant=tenant)
+        retryable = (Status.FAILURE, Status.CANCELLED)
+        if record.state not in retryable:
+            raise InvalidTransition(
+                f"only FAILURE or CANCELLED tasks can be retried; task {task_id} is {record.state.value}",
+                details={"task_id": task_id, "status": record.state.value},
+            )
+        tt = app.registry.get(record.type)
+        engine = app.executor.route(tt)
+        t = now()
+        fields: dict[str, Any] = {
+            "state": Status.PENDING,
+            "progress": 0.0,
+            "message": "Queued for retry",
+            "result": None,
+            "error": None,
+            "cancel_requested": False,
+            "finished_at": None,
+            "expires_at": None,
+            "eta": None,
+            "executor": engine,
+            "updated_at": t,
+            "worker": None,
+            "lease_expires_at": None,
+            **app.executor.claim_fields(engine),
+        }
+        reset = app.store.reset(task_id, fields, retryable)
+        if reset is None:
+            raise InvalidTransition(f"task {task_id} changed while being retried", details={"task_id": task_id})
+        app.store.apply(
+            [Change(task_id, {}, [TaskEvent(task_id, t, Status.PENDING, 0.0, "Queued for retry", kind="state")])]
+        )
+        app.metrics.remember(task_id, record.type)
+        try:
+            app.executor.dispatch(reset)
+        except ExecutorError as e:
+            self._refuse(reset, e)
+            raise
+        app.hub.publish([task_id])
+        return reset
+
+    def purge_expired(self) -> int:
+        return self.conveyor.store.purge_expired(now())
+
+
+def _query_dict(q: TaskQuery) -> dict[str, Any]:
+    return {name: getattr(q, name) for name in q.__dataclass_fields__}
+
+
+class AsyncTaskManager:
+    """``TaskManager``'s verbs for ``async`` code."""
+
+    def __init__(self, manager: TaskManager) -> None:
+        self._m = manager
+
+    async def submit(self, task_type: str, *args: Any, **kwargs: Any) -> str:
+        return await anyio.to_thread.run_sync(lambda: self._m.submit(task_type, *args, **kwargs))
+
+    async def submit_task(self, task_type: str, params: Mapping[str, Any] | None = None, **options: Any) -> TaskRecord:
+        return await anyio.to_thread.run_sync(lambda: self._m.submit_task(task_type, params, **options))
+
+    async def get(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
+        return await anyio.to_thread.run_sync(lambda: self._m.get(task_id, tenant=tenant))
+
+    get_result = get
+
+    async def result(self, task_id: str, *, tenant: str | None = None) -> Any:
+        return await anyio.to_thread.run_sync(lambda: self._m.result(task_id, tenant=tenant))
+
+    async def cancel(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
+        return await anyio.to_thread.run_sync(lambda: self._m.cancel(task_id, tenant=tenant))
+
+    async def retry(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
+        return await anyio.to_thread.run_sync(lambda: self._m.retry(task_id, tenant=tenant))
+
+    async def list(self, query: TaskQuery) -> Page:
+        return await anyio.to_thread.run_sync(lambda: self._m.list(query))
+
+    async def events(self, task_id: str, *, tenant: str | None = None, after_seq: int = 0) -> builtins.list[TaskEvent]:
+        return await anyio.to_thread.run_sync(lambda: self._m.events(task_id, tenant=tenant, after_seq=after_seq))
+
+    async def wait(self, task_id: str, *, tenant: str | None = None, timeout: float | None = None) -> TaskRecord:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        hub = self._m.conveyor.hub
+        while True:
+            record = await self.get(task_id, tenant=tenant)
+            if record.state in FINAL_STATES:
+                return record
+            left = POLL_INTERVAL if deadline is None else min(POLL_INTERVAL, deadline - time.monotonic())
+            if left <= 0:
+                raise TimeoutError(f"task {task_id} still {record.state.value} after {timeout}s")
+            await hub.wait_async(task_id, left)

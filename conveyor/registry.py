@@ -1,0 +1,236 @@
+"""Task types: the ``@task`` decorator and the registry that holds them."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from conveyor.errors import ConfigurationError, InvalidParams, UnknownTaskType
+
+__all__ = ["QUEUES", "Registry", "TaskType", "default_registry", "task"]
+
+#: the lanes the seeds use; any other name works too
+QUEUES = ("default", "documents", "media", "cpu", "gpu", "logs", "maintenance")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _params_from_signature(name: str, fn: Callable[..., Any]) -> type[BaseModel]:
+    """A params model built from the function's keyword parameters (after ``ctx``)."""
+    fields: dict[str, Any] = {}
+    sig = inspect.signature(fn)
+    raw = inspect.get_annotations(fn)
+    # Only the params' annotations are evaluated: ``ctx`` and the return type
+    # may name things the defining scope imported locally.
+    scope = {**getattr(fn, "__globals__", {}), **inspect.getclosurevars(fn).nonlocals}
+    for i, p in enumerate(sig.parameters.values()):
+        if i == 0 or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        annotation = raw.get(p.name, Any)
+        if isinstance(annotation, str):
+            try:
+                # eval of the function's own annotation text, as typing.get_type_hints does
+                annotation = eval(annotation, scope)
+            except Exception as e:
+                raise ConfigurationError(
+                    f"task {name!r}: cannot resolve the annotation of {p.name!r} ({annotation}): {e}; "
+                    "import its type at module level or pass params=<a pydantic model>"
+                ) from e
+        default = ... if p.default is p.empty else p.default
+        fields[p.name] = (annotation, default)
+    model_name = "".join(part.title() for part in name.replace(".", "_").split("_")) + "Params"
+    return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    details = []
+    for err in exc.errors(include_url=False, include_context=False):
+        field = ".".join(str(p) for p in err["loc"]) or "params"
+        details.append({"field": field, "message": err["msg"], "type": err["type"]})
+    return details
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TaskType:
+    """A registered function and the options every run of it gets."""
+
+    name: str
+    fn: Callable[..., Any]
+    params: type[BaseModel]
+    queue: str = "default"
+    description: str = ""
+    #: attempts after the first; each waits ``retry_backoff * 2**(n-1)`` seconds (jittered)
+    max_retries: int = 0
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
+    #: exceptions that earn a retry; others fail at once
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    #: seconds: the soft limit raises SoftTimeLimitExceeded in the task, the hard one kills it
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
+    #: 0 (lowest) to 9 (highest)
+    priority: int = 0
+    #: seconds a finished record is kept; None means the settings' default
+    result_ttl: float | None = None
+    #: heavy tasks go to Celery under the hybrid executor
+    heavy: bool = False
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+    def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Params checked against the model, as JSON-ready values; InvalidParams names each bad field."""
+        if not isinstance(params, Mapping):
+            raise InvalidParams(
+                "params must be a JSON object",
+                details=[{"field": "params", "message": "must be an object", "type": "dict_type"}],
+            )
+        try:
+            model = self.params.model_validate(dict(params))
+        except ValidationError as exc:
+            details = _field_errors(exc)
+            fields = ", ".join(d["field"] for d in details)
+            raise InvalidParams(f"Invalid params for {self.name}: {fields}", details=details) from None
+        return model.model_dump(mode="json")
+
+    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Positional arguments mapped onto the params model's fields, in order."""
+        names = list(self.params.model_fields)
+        if len(args) > len(names):
+            raise InvalidParams(
+                f"{self.name} takes {len(names)} params but {len(args)} were given",
+                details=[{"field": "params", "message": "too many positional arguments", "type": "too_many"}],
+            )
+        bound = dict(zip(names, args, strict=False))
+        for key, value in kwargs.items():
+            if key in bound:
+                raise InvalidParams(
+                    f"{self.name} got {key!r} twice",
+                    details=[{"field": key, "message": "given twice", "type": "duplicate"}],
+                )
+            bound[key] = value
+        return bound
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds before attempt ``attempt + 1``: exponential, capped, with equal jitter."""
+        delay = min(self.retry_backoff_max, self.retry_backoff * float(2 ** max(0, attempt - 1)))
+        if self.retry_jitter:
+            delay = delay / 2 + random.uniform(0, delay / 2)
+        return delay
+
+    def schema(self) -> dict[str, Any]:
+        return self.params.model_json_schema()
+
+
+class Registry:
+    """Task types by name."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, TaskType] = {}
+
+    def task(
+        self,
+        name: str | None = None,
+        *,
+        queue: str = "default",
+        params: type[BaseModel] | None = None,
+        description: str | None = None,
+        max_retries: int = 0,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 600.0,
+        retry_jitter: bool = True,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        soft_time_limit: float | None = None,
+        time_limit: float | None = None,
+        priority: int = 0,
+        result_ttl: float | None = None,
+        heavy: bool = False,
+    ) -> Callable[[F], F]:
+        """Register ``fn(ctx, **params)`` as a task type.
+
+        ``params`` is a pydantic model validated at submit time; without one the
+        model is built from the function's signature.
+        """
+        if not 0 <= priority <= 9:
+            raise ConfigurationError(f"priority must be 0..9, not {priority}")
+        if soft_time_limit and time_limit and soft_time_limit >= time_limit:
+            raise ConfigurationError("soft_time_limit must be below time_limit")
+
+        def decorate(fn: F) -> F:
+            task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+            model = params or _params_from_signature(task_name, fn)
+            doc = description if description is not None else inspect.getdoc(fn) or ""
+            self.add(
+                TaskType(
+                    name=task_name,
+                    fn=fn,
+                    params=model,
+                    queue=queue,
+                    description=doc.strip().split("\n\n")[0],
+                    max_retries=max_retries,
+                    retry_backoff=retry_backoff,
+                    retry_backoff_max=retry_backoff_max,
+                    retry_jitter=retry_jitter,
+                    retry_on=retry_on,
+                    soft_time_limit=soft_time_limit,
+                    time_limit=time_limit,
+                    priority=priority,
+                    result_ttl=result_ttl,
+                    heavy=heavy,
+                )
+            )
+            return fn
+
+        return decorate
+
+    def add(self, task_type: TaskType) -> None:
+        existing = self._types.get(task_type.name)
+        if existing is not None and existing.fn is not task_type.fn:
+            same_place = (
+                existing.fn.__module__ == task_type.fn.__module__
+                and existing.fn.__qualname__ == task_type.fn.__qualname__
+            )
+            # A module imported twice (reload, test collection) re-registers the
+            # same function; two different functions under one name is a bug.
+            if not same_place:
+                raise ConfigurationError(f"task type {task_type.name!r} is registered twice")
+        self._types[task_type.name] = task_type
+
+    def get(self, name: str) -> TaskType:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownTaskType(name, self.names()) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def __iter__(self) -> Iterator[TaskType]:
+        return iter(sorted(self._types.values(), key=lambda t: t.name))
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def copy(self) -> Registry:
+        clone = Registry()
+        clone._types = dict(self._types)
+        return clone
+
+
+#: the registry ``@task`` writes to; a Conveyor app uses it unless given another
+default_registry = Registry()
+
+
+def task(name: str | None = None, **options: Any) -> Callable[[F], F]:
+    """Register a task type in the default registry. See ``Registry.task``."""
+    return default_registry.task(name, **options)

@@ -1,0 +1,111 @@
+"""Periodic jobs: one table, run in-process by ``serve`` or fed to Celery beat.
+
+A job fires by submitting its task type like any client would. The
+submission carries an idempotency key made of the job's name and the slot
+time, so two schedulers over one store (two API replicas, or a restarted
+one) submit each slot once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import ConfigurationError, ConveyorError
+
+if TYPE_CHECKING:
+    from conveyor.manager import TaskManager
+
+__all__ = ["PeriodicJob", "Scheduler", "collect_jobs"]
+
+log = logging.getLogger("conveyor.scheduler")
+
+
+@dataclasses.dataclass(frozen=True)
+class PeriodicJob:
+    """Submit ``task_type`` with ``params`` every ``every`` seconds or on a ``cron`` line (UTC)."""
+
+    name: str
+    task_type: str
+    _: dataclasses.KW_ONLY
+    every: float | None = None
+    cron: str | None = None
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    tenant: str = "system"
+
+    def __post_init__(self) -> None:
+        if (self.every is None) == (self.cron is None):
+            raise ConfigurationError(f"periodic job {self.name!r} needs exactly one of every= or cron=")
+        if self.every is not None and self.every <= 0:
+            raise ConfigurationError(f"periodic job {self.name!r}: every must be positive")
+        if self.cron is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.cron):
+                raise ConfigurationError(f"periodic job {self.name!r}: {self.cron!r} is not a cron line")
+
+    def next_after(self, t: float) -> float:
+        """The first slot strictly after ``t`` (epoch seconds)."""
+        if self.every is not None:
+            return (int(t // self.every) + 1) * self.every
+        from croniter import croniter
+
+        assert self.cron is not None
+        base = datetime.fromtimestamp(t, tz=UTC)
+        return float(croniter(self.cron, base).get_next(float))
+
+
+def collect_jobs(workloads: list[Any]) -> list[PeriodicJob]:
+    jobs: list[PeriodicJob] = []
+    for module in workloads:
+        jobs.extend(getattr(module, "periodic_jobs", []))
+    return jobs
+
+
+class Scheduler:
+    """Runs the periodic-job table in a thread of this process."""
+
+    def __init__(self, manager: TaskManager, jobs: list[PeriodicJob] | None = None) -> None:
+        self.manager = manager
+        self.jobs = jobs if jobs is not None else collect_jobs(manager.conveyor.workloads)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.fired: list[tuple[str, str]] = []
+
+    def start(self) -> None:
+        if self._thread is None and self.jobs:
+            self._thread = threading.Thread(target=self._run, name="conveyor-scheduler", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def fire(self, job: PeriodicJob, slot: float) -> str | None:
+        key = f"periodic:{job.name}:{int(slot)}"
+        try:
+            record = self.manager.submit_task(job.task_type, job.params, tenant=job.tenant, idempotency_key=key)
+        except ConveyorError as e:
+            log.warning("periodic job %s could not be submitted: %s", job.name, e.message)
+            return None
+        self.fired.append((job.name, record.id))
+        return record.id
+
+    def _run(self) -> None:
+        t = time.time()
+        due = {job.name: job.next_after(t) for job in self.jobs}
+        by_name = {job.name: job for job in self.jobs}
+        while not self._stop.is_set():
+            t = time.time()
+            for name, slot in list(due.items()):
+                if slot <= t:
+                    self.fire(by_name[name], slot)
+                    due[name] = by_name[name].next_after(t)
+            wait = max(0.05, min(due.values()) - time.time()) if due else 1.0
+            self._stop.wait(min(wait, 1.0))

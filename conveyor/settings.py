@@ -1,0 +1,132 @@
+"""Settings: every knob in one object, read from ``CONVEYOR_*`` environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+def _parse_api_keys(value: object) -> dict[str, str]:
+    """``key=tenant,key2=tenant2`` or a JSON object ``{"key": "tenant"}``."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    text = str(value).strip()
+    if text.startswith("{"):
+        return {str(k): str(v) for k, v in json.loads(text).items()}
+    keys: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, tenant = part.partition("=")
+        if not sep:
+            key, sep, tenant = part.partition(":")
+        if not sep or not key.strip() or not tenant.strip():
+            raise ValueError(f"API key entry {part!r} must look like key=tenant")
+        keys[key.strip()] = tenant.strip()
+    return keys
+
+
+class Settings(BaseSettings):
+    """Conveyor's configuration. Every field can be set as ``CONVEYOR_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
+
+    #: where the SQLite file, uploads and task work folders live
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / "conveyor-data")
+    #: ``sqlite:///path``, ``postgresql://user@host/db`` or ``redis://host/db``;
+    #: empty means SQLite in ``data_dir``
+    database_url: str = ""
+    #: ``local`` (in-process pool), ``celery`` or ``hybrid``
+    executor: Literal["local", "celery", "hybrid"] = "local"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    #: API keys mapped to tenants: ``key=tenant,key2=tenant2`` or JSON
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    #: the tenant used when no keys are configured (loopback only)
+    local_tenant: str = "local"
+
+    #: worker processes of the local executor
+    concurrency: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, le=256)
+    #: tasks handed to one worker process ahead of time (hides the round trip)
+    prefetch: int = Field(default=2, ge=1, le=64)
+    #: how often buffered progress and state changes are written, in seconds
+    flush_interval: float = Field(default=0.02, gt=0, le=5)
+    #: a running task's claim lasts this long unless its worker renews it
+    lease_seconds: float = Field(default=30.0, gt=1)
+    #: graceful shutdown waits this long for running tasks
+    shutdown_timeout: float = Field(default=30.0, ge=0)
+
+    #: largest request body accepted, in MiB (uploads included)
+    max_body_mb: float = Field(default=100.0, gt=0)
+    #: unfinished tasks one tenant may have at once
+    max_unfinished_per_tenant: int = Field(default=10_000, ge=1)
+    #: seconds a finished task's record and result are kept (0: forever); unset: one
+    #: week on SQL, one hour on the Redis-only store (seed 004's expiry)
+    result_ttl: float | None = Field(default=None, ge=0)
+    #: run the periodic-job scheduler inside ``serve``
+    scheduler: bool = True
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    #: allow a non-loopback ``serve`` with no API keys (every caller is one tenant)
+    insecure: bool = False
+    #: workloads whose task types and routes are loaded
+    workloads: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["system"])
+
+    #: documents workload: largest upload, per-tenant quota (MiB), retention (days)
+    documents_max_upload_mb: float = Field(default=50.0, gt=0)
+    documents_quota_mb: float = Field(default=1024.0, gt=0)
+    documents_retention_days: float = Field(default=30.0, gt=0)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: object) -> dict[str, str]:
+        return _parse_api_keys(value)
+
+    @field_validator("workloads", mode="before")
+    @classmethod
+    def _workloads(cls, value: object) -> list[str]:
+        if isinstance(value, str):
+            return [w.strip() for w in value.split(",") if w.strip()]
+        if isinstance(value, list | tuple):
+            return [str(w) for w in value]
+        raise ValueError("workloads must be a comma-separated list")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL with defaults applied and a driver chosen."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'conveyor.db'}"
+        # A plain postgresql:// URL would make SQLAlchemy look for psycopg2; we
+        # ship psycopg 3, so name its driver unless the user chose one.
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def effective_result_ttl(self) -> float:
+        if self.result_ttl is not None:
+            return self.result_ttl
+        return 3600.0 if self.store_kind == "redis" else 7 * 24 * 3600.0
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def store_kind(self) -> Literal["sql", "redis", "memory"]:
+        url = self.resolved_database_url
+        if url.startswith(("redis://", "rediss://", "unix://")):
+            return "redis"
+        if url.startswith("memory://"):
+            return "memory"
+        return "sql"

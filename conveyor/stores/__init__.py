@@ -1,0 +1,1 @@
+"""Task stores: ``base`` (the contract), ``memory``, ``sql`` and ``redis``."""

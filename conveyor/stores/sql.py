@@ -1,0 +1,597 @@
+"""The SQL store: SQLAlchemy 2 Core over SQLite (the default) or PostgreSQL.
+
+The schema is owned by the Alembic migrations next to this file; ``open()``
+brings the database to the newest revision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Engine
+
+from conveyor.errors import StoreError
+from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
+from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery
+
+__all__ = ["SqlStore", "create_engine_for", "metadata", "tasks_table", "upgrade"]
+
+log = logging.getLogger("conveyor.stores.sql")
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+metadata = sa.MetaData()
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+tasks_table = sa.Table(
+    "conveyor_tasks",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("type", sa.String(200), nullable=False),
+    sa.Column("queue", sa.String(100), nullable=False),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("progress", sa.Float, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("meta", JSONType),
+    sa.Column("params", JSONType),
+    sa.Column("result", JSONType),
+    sa.Column("error", JSONType),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("max_retries", sa.Integer, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("idempotency_key", sa.String(200)),
+    sa.Column("executor", sa.String(16), nullable=False),
+    sa.Column("worker", sa.String(200)),
+    sa.Column("lease_expires_at", sa.Float),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.Column("eta", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+events_table = sa.Table(
+    "conveyor_task_events",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.String(36), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("progress", sa.Float, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+)
+
+_FINAL = [s.value for s in FINAL_STATES]
+_UNFINISHED = [s.value for s in UNFINISHED_STATES]
+_COLUMNS = [c.name for c in tasks_table.columns]
+_JSON_COLUMNS = frozenset({"meta", "params", "result", "error"})
+_EVENT_COLUMNS = ("task_id", "at", "kind", "state", "progress", "message")
+_FINAL_SQL = ", ".join(f"'{s}'" for s in sorted(_FINAL))
+
+
+def create_engine_for(url: str) -> Engine:
+    """An engine with the settings each backend needs (WAL and busy timeout on SQLite)."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a commit survives a process crash; only an OS crash
+            # can lose the last transactions, the trade-off SQLite recommends.
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            # Checkpoints (which fsync) run on the store's own thread, not
+            # inside whichever commit crosses the threshold: see _checkpoints.
+            cur.execute("PRAGMA wal_autocheckpoint=0")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=1800)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Run the Alembic migrations up to ``revision``."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two processes starting at once must not both create the tables.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7243001)"))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def _record(row: sa.Row[Any]) -> TaskRecord:
+    m = row._mapping
+    return TaskRecord(
+        id=m["id"],
+        type=m["type"],
+        queue=m["queue"],
+        tenant=m["tenant"],
+        state=Status(m["state"]),
+        progress=m["progress"],
+        message=m["message"],
+        meta=m["meta"] or {},
+        params=m["params"] or {},
+        result=m["result"],
+        error=m["error"],
+        attempts=m["attempts"],
+        max_retries=m["max_retries"],
+        priority=m["priority"],
+        idempotency_key=m["idempotency_key"],
+        executor=m["executor"],
+        worker=m["worker"],
+        lease_expires_at=m["lease_expires_at"],
+        cancel_requested=bool(m["cancel_requested"]),
+        eta=m["eta"],
+        created_at=m["created_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        expires_at=m["expires_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _row(r: TaskRecord) -> dict[str, Any]:
+    return {name: (getattr(r, name).value if name == "state" else getattr(r, name)) for name in _COLUMNS}
+
+
+class SqlStore:
+    def __init__(self, url: str, *, engine: Engine | None = None, migrate: bool = True) -> None:
+        self.url = url
+        self.engine = engine or create_engine_for(url)
+        self.kind = self.engine.dialect.name
+        self._migrate = migrate
+        # SQLite has one writer at a time and its busy handler sleeps in
+        # growing steps; queueing our own writers on a lock is much faster.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.kind == "sqlite" else contextlib.nullcontext()
+        )
+        self._update_cache: dict[tuple[str, ...], sa.Update] = {}
+        # SQLite writes go through one DBAPI connection with pre-rendered SQL:
+        # SQLAlchemy's per-statement work costs five times SQLite's own commit,
+        # and every submit and every flush is a write.
+        self._raw: Any = None
+        self._raw_sql: dict[tuple[str, ...], str] = {}
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoint_stop = threading.Event()
+
+    # -- connection -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except exc.IntegrityError:
+            raise
+        except (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError) as e:
+            raise StoreError(f"database unavailable: {_short(e)}") from e
+        except exc.DBAPIError as e:
+            if e.connection_invalidated:
+                raise StoreError(f"database connection lost: {_short(e)}") from e
+            raise
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self._errors(), self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self._errors(), self.engine.connect() as conn:
+            yield conn
+
+    def open(self) -> None:
+        if self._migrate:
+            with self._errors():
+                upgrade(self.engine)
+        if self.kind == "sqlite" and self._checkpointer is None and ":memory:" not in self.url:
+            self._checkpoint_stop.clear()
+            self._checkpointer = threading.Thread(target=self._checkpoints, name="conveyor-checkpoint", daemon=True)
+            self._checkpointer.start()
+
+    def _checkpoints(self, interval: float = 0.5) -> None:
+        """Copy the SQLite WAL back into the database file, off the write path."""
+        conn: Any = None
+        while not self._checkpoint_stop.wait(interval):
+            try:
+                if conn is None:
+                    conn = self.engine.raw_connection()
+                cur = conn.cursor()
+                cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                _busy, wal_pages, _done = cur.fetchone()
+                cur.close()
+                # A WAL that PASSIVE could never finish keeps growing; reset it
+                # once it is large, while holding off our own writers briefly.
+                if wal_pages > 50_000:
+                    with self._write_lock:
+                        cur = conn.cursor()
+                        cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                        cur.close()
+            except Exception as e:  # the next round tries again
+                log.debug("checkpoint failed: %s", e)
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        self._checkpoint_stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(5)
+            self._checkpointer = None
+        with self._write_lock:
+            if self._raw is not None:
+                self._raw.close()
+                self._raw = None
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _raw_write(self) -> Iterator[Any]:
+        """A cursor on the dedicated SQLite write connection, committed on exit."""
+        with self._write_lock:
+            try:
+                if self._raw is None:
+                    self._raw = self.engine.raw_connection()
+                cur = self._raw.cursor()
+                try:
+                    yield cur
+                    self._raw.commit()
+                except BaseException:
+                    self._raw.rollback()
+                    raise
+                finally:
+                    cur.close()
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.Error as e:
+                raise StoreError(f"database unavailable: {e}") from e
+
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    # -- records ----------------------------------------------------------
+
+    def insert(self, records: Sequence[TaskRecord]) -> None:
+        if not records:
+            return
+        if self.kind == "sqlite":
+            sql = self._raw_sql.get(("insert",))
+            if sql is None:
+                sql = f"INSERT INTO conveyor_tasks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+                self._raw_sql[("insert",)] = sql
+            rows = [tuple(_raw_value(name, getattr(r, name)) for name in _COLUMNS) for r in records]
+            try:
+                with self._raw_write() as cur:
+                    cur.executemany(sql, rows)
+            except sqlite3.IntegrityError as e:
+                raise DuplicateTask(str(e)) from e
+            return
+        try:
+            with self._write() as conn:
+                conn.execute(tasks_table.insert(), [_row(r) for r in records])
+        except exc.IntegrityError as e:
+            raise DuplicateTask(str(e.orig)) from e
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        with self._read() as conn:
+            row = conn.execute(tasks_table.select().where(tasks_table.c.id == task_id)).first()
+        return _record(row) if row is not None else None
+
+    def get_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
+        if not task_ids:
+            return []
+        with self._read() as conn:
+            rows = conn.execute(tasks_table.select().where(tasks_table.c.id.in_(list(task_ids)))).all()
+        return [_record(r) for r in rows]
+
+    def find_by_idempotency_key(self, tenant: str, key: str) -> TaskRecord | None:
+        t = tasks_table.c
+        with self._read() as conn:
+            row = conn.execute(tasks_table.select().where(t.tenant == tenant, t.idempotency_key == key)).first()
+        return _record(row) if row is not None else None
+
+    def query(self, query: TaskQuery) -> Page:
+        t = tasks_table.c
+        conditions: list[Any] = []
+        if query.tenant is not None:
+            conditions.append(t.tenant == query.tenant)
+        if query.states:
+            conditions.append(t.state.in_([Status(s).value for s in query.states]))
+        if query.types:
+            conditions.append(t.type.in_(list(query.types)))
+        if query.queues:
+            conditions.append(t.queue.in_(list(query.queues)))
+        if query.id_prefix:
+            conditions.append(t.id.startswith(query.id_prefix, autoescape=True))
+        order = t.created_at.desc() if query.newest_first else t.created_at.asc()
+        with self._read() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(tasks_table).where(*conditions)).scalar_one()
+            rows = conn.execute(
+                tasks_table.select().where(*conditions).order_by(order, t.id).limit(query.limit).offset(query.offset)
+            ).all()
+        return Page([_record(r) for r in rows], int(total))
+
+    # -- changes ----------------------------------------------------------
+
+    def _update_for(self, keys: tuple[str, ...]) -> sa.Update:
+        stmt = self._update_cache.get(keys)
+        if stmt is None:
+            t = tasks_table.c
+            stmt = (
+                tasks_table.update()
+                # Spelled out: an expanding NOT IN cannot be used with executemany.
+                .where(t.id == sa.bindparam("_id"), *(t.state != s for s in _FINAL))
+                .values({k: sa.bindparam(f"_v_{k}") for k in keys})
+            )
+            self._update_cache[keys] = stmt
+        return stmt
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        if self.kind == "sqlite":
+            self._apply_raw(changes)
+            return
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        events: list[dict[str, Any]] = []
+        for change in changes:
+            keys = tuple(sorted(change.fields))
+            params = {"_id": change.task_id}
+            for k in keys:
+                v = change.fields[k]
+                params[f"_v_{k}"] = v.value if isinstance(v, Status) else v
+            groups.setdefault(keys, []).append(params)
+            for e in change.events:
+                events.append(
+                    {
+                        "task_id": e.task_id,
+                        "at": e.at,
+                        "kind": e.kind,
+                        "state": e.state.value,
+                        "progress": e.progress,
+                        "message": e.message,
+                    }
+                )
+        with self._write() as conn:
+            for keys, rows in groups.items():
+                if keys:
+                    conn.execute(self._update_for(keys), rows)
+            if events:
+                conn.execute(events_table.insert(), events)
+
+    def _apply_raw(self, changes: Sequence[Change]) -> None:
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        events: list[tuple[Any, ...]] = []
+        for change in changes:
+            keys = tuple(sorted(change.fields))
+            if keys:
+                row = (*tuple(_raw_value(k, change.fields[k]) for k in keys), change.task_id)
+                groups.setdefault(keys, []).append(row)
+            for e in change.events:
+                events.append((e.task_id, e.at, e.kind, e.state.value, e.progress, e.message))
+        with self._raw_write() as cur:
+            for keys, rows in groups.items():
+                sql = self._raw_sql.get(keys)
+                if sql is None:
+                    assignments = ", ".join(f"{k} = ?" for k in keys)
+                    sql = f"UPDATE conveyor_tasks SET {assignments} WHERE id = ? AND state NOT IN ({_FINAL_SQL})"
+                    self._raw_sql[keys] = sql
+                cur.executemany(sql, rows)
+            if events:
+                cur.executemany(
+                    f"INSERT INTO conveyor_task_events ({', '.join(_EVENT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)", events
+                )
+
+    def events(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
+        e = events_table.c
+        with self._read() as conn:
+            rows = conn.execute(
+                events_table.select().where(e.task_id == task_id, e.seq > after_seq).order_by(e.seq)
+            ).all()
+        return [
+            TaskEvent(r.task_id, r.at, Status(r.state), r.progress, r.message, kind=r.kind, seq=r.seq) for r in rows
+        ]
+
+    def cancel_waiting(self, task_id: str, at: float) -> TaskRecord | None:
+        t = tasks_table.c
+        with self._write() as conn:
+            result = conn.execute(
+                tasks_table.update()
+                .where(t.id == task_id, t.state.in_([Status.PENDING.value, Status.RETRY.value]))
+                .values(state=Status.CANCELLED.value, finished_at=at, updated_at=at, message="Cancelled")
+            )
+            if result.rowcount != 1:
+                return None
+            row = conn.execute(tasks_table.select().where(t.id == task_id)).first()
+            assert row is not None
+            conn.execute(
+                events_table.insert(),
+                [
+                    {
+                        "task_id": task_id,
+                        "at": at,
+                        "kind": "state",
+                        "state": Status.CANCELLED.value,
+                        "progress": row.progress,
+                        "message": "Cancelled",
+                    }
+                ],
+            )
+        return _record(row)
+
+    def request_cancel(self, task_id: str) -> bool:
+        t = tasks_table.c
+        with self._write() as conn:
+            result = conn.execute(
+                tasks_table.update().where(t.id == task_id, t.state.notin_(_FINAL)).values(cancel_requested=True)
+            )
+        return bool(result.rowcount == 1)
+
+    def reset(self, task_id: str, fields: dict[str, Any], from_states: Sequence[Status]) -> TaskRecord | None:
+        t = tasks_table.c
+        values = {k: (v.value if isinstance(v, Status) else v) for k, v in fields.items()}
+        with self._write() as conn:
+            result = conn.execute(
+                tasks_table.update()
+                .where(t.id == task_id, t.state.in_([Status(s).value for s in from_states]))
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                return None
+            row = conn.execute(tasks_table.select().where(t.id == task_id)).first()
+        return _record(row) if row is not None else None
+
+    def claim(self, task_ids: Sequence[str], worker: str, lease_until: float) -> list[TaskRecord]:
+        if not task_ids:
+            return []
+        t = tasks_table.c
+        with self._write() as conn:
+            conn.execute(
+                tasks_table.update()
+                .where(t.id.in_(list(task_ids)), t.state.in_(_UNFINISHED))
+                .values(worker=worker, lease_expires_at=lease_until)
+            )
+            rows = conn.execute(
+                tasks_table.select().where(t.id.in_(list(task_ids)), t.worker == worker, t.state.in_(_UNFINISHED))
+            ).all()
+        return [_record(r) for r in rows]
+
+    def start_run(self, task_id: str, worker: str, lease_until: float, at: float) -> TaskRecord | None:
+        t = tasks_table.c
+        runnable = sa.or_(
+            t.state.in_([Status.PENDING.value, Status.RETRY.value]),
+            sa.and_(t.state == Status.PROCESSING.value, t.lease_expires_at < at),
+        )
+        with self._write() as conn:
+            result = conn.execute(
+                tasks_table.update()
+                .where(t.id == task_id, runnable)
+                .values(
+                    state=Status.PROCESSING.value,
+                    worker=worker,
+                    lease_expires_at=lease_until,
+                    attempts=t.attempts + 1,
+                    started_at=at,
+                    updated_at=at,
+                    progress=0.0,
+                    message="Started",
+                    eta=None,
+                )
+            )
+            if result.rowcount != 1:
+                return None
+            conn.execute(
+                events_table.insert(),
+                [
+                    {
+                        "task_id": task_id,
+                        "at": at,
+                        "kind": "state",
+                        "state": Status.PROCESSING.value,
+                        "progress": 0.0,
+                        "message": "Started",
+                    }
+                ],
+            )
+            row = conn.execute(tasks_table.select().where(t.id == task_id)).first()
+        return _record(row) if row is not None else None
+
+    def renew_leases(self, worker: str, until: float) -> int:
+        t = tasks_table.c
+        with self._write() as conn:
+            result = conn.execute(
+                tasks_table.update().where(t.worker == worker, t.state.in_(_UNFINISHED)).values(lease_expires_at=until)
+            )
+        return int(result.rowcount)
+
+    def recoverable(
+        self, executor: str, at: float, dead_workers: Sequence[str] = (), limit: int = 1000
+    ) -> list[TaskRecord]:
+        t = tasks_table.c
+        holder_gone = sa.or_(t.worker.is_(None), t.lease_expires_at < at)
+        if dead_workers:
+            holder_gone = sa.or_(holder_gone, t.worker.in_(list(dead_workers)))
+        with self._read() as conn:
+            rows = conn.execute(
+                tasks_table.select()
+                .where(t.executor == executor, t.state.in_(_UNFINISHED), holder_gone)
+                .order_by(t.created_at)
+                .limit(limit)
+            ).all()
+        return [_record(r) for r in rows]
+
+    def count_unfinished(self, tenant: str) -> int:
+        t = tasks_table.c
+        with self._read() as conn:
+            n = conn.execute(
+                sa.select(sa.func.count()).select_from(tasks_table).where(t.tenant == tenant, t.state.in_(_UNFINISHED))
+            ).scalar_one()
+        return int(n)
+
+    def queue_stats(self) -> list[QueueStats]:
+        t = tasks_table.c
+        with self._read() as conn:
+            rows = conn.execute(sa.select(t.queue, t.state, sa.func.count()).group_by(t.queue, t.state)).all()
+        counts: dict[str, dict[str, int]] = {}
+        for queue, state, n in rows:
+            counts.setdefault(queue, {})[state] = int(n)
+        return [QueueStats(q, c) for q, c in sorted(counts.items())]
+
+    def purge_expired(self, at: float, limit: int = 10_000) -> int:
+        t = tasks_table.c
+        with self._write() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(sa.select(t.id).where(t.state.in_(_FINAL), t.expires_at <= at).limit(limit)).all()
+            ]
+            if ids:
+                conn.execute(events_table.delete().where(events_table.c.task_id.in_(ids)))
+                conn.execute(tasks_table.delete().where(t.id.in_(ids)))
+        return len(ids)
+
+    def held_by(self, worker_prefix: str) -> list[str]:
+        t = tasks_table.c
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(t.worker)
+                .distinct()
+                .where(t.worker.startswith(worker_prefix, autoescape=True), t.state.in_(_UNFINISHED))
+            ).all()
+        return sorted(r[0] for r in rows)
+
+
+def _raw_value(name: str, value: Any) -> Any:
+    """A value as SQLAlchemy would have bound it for SQLite."""
+    if name in _JSON_COLUMNS:
+        return None if value is None else json.dumps(value)
+    if isinstance(value, Status):
+        return value.value
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _short(e: Exception) -> str:
+    text = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__

@@ -1,0 +1,127 @@
+"""BufferedWriter: state changes and progress written in batches.
+
+A task that reports progress fifty times a second must not cost fifty
+transactions, and a pool finishing thousands of tasks a second must not cost
+thousands. Changes are merged per task (the newest progress wins, every state
+change is kept on the timeline) and written every ``interval`` seconds in one
+transaction. When the store is down the batch is kept and tried again, so no
+state change is lost while the process lives; a crash loses at most one
+interval, and the task is then run again (at-least-once).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from conveyor.stores.base import Change, Store
+
+__all__ = ["BufferedWriter"]
+
+log = logging.getLogger("conveyor.writer")
+
+
+class BufferedWriter:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        interval: float = 0.02,
+        on_flushed: Callable[[Sequence[Change]], None] | None = None,
+        max_batch: int = 5000,
+    ) -> None:
+        self.store = store
+        self.interval = interval
+        self.on_flushed = on_flushed
+        self.max_batch = max_batch
+        self._pending: dict[str, Change] = {}
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        #: the last error met while writing (None when healthy)
+        self.last_error: Exception | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="conveyor-writer", daemon=True)
+            self._thread.start()
+
+    def put(self, change: Change, *, urgent: bool = False) -> None:
+        with self._lock:
+            existing = self._pending.get(change.task_id)
+            if existing is None:
+                self._pending[change.task_id] = change
+            else:
+                existing.merge(change)
+            big = len(self._pending) >= self.max_batch
+        if urgent or big:
+            self._wake.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> None:
+        """Write everything buffered now; raises the store's error if it fails."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._pending = self._pending, {}
+            if not batch:
+                return
+            changes = list(batch.values())
+            try:
+                self.store.apply(changes)
+            except Exception:
+                with self._lock:
+                    # Put the batch back under anything newer that came meanwhile.
+                    for change in changes:
+                        newer = self._pending.get(change.task_id)
+                        if newer is not None:
+                            change.merge(newer)
+                        self._pending[change.task_id] = change
+                raise
+        self.last_error = None
+        if self.on_flushed is not None:
+            try:
+                self.on_flushed(changes)
+            except Exception:  # a listener's bug must not stop the writer
+                log.exception("flush listener failed")
+
+    def _run(self) -> None:
+        backoff = self.interval
+        while True:
+            self._wake.wait(backoff)
+            self._wake.clear()
+            stopping = self._stopping
+            try:
+                self.flush()
+                backoff = self.interval
+            except Exception as e:
+                self.last_error = e
+                backoff = min(2.0, max(backoff * 2, 0.05))
+                first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                log.warning("store write failed, retrying in %.2fs: %s", backoff, first_line)
+            if stopping and not self._pending:
+                return
+            if stopping and self.last_error is not None:
+                return
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Flush what is left and stop the thread."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        deadline = time.monotonic() + timeout
+        while self._pending and time.monotonic() < deadline:
+            try:
+                self.flush()
+            except Exception as e:
+                log.warning("could not write %d buffered changes: %s", len(self._pending), e)
+                time.sleep(0.2)

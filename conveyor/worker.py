@@ -1,0 +1,22 @@
+"""The Celery app module: ``celery -A conveyor.worker worker|beat|inspect|flower``.
+
+Celery's command line needs an app at module level, so this module builds one
+Conveyor from the environment (``CONVEYOR_*``) on import. Nothing else in the
+package does that.
+"""
+
+from __future__ import annotations
+
+from conveyor.app import Conveyor
+from conveyor.executors.celery import CeleryExecutor
+from conveyor.settings import Settings
+
+__all__ = ["app", "conveyor"]
+
+_settings = Settings()
+if _settings.executor == "local":
+    # A worker is a Celery worker whatever the API process uses.
+    _settings = _settings.model_copy(update={"executor": "celery"})
+conveyor = Conveyor(_settings)
+_executor = conveyor.executor
+app = _executor.app if isinstance(_executor, CeleryExecutor) else _executor.celery.app  # type: ignore[attr-defined]

@@ -1,0 +1,205 @@
+"""One contract, every store: the same tests run on memory, SQLite, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor import Settings, Status, TaskQuery, TaskRecord
+from conveyor.records import TaskEvent, now
+from conveyor.stores.base import Change, DuplicateTask, Store, open_store
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "redis":
+        from conveyor.stores.redis import RedisStore
+        from tests.conftest import REDIS_URL, require_service
+
+        require_service("Redis", "127.0.0.1", 6379)
+        redis_store = RedisStore(f"{REDIS_URL}/15", prefix=f"conveyor-test-{uuid.uuid4().hex[:8]}:")
+        redis_store.open()
+        yield redis_store
+        redis_store.flush()
+        redis_store.close()
+        return
+    if request.param == "memory":
+        url = "memory://"
+    elif request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'c.db'}"
+    else:
+        url = request.getfixturevalue("clean_postgres_url")
+    s = open_store(Settings(database_url=url).resolved_database_url)
+    s.open()
+    yield s
+    s.close()
+
+
+def rec(**kw: object) -> TaskRecord:
+    import uuid
+
+    base: dict[str, object] = {"id": str(uuid.uuid4()), "type": "t.x", "tenant": "a"}
+    base.update(kw)
+    return TaskRecord(**base)  # type: ignore[arg-type]
+
+
+def test_a_record_reads_back_as_written(store: Store) -> None:
+    r = rec(params={"n": 1, "s": "héllo"}, priority=3, meta={"k": [1, 2]})
+    store.insert([r])
+    got = store.get(r.id)
+    assert got == r
+
+
+def test_an_unknown_id_is_none(store: Store) -> None:
+    assert store.get("no-such-id") is None
+
+
+def test_an_idempotency_key_is_unique_per_tenant(store: Store) -> None:
+    store.insert([rec(idempotency_key="k1")])
+    store.insert([rec(idempotency_key="k1", tenant="b")])
+    with pytest.raises(DuplicateTask):
+        store.insert([rec(idempotency_key="k1")])
+    found = store.find_by_idempotency_key("a", "k1")
+    assert found is not None
+    assert found.tenant == "a"
+
+
+def test_changes_apply_to_unfinished_tasks_only(store: Store) -> None:
+    """Completion is idempotent: a second outcome for a finished task changes nothing."""
+    r = rec()
+    store.insert([r])
+    t = now()
+    store.apply(
+        [
+            Change(
+                r.id,
+                {"state": Status.SUCCESS, "result": {"v": 1}, "finished_at": t, "progress": 100.0},
+                [TaskEvent(r.id, t, Status.SUCCESS, 100.0, "Completed", kind="state")],
+            )
+        ]
+    )
+    store.apply([Change(r.id, {"state": Status.FAILURE, "result": None}, [])])
+    got = store.get(r.id)
+    assert got is not None
+    assert got.state is Status.SUCCESS
+    assert got.result == {"v": 1}
+    assert [e.state for e in store.events(r.id)] == [Status.SUCCESS]
+
+
+def test_events_come_back_in_order_after_a_sequence_number(store: Store) -> None:
+    r = rec()
+    store.insert([r])
+    for i in range(3):
+        store.apply(
+            [Change(r.id, {"progress": float(i)}, [TaskEvent(r.id, now(), Status.PROCESSING, float(i), f"s{i}")])]
+        )
+    events = store.events(r.id)
+    assert [e.message for e in events] == ["s0", "s1", "s2"]
+    assert [e.message for e in store.events(r.id, after_seq=events[0].seq)] == ["s1", "s2"]
+
+
+def test_only_a_waiting_task_can_be_cancelled_in_one_step(store: Store) -> None:
+    waiting, running = rec(), rec(state=Status.PROCESSING)
+    store.insert([waiting, running])
+    cancelled = store.cancel_waiting(waiting.id, now())
+    assert cancelled is not None
+    assert cancelled.state is Status.CANCELLED
+    assert store.cancel_waiting(running.id, now()) is None
+    assert store.request_cancel(running.id) is True
+    got = store.get(running.id)
+    assert got is not None
+    assert got.cancel_requested
+    assert store.request_cancel(waiting.id) is False  # finished
+
+
+def test_query_filters_by_tenant_state_type_and_pages(store: Store) -> None:
+    t0 = now()
+    records = [rec(created_at=t0 + i, type="t.even" if i % 2 == 0 else "t.odd") for i in range(7)]
+    records.append(rec(tenant="b", created_at=t0 + 100))
+    store.insert(records)
+    page = store.query(TaskQuery(tenant="a", limit=3))
+    assert page.total == 7
+    assert [r.id for r in page.items] == [r.id for r in reversed(records[4:7])]
+    page2 = store.query(TaskQuery(tenant="a", limit=3, offset=6))
+    assert [r.id for r in page2.items] == [records[0].id]
+    evens = store.query(TaskQuery(tenant="a", types=["t.even"]))
+    assert evens.total == 4
+    assert store.query(TaskQuery(tenant="a", states=[Status.SUCCESS])).total == 0
+    assert store.query(TaskQuery(tenant="a", id_prefix=records[3].id[:8])).items[0].id == records[3].id
+
+
+def test_leases_are_renewed_and_expired_ones_recovered(store: Store) -> None:
+    t = now()
+    mine = rec(worker="w1", lease_expires_at=t + 60, executor="local")
+    lapsed = rec(worker="w2", lease_expires_at=t - 1, executor="local")
+    dead = rec(worker="w3", lease_expires_at=t + 60, executor="local")
+    done = rec(worker="w2", lease_expires_at=t - 1, state=Status.SUCCESS, executor="local")
+    store.insert([mine, lapsed, dead, done])
+    found = {r.id for r in store.recoverable("local", t, dead_workers=["w3"])}
+    assert found == {lapsed.id, dead.id}
+    claimed = store.claim([lapsed.id, done.id], "w9", t + 30)
+    assert [r.id for r in claimed] == [lapsed.id]
+    assert store.renew_leases("w9", t + 99) == 1
+    got = store.get(lapsed.id)
+    assert got is not None
+    assert got.lease_expires_at == t + 99
+    assert store.held_by("w") == ["w1", "w3", "w9"]
+
+
+def test_expired_finished_records_are_purged(store: Store) -> None:
+    t = now()
+    old = rec(state=Status.SUCCESS, expires_at=t - 1)
+    fresh = rec(state=Status.SUCCESS, expires_at=t + 100)
+    forever = rec(state=Status.FAILURE, expires_at=None)
+    running = rec(state=Status.PROCESSING, expires_at=t - 1)
+    store.insert([old, fresh, forever, running])
+    assert store.purge_expired(t) == 1
+    assert store.get(old.id) is None
+    assert all(store.get(r.id) is not None for r in (fresh, forever, running))
+
+
+def test_queue_stats_count_states_per_queue(store: Store) -> None:
+    store.insert([rec(queue="documents"), rec(queue="documents", state=Status.PROCESSING), rec(queue="media")])
+    stats = {q.queue: q for q in store.queue_stats()}
+    assert stats["documents"].counts == {"PENDING": 1, "PROCESSING": 1}
+    assert stats["documents"].depth == 1
+    assert store.count_unfinished("a") == 3
+
+
+def test_reset_only_from_the_named_states(store: Store) -> None:
+    failed = rec(state=Status.FAILURE)
+    store.insert([failed])
+    assert store.reset(failed.id, {"state": Status.PENDING}, [Status.SUCCESS]) is None
+    reset = store.reset(failed.id, {"state": Status.PENDING, "error": None}, [Status.FAILURE])
+    assert reset is not None
+    assert reset.state is Status.PENDING
+
+
+def test_a_run_is_claimed_once_and_reclaimed_only_after_its_lease_lapses(store: Store) -> None:
+    """Two workers receiving one task's message: one runs it; a lapsed lease lets another take over."""
+    t = now()
+    r = rec(executor="celery")
+    store.insert([r])
+    first = store.start_run(r.id, "w1", t + 30, t)
+    assert first is not None
+    assert (first.state, first.worker, first.attempts) == (Status.PROCESSING, "w1", 1)
+    assert store.start_run(r.id, "w2", t + 30, t + 1) is None  # w1's lease holds
+    again = store.start_run(r.id, "w2", t + 90, t + 31)  # w1 died: its lease lapsed
+    assert again is not None
+    assert (again.worker, again.attempts) == ("w2", 2)
+    assert store.held_by("w") == ["w2"]
+    store.apply([Change(r.id, {"state": Status.SUCCESS, "finished_at": t + 40}, [])])
+    assert store.start_run(r.id, "w3", t + 200, t + 100) is None  # finished
+    assert store.start_run("unknown", "w3", t + 200, t) is None
+    steps = [e.message for e in store.events(r.id) if e.kind == "state"]
+    assert steps == ["Started", "Started"]

@@ -1,0 +1,41 @@
+"""Settings come from CONVEYOR_* variables; URLs are mapped to the shipped drivers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from conveyor import Settings
+
+
+def test_a_plain_postgresql_url_uses_the_psycopg3_driver() -> None:
+    s = Settings(database_url="postgresql://user@db.example/app")
+    assert s.resolved_database_url == "postgresql+psycopg://user@db.example/app"
+    assert Settings(database_url="postgres://u@h/d").resolved_database_url.startswith("postgresql+psycopg://")
+
+
+def test_the_default_store_is_sqlite_inside_the_data_dir(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path)
+    assert s.resolved_database_url == f"sqlite:///{tmp_path / 'conveyor.db'}"
+    assert s.store_kind == "sql"
+    assert Settings(database_url="redis://localhost/1").store_kind == "redis"
+
+
+def test_api_keys_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_API_KEYS", "k1=alpha, k2=beta")
+    monkeypatch.setenv("CONVEYOR_CONCURRENCY", "3")
+    monkeypatch.setenv("CONVEYOR_MAX_BODY_MB", "0.5")
+    s = Settings()
+    assert s.api_keys == {"k1": "alpha", "k2": "beta"}
+    assert s.concurrency == 3
+    assert s.max_body_bytes == 512 * 1024
+    monkeypatch.setenv("CONVEYOR_API_KEYS", '{"k3": "gamma"}')
+    assert Settings().api_keys == {"k3": "gamma"}
+
+
+def test_a_malformed_api_key_entry_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_API_KEYS", "just-a-key")
+    with pytest.raises(ValidationError, match="key=tenant"):
+        Settings()
