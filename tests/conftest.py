@@ -30,6 +30,19 @@ HOW_TO_START = {
 }
 
 
+def die_with_parent() -> None:
+    """``preexec_fn`` for servers and workers a test starts: SIGTERM when the test run dies.
+
+    They run in sessions of their own (so a test can kill a whole group), which
+    would otherwise outlive a killed test run and eat the next run's messages.
+    """
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
@@ -225,6 +238,7 @@ class CeleryWorkers:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + 60
         while b"ready." not in log_path.read_bytes():

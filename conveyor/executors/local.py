@@ -165,6 +165,27 @@ def _close_inherited_sockets(keep: set[int]) -> None:
             pass
 
 
+#: the descriptors a worker being forked keeps (its two pipe ends); None when no worker is being forked
+_FORKING_KEEP: frozenset[int] | None = None
+_SPAWN_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """Runs in every child right after fork(), before multiprocessing's after-fork handlers.
+
+    Those handlers are the hazard: kombu registers one that closes its broker
+    connections in the child, and closing a Redis channel reads from the
+    socket shared with the parent, which blocks the new worker forever (or
+    steals the parent's reply). Closing our copies of every socket first
+    makes such a handler fail at once instead; multiprocessing ignores its error.
+    """
+    if _FORKING_KEEP is not None:
+        _close_inherited_sockets(keep=set(_FORKING_KEEP))
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _child_main(
     conn: multiprocessing.connection.Connection,
     control: multiprocessing.connection.Connection,
@@ -523,7 +544,13 @@ class LocalExecutor:
             name=f"conveyor-worker-{index}",
             daemon=True,
         )
-        process.start()
+        global _FORKING_KEEP
+        with _SPAWN_LOCK:
+            _FORKING_KEEP = frozenset({child_conn.fileno(), control_r.fileno()})
+            try:
+                process.start()
+            finally:
+                _FORKING_KEEP = None
         child_conn.close()
         control_r.close()
         return _Worker(index, process, parent_conn, control_w)

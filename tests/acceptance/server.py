@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import die_with_parent
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -56,13 +58,14 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"conveyor serve exited with {self.process.returncode}:\n{self.log.read_text()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass

@@ -259,7 +259,9 @@ def test_tasks_left_by_a_stopped_pool_are_run_exactly_once_by_the_next(make_app:
     first = make_app(database_url=db, concurrency=1, prefetch=1)
     ids = [first.manager.submit("tests.count_runs", path=str(runs), seconds=0.3) for _ in range(5)]
     deadline = time.monotonic() + 10
-    while first.manager.get(ids[0]).state is not Status.PROCESSING:
+    # PROCESSING is written when the task is handed to its worker; the run
+    # file shows the function itself has begun.
+    while first.manager.get(ids[0]).state is not Status.PROCESSING or not runs.exists():
         assert time.monotonic() < deadline
         time.sleep(0.02)
     first.stop(graceful=False)  # the running one is interrupted, four never started
