@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor import resources
 from conveyor.errors import ConfigurationError
@@ -19,6 +19,9 @@ from conveyor.registry import Registry, default_registry
 from conveyor.settings import Settings
 from conveyor.stores.base import Change, Store, open_store
 from conveyor.stores.writer import BufferedWriter
+
+if TYPE_CHECKING:
+    from conveyor.executors.local import LocalExecutor
 
 __all__ = ["Conveyor", "get_conveyor", "get_task_manager", "load_workloads"]
 
@@ -81,25 +84,33 @@ class Conveyor:
     def _build_executor(self) -> Executor:
         s = self.settings
         if s.executor == "local":
-            from conveyor.executors.local import LocalExecutor
+            return self._local_executor()
+        from conveyor.executors.celery import CeleryExecutor
 
-            return LocalExecutor(
-                registry=self.registry,
-                store=self.store,
-                writer=self.writer,
-                data_dir=s.data_dir,
-                concurrency=s.concurrency,
-                prefetch=s.prefetch,
-                lease_seconds=s.lease_seconds,
-                result_ttl=s.effective_result_ttl,
-                shutdown_timeout=s.shutdown_timeout,
-                on_worker_start=self._worker_started,
-            )
         if s.executor == "celery":
-            from conveyor.executors.celery import CeleryExecutor
-
             return CeleryExecutor(self)
+        if s.executor == "hybrid":
+            from conveyor.executors.hybrid import HybridExecutor
+
+            return HybridExecutor(self, self._local_executor(), CeleryExecutor(self))
         raise ConfigurationError(f"executor {s.executor!r} is not available in this build")
+
+    def _local_executor(self) -> LocalExecutor:
+        from conveyor.executors.local import LocalExecutor
+
+        s = self.settings
+        return LocalExecutor(
+            registry=self.registry,
+            store=self.store,
+            writer=self.writer,
+            data_dir=s.data_dir,
+            concurrency=s.concurrency,
+            prefetch=s.prefetch,
+            lease_seconds=s.lease_seconds,
+            result_ttl=s.effective_result_ttl,
+            shutdown_timeout=s.shutdown_timeout,
+            on_worker_start=self._worker_started,
+        )
 
     def _worker_started(self) -> None:
         """Runs first in each forked local worker: connections the parent owns stay its own."""
@@ -173,21 +184,38 @@ class Conveyor:
         self.stop()
 
     def health(self) -> dict[str, Any]:
-        """``{database, executor, overall_status}``; every part says ok or why not."""
+        """``{database, executor, broker?, workers, overall_status}``; every part says ok or why not.
+
+        ``broker`` appears when a broker is configured (celery, hybrid). The
+        service is ``unhealthy`` when it cannot take work (database or executor
+        down), ``degraded`` when it can but something is missing (no Celery
+        worker alive, a write backlog), ``healthy`` otherwise.
+        """
         try:
             self.store.ping()
             database: dict[str, Any] = {"status": "ok", "kind": self.store.kind}
         except Exception as e:
-            database = {"status": "down", "kind": self.store.kind, "error": str(e)}
+            database = {"status": "down", "kind": self.store.kind, "error": str(e)[:300]}
         if self.writer.last_error is not None and database["status"] == "ok":
-            database = {"status": "degraded", "kind": self.store.kind, "error": str(self.writer.last_error)}
+            database = {"status": "degraded", "kind": self.store.kind, "error": str(self.writer.last_error)[:300]}
         try:
             executor = self.executor.health()
         except Exception as e:
-            executor = {"status": "down", "error": str(e)}
+            executor = {"status": "down", "kind": self.settings.executor, "error": str(e)[:300]}
+        alive = int(executor.get("workers_alive", 0))
+        report: dict[str, Any] = {"database": database, "executor": executor}
+        if "broker" in executor:
+            report["broker"] = executor["broker"]
+        report["workers"] = {"status": "ok" if alive else "down", "alive": alive}
         parts = [database["status"], executor["status"]]
-        overall = "healthy" if all(p == "ok" for p in parts) else ("unhealthy" if "down" in parts else "degraded")
-        return {"database": database, "executor": executor, "overall_status": overall}
+        if "down" in parts:
+            overall = "unhealthy"
+        elif all(p == "ok" for p in parts):
+            overall = "healthy"
+        else:
+            overall = "degraded"
+        report["overall_status"] = overall
+        return report
 
 
 _default: Conveyor | None = None

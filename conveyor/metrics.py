@@ -42,6 +42,18 @@ class Metrics:
         self.in_flight = Gauge(
             "conveyor_tasks_in_flight", "Tasks running now, by queue", ["queue"], registry=self.registry
         )
+        self.by_state = Gauge(
+            "conveyor_tasks_stored",
+            "Task records in the store, by queue and state (the same on every API replica)",
+            ["queue", "state"],
+            registry=self.registry,
+        )
+        self.broker_depth = Gauge(
+            "conveyor_broker_queue_depth",
+            "Messages waiting in the broker, by queue (Celery only)",
+            ["queue"],
+            registry=self.registry,
+        )
         self._counters: dict[tuple[str, str], Any] = {}
         self._types: dict[str, str] = {}
         self._started: dict[str, float] = {}
@@ -81,10 +93,15 @@ class Metrics:
                 if event.state is not Status.RETRY:
                     self._types.pop(change.task_id, None)
 
-    def set_queues(self, stats: Sequence[QueueStats]) -> None:
+    def set_queues(self, stats: Sequence[QueueStats], broker_depths: dict[str, int] | None = None) -> None:
+        """Gauges read from the store (and broker) at scrape time, so they hold whichever process ran the tasks."""
         for q in stats:
             self.queue_depth.labels(q.queue).set(q.depth)
             self.in_flight.labels(q.queue).set(q.counts.get("PROCESSING", 0))
+            for state in Status:
+                self.by_state.labels(q.queue, state.value).set(q.counts.get(state.value, 0))
+        for queue, depth in (broker_depths or {}).items():
+            self.broker_depth.labels(queue).set(depth)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

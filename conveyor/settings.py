@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     #: ``local`` (in-process pool), ``celery`` or ``hybrid``
     executor: Literal["local", "celery", "hybrid"] = "local"
     broker_url: str = "redis://127.0.0.1:6379/0"
+    #: hybrid executor: task types sent to Celery besides those marked ``heavy``
+    celery_task_types: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: hybrid executor, broker down at submit time: run in-process (``local``) or answer 503 (``reject``)
+    broker_down: Literal["local", "reject"] = "local"
     #: API keys mapped to tenants: ``key=tenant,key2=tenant2`` or JSON
     api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     #: the tenant used when no keys are configured (loopback only)
@@ -92,14 +96,14 @@ class Settings(BaseSettings):
     def _keys(cls, value: object) -> dict[str, str]:
         return _parse_api_keys(value)
 
-    @field_validator("workloads", mode="before")
+    @field_validator("workloads", "celery_task_types", mode="before")
     @classmethod
-    def _workloads(cls, value: object) -> list[str]:
+    def _names(cls, value: object) -> list[str]:
         if isinstance(value, str):
             return [w.strip() for w in value.split(",") if w.strip()]
         if isinstance(value, list | tuple):
             return [str(w) for w in value]
-        raise ValueError("workloads must be a comma-separated list")
+        raise ValueError("must be a comma-separated list of names")
 
     @property
     def resolved_database_url(self) -> str:

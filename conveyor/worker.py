@@ -13,10 +13,10 @@ from conveyor.settings import Settings
 
 __all__ = ["app", "conveyor"]
 
-_settings = Settings()
-if _settings.executor == "local":
-    # A worker is a Celery worker whatever the API process uses.
-    _settings = _settings.model_copy(update={"executor": "celery"})
+# A worker is a Celery worker whatever the API process uses (local, celery or
+# hybrid): it runs every task type that reaches it, and never a local pool.
+_settings = Settings().model_copy(update={"executor": "celery"})
 conveyor = Conveyor(_settings)
 _executor = conveyor.executor
-app = _executor.app if isinstance(_executor, CeleryExecutor) else _executor.celery.app  # type: ignore[attr-defined]
+assert isinstance(_executor, CeleryExecutor)
+app = _executor.app

@@ -186,12 +186,15 @@ class TaskTypesPublic(BaseModel):
 
 class QueuePublic(BaseModel):
     queue: str
+    #: tasks waiting to run, as the store counts them (PENDING + RETRY)
     depth: int
     counts: dict[str, int]
+    #: messages waiting in the broker's queue (Celery only; None when there is no broker or it is down)
+    broker_depth: int | None = None
 
     @classmethod
-    def of(cls, q: QueueStats) -> QueuePublic:
-        return cls(queue=q.queue, depth=q.depth, counts=q.counts)
+    def of(cls, q: QueueStats, broker_depth: int | None = None) -> QueuePublic:
+        return cls(queue=q.queue, depth=q.depth, counts=q.counts, broker_depth=broker_depth)
 
 
 class QueuesPublic(BaseModel):

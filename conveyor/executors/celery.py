@@ -14,6 +14,7 @@ acknowledged (late acks), so nothing is lost between the two.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -22,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from conveyor.context import TaskContext
-from conveyor.errors import ExecutorError, MissingExtra
+from conveyor.errors import ExecutorError, MissingExtra, StoreError
 from conveyor.executors.base import outcome_change, progress_change, result_ttl_for, run_task
 from conveyor.records import Status, TaskEvent, TaskRecord, now
 from conveyor.registry import QUEUES, TaskType
@@ -39,6 +40,14 @@ log = logging.getLogger("conveyor.executors.celery")
 
 #: Redis has no native priorities: Celery emulates them with one list per step
 REDIS_PRIORITY_STEPS = list(range(10))
+#: how a send connects: one retry, quickly (kombu's failover options)
+SEND_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+#: how often the API process asks the workers who is alive (for /health and /api/v1/workers)
+WORKERS_REFRESH = 3.0
+#: while the store cannot be reached, a received task is put back for this long
+STORE_RETRY_SECONDS = 2.0
+#: a retry that waits for its countdown is reclaimed if its message has not run it this long after
+RETRY_GRACE_SECONDS = 60.0
 
 
 def _celery() -> Any:
@@ -68,7 +77,12 @@ class _StoreSink:
         t = time.monotonic()
         if checked is not None and (checked[1] or t - checked[0] < 1.0):
             return checked[1]
-        record = self.conveyor.store.get(task_id)
+        try:
+            record = self.conveyor.store.get(task_id)
+        except StoreError:
+            # The store is away: go on as last known, and ask again in a second.
+            self._checked[task_id] = (t, False)
+            return False
         flag = record is None or record.cancel_requested or record.state is Status.CANCELLED
         self._checked[task_id] = (t, flag)
         return flag
@@ -151,16 +165,23 @@ def create_celery_app(conveyor: Conveyor) -> Celery:
             queue_cls(q, routing_key=q, queue_arguments={"x-max-priority": 9} if amqp else None) for q in queues
         ],
         task_default_priority=0,
-        broker_transport_options=(
-            {
-                "priority_steps": REDIS_PRIORITY_STEPS,
-                "sep": ":",
-                "queue_order_strategy": "priority",
-                "visibility_timeout": 12 * 3600,
-            }
-            if not amqp
-            else {}
-        ),
+        # Sending gives up after one quick reconnect: a submit during a broker
+        # outage answers 503 (or falls back) at once instead of after kombu's
+        # default retries. Consumers reconnect on their own, unaffected.
+        broker_connection_timeout=2.0,
+        broker_transport_options={
+            **SEND_RETRY,
+            **(
+                {
+                    "priority_steps": REDIS_PRIORITY_STEPS,
+                    "sep": ":",
+                    "queue_order_strategy": "priority",
+                    "visibility_timeout": 12 * 3600,
+                }
+                if not amqp
+                else {}
+            ),
+        },
         task_routes={t.name: {"queue": t.queue} for t in conveyor.registry},
         timezone="UTC",
         enable_utc=True,
@@ -177,7 +198,14 @@ def _register(app: Celery, conveyor: Conveyor, task_type: TaskType, sink: _Store
     # Celery's hard limit kills the pool process; the soft limit is raised by
     # run_task itself (SIGALRM in the pool process's main thread).
     decorate: Any = app.task(
-        name=task_type.name, bind=True, acks_late=True, time_limit=task_type.time_limit, ignore_result=True
+        name=task_type.name,
+        bind=True,
+        acks_late=True,
+        time_limit=task_type.time_limit,
+        ignore_result=True,
+        # Celery's own retries only put a message back while the store is away
+        # (our retries, with their backoff, are recorded in the store): unbounded.
+        max_retries=None,
     )
 
     def run(self: Any, task_id: str) -> None:
@@ -200,7 +228,13 @@ def _run_one(
     store = conveyor.store
     lease = conveyor.settings.lease_seconds
     t = now()
-    record = store.start_run(task_id, worker_id, t + lease, t)
+    try:
+        record = store.start_run(task_id, worker_id, t + lease, t)
+    except StoreError as e:
+        # Without the store nobody can say whether this task may run. Acking
+        # the message would lose it; a new message with a countdown keeps it.
+        log.warning("store unavailable, task %s put back for %.0fs: %s", task_id, STORE_RETRY_SECONDS, e.message)
+        raise celery_task.retry(countdown=STORE_RETRY_SECONDS) from e
     if record is None:
         log.info("task %s is not runnable here (finished, cancelled or held elsewhere); dropping", task_id)
         return
@@ -218,20 +252,32 @@ def _run_one(
     change = outcome_change(
         record, outcome, at=now(), result_ttl=result_ttl_for(task_type, conveyor.settings.effective_result_ttl)
     )
-    if outcome.state is Status.SUCCESS or outcome.state is Status.FAILURE or outcome.state is Status.CANCELLED:
+    if outcome.state is Status.RETRY:
+        # Nobody holds a waiting retry; its lease says when the reaper may send
+        # it again if the retry message below never arrives.
+        change.fields.update(worker=None, lease_expires_at=change.fields["eta"] + RETRY_GRACE_SECONDS)
+    else:
         change.fields["worker"] = worker_id
     conveyor.writer.put(change)
     # Written before the message is acknowledged: a crash after this point
     # redelivers a message that start_run will drop.
-    conveyor.writer.flush()
+    try:
+        conveyor.writer.flush()
+    except Exception as e:
+        # The writer keeps the outcome and writes it when the store is back;
+        # if this process dies first, the lease lapses and the task runs again.
+        log.warning("outcome of task %s not written yet (store unavailable): %s", task_id, e)
     if outcome.state is Status.RETRY:
-        celery_task.apply_async(
-            args=[task_id],
-            task_id=task_id,
-            countdown=outcome.retry_in or 0,
-            queue=record.queue,
-            priority=record.priority,
-        )
+        try:
+            celery_task.apply_async(
+                args=[task_id],
+                task_id=task_id,
+                countdown=outcome.retry_in or 0,
+                queue=record.queue,
+                priority=record.priority,
+            )
+        except Exception as e:
+            log.warning("retry of task %s not queued (broker unavailable); the reaper will send it: %s", task_id, e)
 
 
 class CeleryExecutor:
@@ -245,6 +291,12 @@ class CeleryExecutor:
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         self.redispatched = 0
+        # Asking workers takes a full broadcast timeout; a background thread
+        # asks every WORKERS_REFRESH seconds so /health and /workers answer at once.
+        self._seen: list[dict[str, Any]] | None = None
+        self._seen_at = 0.0
+        self._seen_lock = threading.Lock()
+        self._monitor: threading.Thread | None = None
 
     def route(self, task_type: TaskType) -> str:
         return "celery"
@@ -257,12 +309,15 @@ class CeleryExecutor:
             self._stop.clear()
             self._reaper = threading.Thread(target=self._reap_loop, name="conveyor-reaper", daemon=True)
             self._reaper.start()
+            self._monitor = threading.Thread(target=self._monitor_loop, name="conveyor-monitor", daemon=True)
+            self._monitor.start()
 
     def stop(self, *, graceful: bool = True) -> None:
         self._stop.set()
-        if self._reaper is not None:
-            self._reaper.join(5)
-            self._reaper = None
+        for thread in (self._reaper, self._monitor):
+            if thread is not None:
+                thread.join(5)
+        self._reaper = self._monitor = None
         self.app.close()
 
     def send(self, record: TaskRecord) -> None:
@@ -293,13 +348,21 @@ class CeleryExecutor:
         """
 
     def reap(self) -> int:
-        """Queue again the celery tasks whose worker's lease lapsed; returns how many."""
+        """Queue again the celery tasks whose lease lapsed; returns how many.
+
+        A PROCESSING task's lease lapses when its worker died; a RETRY's when
+        its retry message has not run it long after its countdown (the worker
+        could not send it). A second message for a task is harmless:
+        ``start_run`` lets only one of them run it.
+        """
         store = self.conveyor.store
         t = now()
-        lapsed = [r for r in store.recoverable("celery", t) if r.state is Status.PROCESSING]
+        lapsed = store.recoverable("celery", t, states=(Status.PROCESSING, Status.RETRY))
         sent = 0
         for r in lapsed:
-            message = "Worker lost; queued again"
+            message = (
+                "Worker lost; queued again" if r.state is Status.PROCESSING else "Retry not delivered; queued again"
+            )
             # Conditional on PROCESSING: of several reapers (one per API
             # replica) only one gets the record back, and only it sends.
             requeued = store.reset(
@@ -311,7 +374,7 @@ class CeleryExecutor:
                     "message": message,
                     "updated_at": t,
                 },
-                [Status.PROCESSING],
+                [r.state],
             )
             if requeued is None:
                 continue
@@ -330,9 +393,24 @@ class CeleryExecutor:
             except Exception as e:
                 log.warning("reaper round failed: %s", e)
 
+    def _monitor_loop(self) -> None:
+        while True:
+            try:
+                self._refresh_workers()
+            except Exception as e:  # the broker is away: the next round asks again
+                log.debug("worker refresh failed: %s", e)
+            if self._stop.wait(WORKERS_REFRESH):
+                return
+
+    def _refresh_workers(self) -> list[dict[str, Any]]:
+        found = self.worker_list(timeout=1.0)
+        with self._seen_lock:
+            self._seen, self._seen_at = found, time.monotonic()
+        return found
+
     def health(self) -> dict[str, Any]:
         broker = self.broker_health()
-        workers = self.worker_list(timeout=1.0) if broker["status"] == "ok" else []
+        workers = self.workers() if broker["status"] == "ok" else []
         alive = sum(1 for w in workers if w["alive"])
         status = "ok" if broker["status"] == "ok" and alive else ("degraded" if broker["status"] == "ok" else "down")
         return {"status": status, "kind": "celery", "broker": broker, "workers_alive": alive}
@@ -371,7 +449,41 @@ class CeleryExecutor:
         ]
 
     def workers(self) -> list[dict[str, Any]]:
-        return self.worker_list()
+        """The workers as last seen (at most a few seconds ago); asks them now if nobody has lately."""
+        with self._seen_lock:
+            seen, age = self._seen, time.monotonic() - self._seen_at
+        if seen is not None and age < 3 * WORKERS_REFRESH:
+            return seen
+        return self._refresh_workers()
 
     def stats(self) -> dict[str, Any]:
         return {"broker": self.conveyor.settings.broker_url.split("@")[-1], "redispatched": self.redispatched}
+
+    def broker_depths(self) -> dict[str, int]:
+        """Messages waiting in each of the app's queues, as the broker counts them.
+
+        RabbitMQ answers a passive ``queue_declare`` with its message count;
+        on Redis kombu's answer is the sum of the queue's priority lists
+        (``name``, ``name:1`` … ``name:9``). A queue never declared holds
+        nothing. Messages a worker has taken but not acknowledged are not
+        counted. Raises ExecutorError when the broker cannot be reached.
+        """
+        names = sorted({q.name for q in self.app.conf.task_queues or []} | {"default"})
+        depths: dict[str, int] = {}
+        try:
+            with self.app.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+                for name in names:
+                    # a passive declare of a missing queue closes the channel: one channel per queue
+                    channel = conn.channel()
+                    try:
+                        _, count, _ = channel.queue_declare(queue=name, passive=True)
+                        depths[name] = int(count)
+                    except conn.channel_errors:
+                        depths[name] = 0
+                    finally:
+                        with contextlib.suppress(Exception):
+                            channel.close()
+        except Exception as e:  # kombu's OperationalError, ConnectionRefusedError, ...
+            raise ExecutorError(f"the broker cannot be reached: {e}") from e
+        return depths

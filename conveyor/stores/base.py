@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from conveyor.records import Status, TaskEvent, TaskRecord
 
-__all__ = ["Change", "DuplicateTask", "Page", "QueueStats", "Store", "TaskQuery", "open_store"]
+__all__ = ["Change", "DuplicateTask", "Page", "QueueStats", "Store", "TaskQuery", "Throughput", "open_store"]
 
 #: record fields a Change may set
 CHANGE_FIELDS = frozenset(
@@ -90,6 +90,39 @@ class QueueStats:
         return self.counts.get("PENDING", 0) + self.counts.get("RETRY", 0)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Throughput:
+    """How many tasks finished, by final state, within one time bucket."""
+
+    #: the bucket's start, seconds since the epoch: a multiple of the bucket size
+    start: float
+    success: int = 0
+    failure: int = 0
+    cancelled: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.success + self.failure + self.cancelled
+
+
+def bucket_start(at: float, bucket_seconds: int) -> float:
+    """The start of the bucket that holds ``at`` (buckets are aligned on the epoch)."""
+    return float((int(at) // bucket_seconds) * bucket_seconds)
+
+
+def throughput_from_counts(counts: dict[float, dict[str, int]]) -> list[Throughput]:
+    """Buckets oldest first from ``{bucket start: {final state: count}}``."""
+    return [
+        Throughput(
+            start,
+            success=per.get(Status.SUCCESS.value, 0),
+            failure=per.get(Status.FAILURE.value, 0),
+            cancelled=per.get(Status.CANCELLED.value, 0),
+        )
+        for start, per in sorted(counts.items())
+    ]
+
+
 class Store(Protocol):
     """Where task records live. Every method may raise StoreError when unreachable."""
 
@@ -144,9 +177,17 @@ class Store(Protocol):
         """Extend every unfinished task held by ``worker``."""
 
     def recoverable(
-        self, executor: str, at: float, dead_workers: Sequence[str] = (), limit: int = 1000
+        self,
+        executor: str,
+        at: float,
+        dead_workers: Sequence[str] = (),
+        limit: int = 1000,
+        states: Sequence[Status] = (),
     ) -> list[TaskRecord]:
-        """Unfinished tasks of ``executor`` with no live holder: lease expired, or held by a dead worker."""
+        """Unfinished tasks of ``executor`` with no live holder: lease expired, or held by a dead worker.
+
+        ``states`` narrows the search to some unfinished states (all of them when empty).
+        """
 
     def count_unfinished(self, tenant: str) -> int: ...
 
@@ -154,6 +195,13 @@ class Store(Protocol):
 
     def purge_expired(self, at: float, limit: int = 10_000) -> int:
         """Delete finished records whose expiry passed; returns how many."""
+
+    def throughput(self, tenant: str | None, since: float, bucket_seconds: int) -> list[Throughput]:
+        """Tasks of ``tenant`` (every tenant: None) that finished at or after ``since``, per bucket.
+
+        Only buckets in which something finished are returned, oldest first;
+        each bucket starts on a multiple of ``bucket_seconds``.
+        """
 
     def held_by(self, worker_prefix: str) -> list[str]:
         """Distinct worker ids starting with ``worker_prefix`` that hold unfinished tasks."""

@@ -8,7 +8,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
-from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery
+from conveyor.stores.base import (
+    Change,
+    DuplicateTask,
+    Page,
+    QueueStats,
+    TaskQuery,
+    Throughput,
+    bucket_start,
+    throughput_from_counts,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -148,16 +157,20 @@ class MemoryStore:
         return n
 
     def recoverable(
-        self, executor: str, at: float, dead_workers: Sequence[str] = (), limit: int = 1000
+        self,
+        executor: str,
+        at: float,
+        dead_workers: Sequence[str] = (),
+        limit: int = 1000,
+        states: Sequence[Status] = (),
     ) -> list[TaskRecord]:
         dead = set(dead_workers)
+        wanted = set(states) or UNFINISHED_STATES
         with self._lock:
             found = [
                 r
                 for r in self._tasks.values()
-                if r.executor == executor
-                and r.state in UNFINISHED_STATES
-                and (r.worker is None or r.worker in dead or (r.lease_expires_at or 0) < at)
+                if r.executor == executor and r.state in wanted and (r.worker in dead or (r.lease_expires_at or 0) < at)
             ]
         found.sort(key=lambda r: r.created_at)
         return found[:limit]
@@ -173,6 +186,18 @@ class MemoryStore:
                 per = counts.setdefault(r.queue, {})
                 per[r.state.value] = per.get(r.state.value, 0) + 1
         return [QueueStats(q, c) for q, c in sorted(counts.items())]
+
+    def throughput(self, tenant: str | None, since: float, bucket_seconds: int) -> list[Throughput]:
+        counts: dict[float, dict[str, int]] = {}
+        with self._lock:
+            for r in self._tasks.values():
+                if r.state not in FINAL_STATES or r.finished_at is None or r.finished_at < since:
+                    continue
+                if tenant is not None and r.tenant != tenant:
+                    continue
+                per = counts.setdefault(bucket_start(r.finished_at, bucket_seconds), {})
+                per[r.state.value] = per.get(r.state.value, 0) + 1
+        return throughput_from_counts(counts)
 
     def purge_expired(self, at: float, limit: int = 10_000) -> int:
         with self._lock:

@@ -13,6 +13,8 @@ Layout, under a key prefix (``conveyor:`` by default):
 * ``unfinished:{tenant}`` counter of PENDING/PROCESSING/RETRY tasks
 * ``held:{worker}``       set of unfinished ids a worker holds; ``workers`` names them
 * ``idem:{tenant}:{key}`` the id an idempotency key names
+* ``fin`` / ``fin:{tenant}`` sorted sets of ``state|id|time`` by finish time, kept
+                          for a day: what the throughput counts read
 
 Every change that depends on a task's current state (the "only while
 unfinished" rule, cancel, retry) runs as one Lua script, so it is atomic.
@@ -28,7 +30,7 @@ from typing import Any
 
 from conveyor.errors import MissingExtra, StoreError
 from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
-from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery
+from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
 
 __all__ = ["RedisStore"]
 
@@ -60,11 +62,25 @@ _FIELDS = [
     "updated_at",
 ]
 
-_COMMON = """
+#: how long the throughput sets keep a finish: the longest window the stats ask for
+FIN_KEEP = 86_400
+
+_COMMON = f"""
 local P = ARGV[1]
+local FIN_KEEP = {FIN_KEEP}
 local function final(s) return s == 'SUCCESS' or s == 'FAILURE' or s == 'CANCELLED' end
 local function dec(v) if v == false or v == nil then return nil end local x = cjson.decode(v)
   if x == cjson.null then return nil end return x end
+-- Note a finish in the throughput sets, dropping what is older than they keep.
+local function finished(id, key, tenant, state)
+  local at = dec(redis.call('HGET', key, 'finished_at')) or dec(redis.call('HGET', key, 'updated_at'))
+  if not at then return end
+  local member = state..'|'..id..'|'..tostring(at)
+  for _, k in ipairs({{P..'fin', P..'fin:'..tenant}}) do
+    redis.call('ZADD', k, at, member)
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', '('..tostring(at - FIN_KEEP))
+  end
+end
 -- Move a task between state sets and keep the counters and holder sets true.
 local function transition(id, key, cur_state, new_state, expires, worker)
   local queue = dec(redis.call('HGET', key, 'queue'))
@@ -72,6 +88,7 @@ local function transition(id, key, cur_state, new_state, expires, worker)
   local created = dec(redis.call('HGET', key, 'created_at'))
   redis.call('ZREM', P..'q:'..queue..':'..cur_state, id)
   if final(new_state) then
+    if not final(cur_state) then finished(id, key, tenant, new_state) end
     local score = '+inf'
     if expires then score = expires end
     redis.call('ZADD', P..'q:'..queue..':'..new_state, score, id)
@@ -163,6 +180,7 @@ redis.call('ZADD', P..'tenant:'..tenant, created, id)
 redis.call('ZADD', P..'all', created, id)
 redis.call('SADD', P..'queues', queue)
 if final(state) then
+  finished(id, key, tenant, state)
   local expires = ARGV[9]
   if expires == '' then expires = '+inf' else redis.call('EXPIREAT', key, math.ceil(tonumber(expires))) end
   redis.call('ZADD', P..'q:'..queue..':'..state, expires, id)
@@ -219,6 +237,26 @@ return 1
 """
 )
 
+# ARGV: prefix, key of the set to read, since, bucket seconds. Counts per bucket and state
+# inside Redis, so only the counts cross the wire: {bucket start, state, count, ...}.
+_THROUGHPUT = """
+local rows = redis.call('ZRANGEBYSCORE', ARGV[1]..ARGV[2], ARGV[3], '+inf', 'WITHSCORES')
+local size = tonumber(ARGV[4])
+local counts, order = {}, {}
+for i = 1, #rows, 2 do
+  local state = string.match(rows[i], '^([^|]+)|')
+  local bucket = math.floor(tonumber(rows[i + 1]) / size) * size
+  local k = bucket..'|'..state
+  if not counts[k] then counts[k] = 0; order[#order + 1] = {bucket, state, k} end
+  counts[k] = counts[k] + 1
+end
+local out = {}
+for _, o in ipairs(order) do
+  out[#out + 1] = tostring(o[1]); out[#out + 1] = o[2]; out[#out + 1] = counts[o[3]]
+end
+return out
+"""
+
 
 def _enc(value: Any) -> str:
     if isinstance(value, Status):
@@ -252,6 +290,7 @@ class RedisStore:
         self._insert = self.r.register_script(_INSERT)
         self._request_cancel = self.r.register_script(_REQUEST_CANCEL)
         self._start_run = self.r.register_script(_START_RUN)
+        self._throughput = self.r.register_script(_THROUGHPUT)
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -419,18 +458,23 @@ class RedisStore:
         return len(ids)
 
     def recoverable(
-        self, executor: str, at: float, dead_workers: Sequence[str] = (), limit: int = 1000
+        self,
+        executor: str,
+        at: float,
+        dead_workers: Sequence[str] = (),
+        limit: int = 1000,
+        states: Sequence[Status] = (),
     ) -> list[TaskRecord]:
         dead = set(dead_workers)
         found: list[TaskRecord] = []
         for queue in self._queues():
-            for state in UNFINISHED_STATES:
-                ids = [i.decode() for i in self._call(self.r.zrange, self._k("q", queue, state.value), 0, -1)]
+            for state in states or UNFINISHED_STATES:
+                ids = [i.decode() for i in self._call(self.r.zrange, self._k("q", queue, Status(state).value), 0, -1)]
                 for r in self.get_many(ids):
                     if (
                         r.executor == executor
                         and r.state in UNFINISHED_STATES
-                        and (r.worker is None or r.worker in dead or (r.lease_expires_at or 0) < at)
+                        and (r.worker in dead or (r.lease_expires_at or 0) < at)
                     ):
                         found.append(r)
         found.sort(key=lambda r: r.created_at)
@@ -462,6 +506,16 @@ class RedisStore:
             per = {state.value: int(next(counts)) for state in Status}
             stats.append(QueueStats(queue, {s: n for s, n in per.items() if n}))
         return [s for s in stats if s.counts]
+
+    def throughput(self, tenant: str | None, since: float, bucket_seconds: int) -> list[Throughput]:
+        size = max(1, int(bucket_seconds))
+        key = "fin" if tenant is None else f"fin:{tenant}"
+        flat = self._call(self._throughput, args=[self.prefix, key, repr(float(since)), size])
+        counts: dict[float, dict[str, int]] = {}
+        for i in range(0, len(flat), 3):
+            start, state, n = float(flat[i]), flat[i + 1].decode(), int(flat[i + 2])
+            counts.setdefault(start, {})[state] = n
+        return throughput_from_counts(counts)
 
     def purge_expired(self, at: float, limit: int = 10_000) -> int:
         """Delete finished records whose expiry passed (Redis also expires them by itself)."""

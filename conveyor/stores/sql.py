@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 
 from conveyor.errors import StoreError
 from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
-from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery
+from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
 
 __all__ = ["SqlStore", "create_engine_for", "metadata", "tasks_table", "upgrade"]
 
@@ -526,16 +526,25 @@ class SqlStore:
         return int(result.rowcount)
 
     def recoverable(
-        self, executor: str, at: float, dead_workers: Sequence[str] = (), limit: int = 1000
+        self,
+        executor: str,
+        at: float,
+        dead_workers: Sequence[str] = (),
+        limit: int = 1000,
+        states: Sequence[Status] = (),
     ) -> list[TaskRecord]:
         t = tasks_table.c
-        holder_gone = sa.or_(t.worker.is_(None), t.lease_expires_at < at)
+        # No lease, or a lapsed one. A record with no holder but a lease in the
+        # future (a Celery retry waiting for its countdown) is not recoverable yet.
+        holder_gone = sa.or_(t.lease_expires_at.is_(None), t.lease_expires_at < at)
         if dead_workers:
             holder_gone = sa.or_(holder_gone, t.worker.in_(list(dead_workers)))
         with self._read() as conn:
             rows = conn.execute(
                 tasks_table.select()
-                .where(t.executor == executor, t.state.in_(_UNFINISHED), holder_gone)
+                .where(
+                    t.executor == executor, t.state.in_([Status(x).value for x in states] or _UNFINISHED), holder_gone
+                )
                 .order_by(t.created_at)
                 .limit(limit)
             ).all()
@@ -557,6 +566,26 @@ class SqlStore:
         for queue, state, n in rows:
             counts.setdefault(queue, {})[state] = int(n)
         return [QueueStats(q, c) for q, c in sorted(counts.items())]
+
+    def throughput(self, tenant: str | None, since: float, bucket_seconds: int) -> list[Throughput]:
+        t = tasks_table.c
+        size = max(1, int(bucket_seconds))
+        scaled = t.finished_at / sa.literal(float(size))
+        # Bucket numbers, not times, are grouped: floor() is PostgreSQL's; SQLite
+        # has no floor() in every build, and its CAST truncates, the same for positive times.
+        number = sa.cast(scaled, sa.Integer) if self.kind == "sqlite" else sa.cast(sa.func.floor(scaled), sa.BigInteger)
+        bucket = number.label("bucket")
+        conditions: list[Any] = [t.finished_at >= since, t.state.in_(_FINAL)]
+        if tenant is not None:
+            conditions.append(t.tenant == tenant)
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(bucket, t.state, sa.func.count()).where(*conditions).group_by(bucket, t.state)
+            ).all()
+        counts: dict[float, dict[str, int]] = {}
+        for number_, state, n in rows:
+            counts.setdefault(float(int(number_) * size), {})[state] = int(n)
+        return throughput_from_counts(counts)
 
     def purge_expired(self, at: float, limit: int = 10_000) -> int:
         t = tasks_table.c

@@ -216,12 +216,22 @@ def test_health_queues_and_metrics(api: tuple[TestClient, Conveyor]) -> None:
     wait_done(client, client.post("/api/v1/tasks", json={"task_type": "system.ping"}, headers=ALPHA).json()["task_id"])
     health = client.get("/health").json()
     assert health["overall_status"] == "healthy"
-    assert set(health) >= {"database", "executor", "overall_status"}
+    assert set(health) >= {"database", "executor", "workers", "overall_status"}
+    assert health["workers"]["alive"] >= 1
     queues = {q["queue"]: q for q in client.get("/api/v1/queues", headers=ALPHA).json()["data"]}
     assert queues["default"]["counts"]["SUCCESS"] >= 1
     metrics = client.get("/metrics").text
     assert 'conveyor_tasks_total{event="submitted",task_type="system.ping"} 1.0' in metrics
     assert 'conveyor_queue_depth{queue="default"}' in metrics
+    assert 'conveyor_tasks_stored{queue="default",state="SUCCESS"} 1.0' in metrics
+    if app.settings.executor == "celery":
+        # the broker is named in /health, and its own queue depth is read (nothing waits now)
+        assert health["broker"]["status"] == "ok"
+        assert queues["default"]["broker_depth"] == 0
+        assert 'conveyor_broker_queue_depth{queue="default"} 0.0' in metrics
+    else:
+        assert "broker" not in health
+        assert queues["default"]["broker_depth"] is None
     if app.settings.executor == "local":  # under Celery, outcomes are counted in the workers
         assert 'conveyor_tasks_total{event="succeeded",task_type="system.ping"} 1.0' in metrics
         assert "conveyor_task_duration_seconds_bucket" in metrics

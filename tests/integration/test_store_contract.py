@@ -203,3 +203,33 @@ def test_a_run_is_claimed_once_and_reclaimed_only_after_its_lease_lapses(store: 
     assert store.start_run("unknown", "w3", t + 200, t) is None
     steps = [e.message for e in store.events(r.id) if e.kind == "state"]
     assert steps == ["Started", "Started"]
+
+
+def _finish(store: Store, record: TaskRecord, state: Status, at: float) -> None:
+    store.apply([Change(record.id, {"state": state, "finished_at": at, "updated_at": at}, [])])
+
+
+def test_throughput_counts_finished_tasks_per_bucket_and_state(store: Store) -> None:
+    """Finishes are counted per bucket and final state, for one tenant or all, from ``since`` on."""
+    base = (int(now()) // 60) * 60 - 600.0  # a minute boundary ten minutes ago
+    a = [rec() for _ in range(6)]
+    b = rec(tenant="b")
+    running = rec(state=Status.PROCESSING)
+    store.insert([*a, b, running])
+    _finish(store, a[0], Status.SUCCESS, base + 1)
+    _finish(store, a[1], Status.SUCCESS, base + 59)
+    _finish(store, a[2], Status.FAILURE, base + 30)
+    _finish(store, a[3], Status.CANCELLED, base + 61)
+    _finish(store, a[4], Status.SUCCESS, base - 3600)  # before the window
+    _finish(store, b, Status.SUCCESS, base + 5)
+    since = base - 60
+
+    mine = store.throughput("a", since, 60)
+    assert [(x.start, x.success, x.failure, x.cancelled) for x in mine] == [(base, 2, 1, 0), (base + 60, 0, 0, 1)]
+    assert mine[0].total == 3
+    everyone = store.throughput(None, since, 60)
+    assert [(x.start, x.success) for x in everyone] == [(base, 3), (base + 60, 0)]
+    coarse = store.throughput("a", since, 3600)
+    assert sum(x.total for x in coarse) == 4
+    assert all(x.start % 3600 == 0 for x in coarse)
+    assert store.throughput("nobody", since, 60) == []

@@ -14,6 +14,8 @@ from sse_starlette.sse import EventSourceResponse
 from conveyor.api.deps import App, Tenant
 from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import QueuePublic, QueuesPublic, TaskStatus, iso
+from conveyor.app import Conveyor
+from conveyor.errors import ExecutorError
 
 __all__ = ["router"]
 
@@ -32,9 +34,31 @@ async def health(app: App) -> JSONResponse:
 
 @router.get("/api/v1/queues", response_model=QueuesPublic, summary="Depth and counts by state, per queue")
 async def queues(app: App, _tenant: Tenant) -> QueuesPublic:
+    """Per queue: the store's counts by state, and on Celery the broker's own message count."""
     stats = await anyio.to_thread.run_sync(app.manager.queue_stats)
-    app.metrics.set_queues(stats)
-    return QueuesPublic(data=[QueuePublic.of(q) for q in stats], count=len(stats))
+    depths = await anyio.to_thread.run_sync(_broker_depths, app)
+    app.metrics.set_queues(stats, depths)
+    known = {q.queue for q in stats}
+    data = [QueuePublic.of(q, depths.get(q.queue) if depths is not None else None) for q in stats]
+    data += [
+        QueuePublic(queue=name, depth=0, counts={}, broker_depth=n)
+        for name, n in sorted((depths or {}).items())
+        if name not in known and n
+    ]
+    return QueuesPublic(data=data, count=len(data))
+
+
+def _broker_depths(app: Conveyor) -> dict[str, int] | None:
+    """The broker's queue depths, or None without a broker (local) or while it is down."""
+    executor: Any = app.executor
+    read = getattr(executor, "broker_depths", None)
+    if read is None:
+        return None
+    try:
+        depths: dict[str, int] = read()
+    except ExecutorError:
+        return None
+    return depths
 
 
 @router.get("/api/v1/workers", summary="Workers: alive, active and reserved tasks, processed counts")
@@ -47,7 +71,7 @@ async def workers(app: App, _tenant: Tenant) -> dict[str, Any]:
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(app: App) -> Response:
     stats = await anyio.to_thread.run_sync(app.manager.queue_stats)
-    app.metrics.set_queues(stats)
+    app.metrics.set_queues(stats, await anyio.to_thread.run_sync(_broker_depths, app))
     return Response(app.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -1,0 +1,132 @@
+"""Private Redis and PostgreSQL servers that a fault test may stop and start at will.
+
+The shared services on their usual ports are never stopped by a test; these
+run on ports of their own, in a temporary folder, and are gone at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_service
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, *, up: bool, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                is_up = True
+        except OSError:
+            is_up = False
+        if is_up == up:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"port {port} still {'down' if up else 'up'} after {timeout}s")
+        time.sleep(0.05)
+
+
+def _need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        message = f"{tool} is not installed; the fault tests run private servers with it"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+class PrivateRedis:
+    """``redis-server`` with an append-only file, so a restart keeps what was written (as production must)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrivateRedis:
+        binary = _need("redis-server")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder), "--save", ""]
+            + ["--appendonly", "yes", "--appendfsync", "always", "--logfile", str(self.folder / "redis.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        wait_port(self.port, up=True)
+        return self
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM): the append-only file is complete."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+        wait_port(self.port, up=False)
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of its own (``initdb`` + ``pg_ctl``), run as the ``postgres`` user when we are root."""
+
+    def __init__(self) -> None:
+        # Not under pytest's temporary folder: its parents are closed to the postgres user.
+        self.folder = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
+        self.data = self.folder / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        command = list(args)
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def init(self) -> PrivatePostgres:
+        initdb = _need("initdb")
+        _need("pg_ctl")
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self._run(initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        return self
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "pg.log"), "-w", "start")
+        wait_port(self.port, up=True)
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        wait_port(self.port, up=False)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def rabbitmq_vhost(name: str) -> str:
+    """A new, empty RabbitMQ virtual host: workers of other tests cannot take its messages."""
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    ctl = _need("rabbitmqctl")
+    subprocess.run([ctl, "delete_vhost", name], capture_output=True, timeout=60)  # and every queue in it
+    subprocess.run([ctl, "add_vhost", name], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [ctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"], check=True, capture_output=True, timeout=60
+    )
+    return f"amqp://guest:guest@127.0.0.1:5672/{name}"

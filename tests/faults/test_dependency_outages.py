@@ -1,0 +1,142 @@
+"""A store restarted, a database stopped under load, on the Celery engine: 503s meanwhile, then recovery, nothing lost.
+
+Each test runs its own Redis or PostgreSQL server (tests/faults/services.py)
+and its own Celery worker; the shared services are never stopped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conveyor import Conveyor, Status
+from conveyor.api.main import create_app
+from tests.conftest import AppFactory, CeleryWorkers, broker_url
+from tests.faults.services import PrivatePostgres, PrivateRedis, rabbitmq_vhost
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryWorkers]:
+    pool = CeleryWorkers(tmp_path_factory.mktemp("outage-workers"))
+    yield pool
+    pool.stop_all()
+
+
+def successes_per_task(app: Conveyor, ids: list[str]) -> Counter[str]:
+    """How many times each task reached SUCCESS on its timeline."""
+    return Counter(
+        task_id for task_id in ids for e in app.store.events(task_id) if e.kind == "state" and e.state is Status.SUCCESS
+    )
+
+
+def wait_all_finished(app: Conveyor, ids: list[str], timeout: float) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        records = app.store.get_many(ids)
+        if len(records) == len(ids) and all(r.finished for r in records):
+            return records
+        assert time.monotonic() < deadline, Counter(r.state.value for r in records)
+        time.sleep(0.2)
+
+
+@pytest.mark.rabbitmq
+def test_a_restarted_redis_store_under_a_rabbitmq_broker_loses_no_task(
+    make_app: AppFactory, tmp_path: Path, workers: CeleryWorkers
+) -> None:
+    """Redis-only store, RabbitMQ broker: the store restarts with tasks queued; 503s while it is away; all finish once."""
+    redis = PrivateRedis(tmp_path / "redis").start()
+    broker = rabbitmq_vhost("conveyor-faults")
+    try:
+        workers.start(broker, redis.url, concurrency=2, name="outage")
+        app = make_app(start=False, database_url=redis.url, executor="celery", broker_url=broker, lease_seconds=6)
+        with TestClient(create_app(app, scheduler=False)) as client:
+            submit = {"task_type": "system.sleep", "params": {"seconds": 0.3, "steps": 3}}
+            ids = []
+            for _ in range(30):
+                r = client.post("/api/v1/tasks", json=submit)
+                assert r.status_code == 202, r.text
+                ids.append(r.json()["task_id"])
+            redis.stop()  # with most of the 30 still queued in RabbitMQ
+            try:
+                assert client.get("/health").status_code == 503
+                refused = client.post("/api/v1/tasks", json=submit)
+                assert refused.status_code == 503
+                assert refused.json()["error"]["code"] == "store_unavailable"
+                assert client.get(f"/api/v1/tasks/{ids[0]}").status_code == 503
+                time.sleep(3)  # workers meet the outage: they must put their messages back, not drop them
+            finally:
+                redis.start()
+            deadline = time.monotonic() + 30
+            while client.get("/health").status_code != 200:  # recovers by itself
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            records = wait_all_finished(app, ids, timeout=120)
+            assert [r.state for r in records] == [Status.SUCCESS] * len(ids)
+            assert set(successes_per_task(app, ids).values()) == {1}
+            after = client.post("/api/v1/tasks", json=submit)
+            assert after.status_code == 202
+    finally:
+        redis.stop()
+
+
+@pytest.mark.redis
+def test_postgresql_stopped_for_ten_seconds_during_a_burst_answers_503_and_loses_nothing(
+    make_app: AppFactory, tmp_path: Path, workers: CeleryWorkers
+) -> None:
+    """A burst of submits on Celery (Redis broker) while PostgreSQL stops for 10 s: only 202 or 503, every 202 runs once."""
+    pg = PrivatePostgres().init()
+    pg.start()
+    broker = broker_url("redis").rsplit("/", 1)[0] + "/13"
+    import redis as redis_client
+
+    redis_client.Redis.from_url(broker).flushdb()
+    try:
+        workers.start(broker, pg.url, concurrency=2, name="burst")
+        app = make_app(start=False, database_url=pg.url, executor="celery", broker_url=broker, lease_seconds=6)
+        with TestClient(create_app(app, scheduler=False)) as client:
+            accepted: list[str] = []
+            codes: Counter[int] = Counter()
+            stop = threading.Event()
+
+            def burst() -> None:
+                while not stop.is_set():
+                    r = client.post("/api/v1/tasks", json={"task_type": "system.ping"})
+                    codes[r.status_code] += 1
+                    if r.status_code == 202:
+                        accepted.append(r.json()["task_id"])
+                    else:
+                        assert r.json()["error"]["code"] == "store_unavailable", r.text
+                    time.sleep(0.02)
+
+            sender = threading.Thread(target=burst)
+            sender.start()
+            try:
+                time.sleep(2)
+                pg.stop()
+                time.sleep(1)
+                assert client.get("/health").status_code == 503
+                time.sleep(9)  # ten seconds away in all
+                pg.start()
+                time.sleep(3)
+            finally:
+                stop.set()
+                sender.join(30)
+            assert set(codes) == {202, 503}, codes  # never a 500
+            deadline = time.monotonic() + 30
+            while client.get("/health").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            records = wait_all_finished(app, accepted, timeout=120)
+            assert [r.state for r in records] == [Status.SUCCESS] * len(accepted)
+            assert set(successes_per_task(app, accepted).values()) == {1}
+    finally:
+        pg.remove()
