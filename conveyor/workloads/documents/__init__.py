@@ -1,7 +1,7 @@
 """Documents workload: upload, extract, chunk, detect language, index (seed 001).
 
-Load it with ``CONVEYOR_WORKLOADS=system,documents``. Needs a SQL store and
-``pip install 'conveyor[documents]'``.
+Loaded by default when its extra is installed (``pip install 'conveyor[documents]'``)
+and the store is SQL; name it in ``CONVEYOR_WORKLOADS`` to require it.
 """
 
 from __future__ import annotations
@@ -12,4 +12,6 @@ from conveyor.workloads.documents.tasks import cleanup_documents, process_docume
 
 __all__ = ["cleanup_documents", "periodic_jobs", "process_document", "router"]
 
-periodic_jobs = [PeriodicJob("documents-cleanup", "documents.cleanup", cron="17 3 * * *")]
+#: hourly: old documents go after ``documents_retention_days``, and a document
+#: whose task died without marking it is settled within the hour even if nobody asks
+periodic_jobs = [PeriodicJob("documents-cleanup", "documents.cleanup", cron="17 * * * *")]

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import re
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from conveyor.errors import SoftTimeLimitExceeded, TaskCancelled
 
 __all__ = [
     "BadEncoding",
@@ -18,6 +21,7 @@ __all__ = [
     "EncryptedPdf",
     "Extracted",
     "FileMissing",
+    "OutputNotWritten",
     "UnreadableDocument",
     "UnsupportedType",
     "extract",
@@ -56,6 +60,18 @@ class BadEncoding(DocumentError):
     code = "bad_encoding"
 
 
+class OutputNotWritten(DocumentError):
+    code = "output_not_written"
+
+
+#: NUL (PostgreSQL text cannot hold it) and lone surrogates (not encodable as UTF-8)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _clean(text: str) -> str:
+    return _UNSTORABLE.sub("", text)
+
+
 @dataclass(frozen=True)
 class Extracted:
     text: str
@@ -63,14 +79,22 @@ class Extracted:
     pages: list[tuple[int, int, int]]
     kind: str
     encoding: str | None
+    #: PDF pages whose text could not be extracted (they count as empty)
+    unreadable_pages: list[int] = field(default_factory=list)
 
 
 def _decode(data: bytes) -> tuple[str, str]:
     """UTF-8 first (with or without BOM), UTF-16 with a BOM, then cp1252."""
     if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8"), "utf-8-sig"
+        try:
+            return data[3:].decode("utf-8"), "utf-8-sig"
+        except UnicodeDecodeError as e:
+            raise BadEncoding(f"the text starts as UTF-8 but is not valid UTF-8 (byte {e.start + 3})") from None
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16"), "utf-16"
+        try:
+            return data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError as e:
+            raise BadEncoding(f"the text starts as UTF-16 but is not valid UTF-16 (byte {e.start})") from None
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -84,14 +108,15 @@ def _decode(data: bytes) -> tuple[str, str]:
 def _looks_like_text(head: bytes) -> bool:
     if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return False
-    try:
-        sample, _ = _decode(head)
-    except (BadEncoding, UnicodeDecodeError):
-        # A multi-byte character cut at the sniff boundary is not binary.
+    sample: str | None = None
+    for trim in range(5):  # a multi-byte character cut at the sniff boundary is not binary
         try:
-            sample = head[:-4].decode("utf-8")
-        except UnicodeDecodeError:
-            return False
+            sample, _ = _decode(head[: len(head) - trim])
+            break
+        except BadEncoding:
+            continue
+    if sample is None:
+        return False
     if not sample:
         return True
     controls = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\t\n\r\f")
@@ -130,56 +155,76 @@ def sniff_file(path: Path, filename: str | None = None) -> str:
     return sniff(head, filename or path.name)
 
 
-def extract(path: Path, filename: str | None = None) -> Extracted:
+def extract(path: Path, filename: str | None = None, progress: Callable[[float], None] | None = None) -> Extracted:
+    """The document's text, with page spans for PDFs; ``progress`` gets the fraction of pages read."""
     if not path.is_file():
         raise FileMissing(f"the uploaded file is missing on disk ({path.name})")
     kind = sniff_file(path, filename)
     if kind == "pdf":
-        result = _pdf(path)
+        result = _pdf(path, progress)
     elif kind == "docx":
         result = _docx(path)
     elif kind == "html":
         text, enc = _decode(path.read_bytes())
-        result = Extracted(_html_text(text), [], "html", enc)
+        result = Extracted(_clean(_html_text(text)), [], "html", enc)
     else:
         text, enc = _decode(path.read_bytes())
-        result = Extracted(text, [], kind, enc)
+        result = Extracted(_clean(text), [], kind, enc)
     if not result.text.strip():
-        raise EmptyText(f"no text could be extracted from the {kind} file")
+        hint = " (a scanned PDF without a text layer?)" if kind == "pdf" else ""
+        raise EmptyText(f"no text could be extracted from the {kind} file{hint}")
     if not result.pages:
         result = Extracted(result.text, [(1, 0, len(result.text))], result.kind, result.encoding)
     return result
 
 
-def _pdf(path: Path) -> Extracted:
+#: what a progress callback may raise through the extractor untouched
+_PASS_THROUGH = (DocumentError, TaskCancelled, SoftTimeLimitExceeded)
+
+
+def _pdf(path: Path, progress: Callable[[float], None] | None) -> Extracted:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(path)
         if reader.is_encrypted:
             try:
                 opened = bool(reader.decrypt(""))  # an empty user password opens some "encrypted" PDFs
-            except Exception:
+            except Exception:  # wrong password, or a cipher pypdf cannot run here
                 opened = False
             if not opened:
                 raise EncryptedPdf("the PDF is encrypted and cannot be read without its password")
-        parts: list[str] = []
-        pages: list[tuple[int, int, int]] = []
-        offset = 0
-        for number, page in enumerate(reader.pages, 1):
-            text = (page.extract_text() or "").strip()
-            if parts:
-                parts.append("\n\n")
-                offset += 2
-            parts.append(text)
-            pages.append((number, offset, offset + len(text)))
-            offset += len(text)
-    except DocumentError:
+        count = len(reader.pages)
+    except _PASS_THROUGH:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as e:
+    except Exception as e:  # pypdf raises many kinds on a damaged file
         raise UnreadableDocument(f"the PDF could not be read: {e}") from None
-    return Extracted("".join(parts), pages, "pdf", None)
+    if count == 0:
+        raise EmptyText("the PDF has no pages")
+    parts: list[str] = []
+    pages: list[tuple[int, int, int]] = []
+    unreadable: list[int] = []
+    offset = 0
+    for number in range(1, count + 1):
+        try:
+            text = _clean(reader.pages[number - 1].extract_text() or "").strip()
+        except _PASS_THROUGH:
+            raise
+        except Exception:
+            # One damaged page should not cost the other 199; the metadata lists it.
+            text = ""
+            unreadable.append(number)
+        if parts:
+            parts.append("\n\n")
+            offset += 2
+        parts.append(text)
+        pages.append((number, offset, offset + len(text)))
+        offset += len(text)
+        if progress is not None:
+            progress(number / count)
+    if len(unreadable) == count:
+        raise UnreadableDocument("the PDF could not be read: no page's text could be extracted")
+    return Extracted("".join(parts), pages, "pdf", None, unreadable)
 
 
 def _docx(path: Path) -> Extracted:
@@ -189,13 +234,16 @@ def _docx(path: Path) -> Extracted:
         document = docx.Document(str(path))
     except Exception as e:
         raise UnreadableDocument(f"the Word document could not be read: {e}") from None
-    parts = [p.text for p in document.paragraphs if p.text.strip()]
-    for table in document.tables:
-        for row in table.rows:
-            cells = [c.text.strip() for c in row.cells if c.text.strip()]
-            if cells:
-                parts.append(" | ".join(cells))
-    return Extracted("\n\n".join(parts), [], "docx", None)
+    try:
+        parts = [p.text for p in document.paragraphs if p.text.strip()]
+        for table in document.tables:
+            for row in table.rows:
+                cells = [c.text.strip() for c in row.cells if c.text.strip()]
+                if cells:
+                    parts.append(" | ".join(cells))
+    except Exception as e:
+        raise UnreadableDocument(f"the Word document could not be read: {e}") from None
+    return Extracted(_clean("\n\n".join(parts)), [], "docx", None)
 
 
 def _html_text(markup: str) -> str:

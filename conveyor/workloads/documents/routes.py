@@ -1,8 +1,13 @@
-"""/api/documents: seed 001's routes — upload, status, details, list, chunks, delete — plus search."""
+"""/api/documents: seed 001's routes — upload, status, details, list, chunks, delete — plus search.
+
+Every route reaches the database through the engine of the app that serves
+the request (``request.app.state.conveyor``), never a process-wide handle, and
+every route answers another tenant's document with 404.
+"""
 
 from __future__ import annotations
 
-import time
+import contextlib
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -10,13 +15,13 @@ import sqlalchemy as sa
 from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from conveyor import resources
 from conveyor.api.deps import App, Tenant
 from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import iso
-from conveyor.errors import ConveyorError, PayloadTooLarge, TaskNotFound, UnsupportedMediaType
+from conveyor.app import Conveyor
+from conveyor.errors import ConveyorError, InvalidParams, PayloadTooLarge, TaskNotFound, UnsupportedMediaType
 from conveyor.records import Status, TaskRecord, new_task_id
-from conveyor.workloads.documents import storage
+from conveyor.workloads.documents import db, storage
 from conveyor.workloads.documents.tables import chunks_table, documents_table
 from conveyor.workloads.documents.tasks import delete_document_files
 
@@ -34,6 +39,20 @@ _TASK_STATE = {
     Status.FAILURE: "FAILURE",
     Status.CANCELLED: "FAILURE",
 }
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
 
 
 class DocumentNotFound(TaskNotFound):
@@ -43,31 +62,56 @@ class DocumentNotFound(TaskNotFound):
         ConveyorError.__init__(self, f"No document with id {document_id!r}", details={"document_id": document_id})
 
 
-def _engine() -> sa.Engine:
-    return resources.current().engine
+class DocumentsUnavailable(ConveyorError):
+    status_code = 503
+    code = "documents_unavailable"
 
 
-def _load(document_id: str, tenant: str) -> sa.Row[Any]:
-    with _engine().connect() as conn:
-        row = conn.execute(
-            documents_table.select().where(documents_table.c.id == document_id, documents_table.c.tenant == tenant)
-        ).first()
+def _engine(app: Conveyor) -> sa.Engine:
+    engine: sa.Engine | None = getattr(app.store, "engine", None)
+    if engine is None:
+        raise DocumentsUnavailable(
+            f"the documents workload keeps its tables in SQL; this server's store is {app.store.kind} "
+            "(set CONVEYOR_DATABASE_URL to a SQLite or PostgreSQL URL)"
+        )
+    return engine
+
+
+def _load(app: Conveyor, document_id: str, tenant: str) -> tuple[sa.Row[Any], TaskRecord | None]:
+    """The tenant's document (404 otherwise) and its task, reconciled with each other."""
+    engine = _engine(app)
+    row = db.find(engine, document_id, tenant)
     if row is None:
         raise DocumentNotFound(document_id)
-    return row
+    task = app.store.get(row.task_id) if row.task_id else None
+    return db.reconcile(engine, row, task), task
 
 
-def _usage(tenant: str) -> int:
-    d = documents_table.c
-    with _engine().connect() as conn:
-        used = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(d.size_bytes), 0)).where(d.tenant == tenant))
-        return int(used.scalar_one())
+@router.post(
+    "/upload",
+    status_code=202,
+    summary="Upload a document and queue it for processing",
+    openapi_extra=_UPLOAD_BODY,
+)
+async def upload(
+    request: Request,
+    app: App,
+    tenant: Tenant,
+    chunk_size: Annotated[int, Query(ge=16, le=8192, description="tokens per chunk")] = 1200,
+    overlap: Annotated[int, Query(ge=0, le=4096, description="tokens shared by consecutive chunks")] = 200,
+) -> JSONResponse:
+    """Multipart field ``file``. Answers at once with the document id; poll ``/status`` or follow the task.
 
-
-@router.post("/upload", status_code=202, summary="Upload a document and queue it for processing")
-async def upload(request: Request, app: App, tenant: Tenant) -> JSONResponse:
-    """Multipart field ``file``. Answers at once with the document id; poll ``/status`` or follow the task."""
+    The body streams to disk and is refused with 413 as soon as it passes the
+    upload limit or the tenant's quota; the type is read from the content (415).
+    """
+    if overlap >= chunk_size:
+        raise InvalidParams(
+            "overlap must be smaller than chunk_size",
+            details=[{"field": "overlap", "message": "must be smaller than chunk_size", "type": "value_error"}],
+        )
     settings = app.settings
+    engine = _engine(app)
     max_bytes = int(settings.documents_max_upload_mb * 1024 * 1024)
     quota = int(settings.documents_quota_mb * 1024 * 1024)
     declared = request.headers.get("content-length")
@@ -76,7 +120,7 @@ async def upload(request: Request, app: App, tenant: Tenant) -> JSONResponse:
             f"the upload is larger than the upload limit of {settings.documents_max_upload_mb:g} MiB",
             details={"max_bytes": max_bytes, "limit": "upload limit"},
         )
-    used = await anyio.to_thread.run_sync(_usage, tenant)
+    used = await anyio.to_thread.run_sync(db.usage, engine, tenant)
     if used >= quota:
         raise PayloadTooLarge(
             f"tenant {tenant!r} has used its quota of {settings.documents_quota_mb:g} MiB",
@@ -92,56 +136,63 @@ async def upload(request: Request, app: App, tenant: Tenant) -> JSONResponse:
         max_bytes=max_bytes,
         quota_left=quota - used,
     )
+    params = {"document_id": document_id, "chunk_size": chunk_size, "overlap": overlap}
     try:
-        return await anyio.to_thread.run_sync(_accept, app, tenant, document_id, saved)
+        return await anyio.to_thread.run_sync(_accept, app, engine, tenant, saved, params)
     except BaseException:
         await anyio.to_thread.run_sync(delete_document_files, str(incoming))
         raise
 
 
-def _accept(app: Any, tenant: str, document_id: str, saved: storage.SavedUpload) -> JSONResponse:
-    """Check the type by content, store the record, submit the task."""
+def _accept(
+    app: Conveyor, engine: sa.Engine, tenant: str, saved: storage.SavedUpload, params: dict[str, Any]
+) -> JSONResponse:
+    """Check the type by content and the quota again, store the record, submit the task."""
     from conveyor.workloads.documents.extract import DocumentError, sniff_file
 
+    document_id = params["document_id"]
     if saved.size == 0:
         raise UnsupportedMediaType("the file is empty", details={"filename": saved.filename})
     try:
-        kind = sniff_file(saved.path)
+        kind = sniff_file(saved.path, saved.filename)
     except DocumentError as e:
         raise UnsupportedMediaType(
             f"unsupported document type: {e}; send a PDF, DOCX, HTML, Markdown or text file",
             details={"filename": saved.filename},
         ) from None
+    # Uploads running side by side each passed the first check; the sum must fit too.
+    quota = int(app.settings.documents_quota_mb * 1024 * 1024)
+    used = db.usage(engine, tenant)
+    if used + saved.size > quota:
+        raise PayloadTooLarge(
+            f"tenant {tenant!r} would pass its quota of {app.settings.documents_quota_mb:g} MiB",
+            details={"quota_bytes": quota, "used_bytes": used, "limit": "tenant quota"},
+        )
     final = saved.path.with_suffix(storage.extension_for(kind))
     saved.path.rename(final)
-    t = time.time()
-    with _engine().begin() as conn:
-        conn.execute(
-            documents_table.insert().values(
-                id=document_id,
-                tenant=tenant,
-                filename=saved.filename,
-                stored_path=str(final),
-                kind=kind,
-                size_bytes=saved.size,
-                sha256=saved.sha256,
-                status="processing",
-                processing_progress=0.0,
-                created_at=t,
-                updated_at=t,
-                doc_metadata={},
-            )
-        )
+    db.insert(
+        engine,
+        id=document_id,
+        tenant=tenant,
+        filename=saved.filename,
+        stored_path=str(final),
+        kind=kind,
+        size_bytes=saved.size,
+        sha256=saved.sha256,
+        status="processing",
+        processing_progress=0.0,
+        doc_metadata={},
+    )
     try:
-        record = app.manager.submit_task("documents.process", {"document_id": document_id}, tenant=tenant)
-    except ConveyorError:
-        with _engine().begin() as conn:
-            conn.execute(documents_table.delete().where(documents_table.c.id == document_id))
+        record = app.manager.submit_task("documents.process", params, tenant=tenant)
+    except BaseException:
+        db.delete(engine, document_id)
         raise
-    with _engine().begin() as conn:
+    with engine.begin() as conn:
+        # Unless the task has already started and named itself (it can be that quick).
         conn.execute(
             documents_table.update()
-            .where(documents_table.c.id == document_id)
+            .where(documents_table.c.id == document_id, documents_table.c.task_id.is_(None))
             .values(task_id=record.id, doc_metadata={"task_id": record.id})
         )
     return JSONResponse(
@@ -159,31 +210,20 @@ def _accept(app: Any, tenant: str, document_id: str, saved: storage.SavedUpload)
     )
 
 
-def _task(app: Any, row: sa.Row[Any]) -> TaskRecord | None:
-    return app.store.get(row.task_id) if row.task_id else None
-
-
 def _status(row: sa.Row[Any], task: TaskRecord | None) -> dict[str, Any]:
-    """Seed 001's status: the document's own state, reconciled with its task's."""
+    """Seed 001's status: the document's own state, with its task's progress while it runs."""
     status = row.status
-    message = row.error_message or ""
-    progress = float(row.processing_progress or 0)
-    task_state = "PENDING"
-    if task is not None:
-        task_state = _TASK_STATE[task.state]
-        if status == "processing":
-            progress = task.progress
-            message = task.message
-            if task.state in (Status.FAILURE, Status.CANCELLED):
-                # The worker died or the task was cancelled before it could mark the document.
-                status = "failed"
-                message = (task.error or {}).get("message") or task.message or "processing failed"
-    if status == "ready":
-        progress, message = 100.0, message or "Complete"
-    # The document row is written by the task just before the task's own
-    # outcome is flushed: a finished document speaks for its task meanwhile.
-    if status in ("ready", "failed"):
-        task_state = "SUCCESS" if status == "ready" else "FAILURE"
+    if status == "processing":
+        task_state = _TASK_STATE[task.state] if task is not None else "PENDING"
+        progress = task.progress if task is not None else 0.0
+        message = task.message if task is not None else "Queued"
+    elif status == "ready":
+        # The row is written just before the task's own outcome is flushed: it speaks for the task meanwhile.
+        task_state, progress, message = "SUCCESS", 100.0, "Complete"
+    else:
+        task_state = "FAILURE"
+        progress = float(task.progress if task is not None else row.processing_progress or 0)
+        message = row.error_message or "processing failed"
     return {
         "document_id": row.id,
         "status": status,
@@ -198,8 +238,7 @@ def _status(row: sa.Row[Any], task: TaskRecord | None) -> dict[str, Any]:
 @router.get("/{document_id}/status", summary="Light status for polling (seed 001)")
 async def document_status(document_id: str, app: App, tenant: Tenant) -> dict[str, Any]:
     def read() -> dict[str, Any]:
-        row = _load(document_id, tenant)
-        return _status(row, _task(app, row))
+        return _status(*_load(app, document_id, tenant))
 
     return await anyio.to_thread.run_sync(read)
 
@@ -217,7 +256,11 @@ def _public(row: sa.Row[Any], task: TaskRecord | None) -> dict[str, Any]:
         "error_message": row.error_message,
         "task_id": row.task_id,
         "task_status": task.state.value if task else None,
-        "task_info": {"progress": task.progress, "message": task.message, "attempts": task.attempts} if task else None,
+        "task_info": (
+            {"progress": task.progress, "message": task.message, "attempts": task.attempts, "error": task.error}
+            if task
+            else None
+        ),
         "created_at": iso(row.created_at),
         "processing_started_at": iso(row.processing_started_at),
         "processing_completed_at": iso(row.processing_completed_at),
@@ -236,37 +279,45 @@ async def list_documents(
     status: Annotated[str | None, Query(pattern="^(processing|ready|failed)$")] = None,
 ) -> dict[str, Any]:
     def read() -> dict[str, Any]:
+        engine = _engine(app)
         d = documents_table.c
         cond = [d.tenant == tenant] + ([d.status == status] if status else [])
-        with _engine().connect() as conn:
+        with engine.connect() as conn:
             total = conn.execute(sa.select(sa.func.count()).select_from(documents_table).where(*cond)).scalar_one()
             rows = conn.execute(
-                documents_table.select().where(*cond).order_by(d.created_at.desc()).limit(limit).offset(offset)
+                documents_table.select().where(*cond).order_by(d.created_at.desc(), d.id).limit(limit).offset(offset)
             ).all()
         tasks = {t.id: t for t in app.store.get_many([r.task_id for r in rows if r.task_id])}
-        return {
-            "data": [_public(r, tasks.get(r.task_id)) for r in rows],
-            "count": total,
-            "limit": limit,
-            "offset": offset,
-        }
+        data = []
+        for r in rows:
+            task = tasks.get(r.task_id)
+            data.append(_public(db.reconcile(engine, r, task), task))
+        return {"data": data, "count": total, "limit": limit, "offset": offset}
 
     return await anyio.to_thread.run_sync(read)
 
 
-def _search(tenant: str, q: str, limit: int, document_id: str | None) -> dict[str, Any]:
+def _search(engine: sa.Engine, tenant: str, q: str, limit: int, document_id: str | None) -> dict[str, Any]:
     from conveyor.workloads.documents.search import rank
 
     c = chunks_table.c
-    cond = [c.tenant == tenant] + ([c.document_id == document_id] if document_id else [])
-    with _engine().connect() as conn:
-        rows = conn.execute(sa.select(c.document_id, c.idx, c.text, c.pages).where(*cond)).all()
+    d = documents_table.c
+    # Joined with ready documents: a document being deleted or re-processed has no results.
+    cond = [c.tenant == tenant, d.status == "ready"] + ([c.document_id == document_id] if document_id else [])
+    query = (
+        sa.select(c.document_id, c.idx, c.text, c.pages, d.filename)
+        .select_from(chunks_table.join(documents_table, d.id == c.document_id))
+        .where(*cond)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
     hits = rank(q, [r.text for r in rows], limit=limit)
     return {
         "query": q,
         "data": [
             {
                 "document_id": rows[i].document_id,
+                "filename": rows[i].filename,
                 "index": rows[i].idx,
                 "score": round(score, 4),
                 "pages": rows[i].pages,
@@ -280,18 +331,18 @@ def _search(tenant: str, q: str, limit: int, document_id: str | None) -> dict[st
 
 @router.get("/search", summary="Rank the tenant's chunks for a query (BM25)")
 async def search_all(
+    app: App,
     tenant: Tenant,
     q: Annotated[str, Query(min_length=1, max_length=500)],
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> dict[str, Any]:
-    return await anyio.to_thread.run_sync(_search, tenant, q, limit, None)
+    return await anyio.to_thread.run_sync(_search, _engine(app), tenant, q, limit, None)
 
 
 @router.get("/{document_id}", summary="A document's details")
 async def get_document(document_id: str, app: App, tenant: Tenant) -> dict[str, Any]:
     def read() -> dict[str, Any]:
-        row = _load(document_id, tenant)
-        return _public(row, _task(app, row))
+        return _public(*_load(app, document_id, tenant))
 
     return await anyio.to_thread.run_sync(read)
 
@@ -299,14 +350,17 @@ async def get_document(document_id: str, app: App, tenant: Tenant) -> dict[str, 
 @router.get("/{document_id}/chunks", summary="A document's chunks, in order")
 async def get_chunks(
     document_id: str,
+    app: App,
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     def read() -> dict[str, Any]:
-        _load(document_id, tenant)
+        engine = _engine(app)
+        if db.find(engine, document_id, tenant) is None:
+            raise DocumentNotFound(document_id)
         c = chunks_table.c
-        with _engine().connect() as conn:
+        with engine.connect() as conn:
             total = conn.execute(
                 sa.select(sa.func.count()).select_from(chunks_table).where(c.document_id == document_id)
             ).scalar_one()
@@ -338,13 +392,16 @@ async def get_chunks(
 @router.get("/{document_id}/search", summary="Rank one document's chunks for a query (BM25)")
 async def search_one(
     document_id: str,
+    app: App,
     tenant: Tenant,
     q: Annotated[str, Query(min_length=1, max_length=500)],
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> dict[str, Any]:
     def run() -> dict[str, Any]:
-        _load(document_id, tenant)
-        return _search(tenant, q, limit, document_id)
+        engine = _engine(app)
+        if db.find(engine, document_id, tenant) is None:
+            raise DocumentNotFound(document_id)
+        return _search(engine, tenant, q, limit, document_id)
 
     return await anyio.to_thread.run_sync(run)
 
@@ -352,13 +409,16 @@ async def search_one(
 @router.delete("/{document_id}", status_code=204, summary="Delete a document, its chunks and files")
 async def delete_document(document_id: str, app: App, tenant: Tenant) -> Response:
     def run() -> None:
-        row = _load(document_id, tenant)
-        task = _task(app, row)
+        engine = _engine(app)
+        row = db.find(engine, document_id, tenant)
+        if row is None:
+            raise DocumentNotFound(document_id)
+        task = app.store.get(row.task_id) if row.task_id else None
         if task is not None and not task.finished:
-            app.manager.cancel(task.id, tenant=tenant)
-        with _engine().begin() as conn:
-            conn.execute(chunks_table.delete().where(chunks_table.c.document_id == document_id))
-            conn.execute(documents_table.delete().where(documents_table.c.id == document_id))
+            # It may have finished meanwhile (409): the delete goes on either way.
+            with contextlib.suppress(ConveyorError):
+                app.manager.cancel(task.id, tenant=tenant)
+        db.delete(engine, document_id)
         delete_document_files(row.stored_path)
 
     await anyio.to_thread.run_sync(run)

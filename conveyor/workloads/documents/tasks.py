@@ -1,28 +1,50 @@
 """``documents.process``: a stored upload becomes token chunks with pages, language and metadata files.
 
-Progress follows seed 001's steps: 10 % reading, 20–80 % encoding (one step
-per group of chunks), 80 % saving, 100 % complete.
+Progress follows seed 001's steps: 10 % reading (up to 20 % as PDF pages
+are read), 20–80 % encoding (chunking, then each chunk's language, reported
+as they advance), 80 % saving, 100 % complete.
+
+Tasks run in worker processes and reach the database through
+``resources.current()``, which each worker process installs from its own
+app's settings (a forked local worker in ``Conveyor._worker_started``, a
+Celery worker when it builds its Conveyor).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from conveyor import resources
 from conveyor.context import TaskContext
+from conveyor.errors import SoftTimeLimitExceeded, TaskCancelled
 from conveyor.registry import task
+from conveyor.workloads.documents import db
 from conveyor.workloads.documents.tables import chunks_table, documents_table
 
-__all__ = ["ENCODER_VERSION", "ProcessDocument", "cleanup_documents", "mark_failed", "process_document"]
+__all__ = [
+    "ENCODER_VERSION",
+    "CleanupDocuments",
+    "ProcessDocument",
+    "cleanup_documents",
+    "delete_document_files",
+    "process_document",
+]
 
-ENCODER_VERSION = "conveyor-tiktoken-cl100k/1"
+log = logging.getLogger("conveyor.documents")
+
+ENCODER_VERSION = "conveyor-tiktoken-cl100k/2"
+#: an upload folder with no document row is an interrupted upload once it is this old
+ORPHAN_AGE = 3600.0
 
 
 class ProcessDocument(BaseModel):
@@ -31,20 +53,16 @@ class ProcessDocument(BaseModel):
     chunk_size: int = Field(default=1200, ge=16, le=8192, description="tokens per chunk")
     overlap: int = Field(default=200, ge=0, le=4096, description="tokens shared by consecutive chunks")
 
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ProcessDocument:
+        if self.overlap >= self.chunk_size:
+            raise ValueError("overlap must be smaller than chunk_size")
+        return self
+
 
 class CleanupDocuments(BaseModel):
     model_config = ConfigDict(extra="forbid")
     retention_days: float | None = Field(default=None, gt=0, description="default: the settings' retention")
-
-
-def _update(engine: sa.Engine, document_id: str, **values: Any) -> None:
-    values["updated_at"] = time.time()
-    with engine.begin() as conn:
-        conn.execute(documents_table.update().where(documents_table.c.id == document_id).values(**values))
-
-
-def mark_failed(engine: sa.Engine, document_id: str, message: str) -> None:
-    _update(engine, document_id, status="failed", error_message=message, processing_completed_at=time.time())
 
 
 # Only infrastructure errors are retried: a corrupt or encrypted file fails the same way every time.
@@ -63,37 +81,84 @@ TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError, Ti
 )
 def process_document(ctx: TaskContext, document_id: str, chunk_size: int = 1200, overlap: int = 200) -> dict[str, Any]:
     """Extract, chunk (1,200 tokens, 200 overlap), detect language, and save an uploaded document."""
-    from conveyor.workloads.documents.chunking import chunk_text, count_tokens
-    from conveyor.workloads.documents.extract import DocumentError, extract
-    from conveyor.workloads.documents.language import detect_language, detect_many
-
-    if overlap >= chunk_size:
-        raise ValueError("overlap must be smaller than chunk_size")
     engine = resources.current().engine
-    with engine.connect() as conn:
-        doc = conn.execute(documents_table.select().where(documents_table.c.id == document_id)).first()
+    doc = db.find(engine, document_id, ctx.tenant)
     if doc is None:
-        raise LookupError(f"document {document_id} does not exist (deleted before it was processed?)")
-    path = Path(doc.stored_path)
-    started = time.time()
-    _update(engine, document_id, status="processing", processing_started_at=started, error_message=None)
-    ctx.progress(10, "Reading file")
+        # Deleted before it ran, or named by another tenant: nothing here to mark.
+        raise LookupError(f"no document {document_id} for tenant {ctx.tenant!r}")
+    meta = dict(doc.doc_metadata or {}, task_id=ctx.task_id)
+    db.update(
+        engine,
+        document_id,
+        status="processing",
+        processing_progress=0.0,
+        processing_started_at=time.time(),
+        processing_completed_at=None,
+        error_message=None,
+        task_id=ctx.task_id,  # the document follows whichever task processes it now
+        doc_metadata=meta,
+    )
     try:
-        extracted = extract(path)
-        ctx.progress(20, "Running encoder")
-
-        def encoded(fraction: float) -> None:
-            ctx.raise_if_cancelled()
-            ctx.progress(20 + 60 * fraction, "Running encoder")
-
-        chunks = chunk_text(extracted.text, extracted.pages, chunk_size=chunk_size, overlap=overlap, progress=encoded)
-    except DocumentError as e:
-        mark_failed(engine, document_id, str(e))
+        return _process(ctx, engine, doc, chunk_size, overlap)
+    except TRANSIENT:
+        # Retried; if the retries run out, the task's FAILURE marks the document
+        # (the status route and the cleanup job reconcile it).
         raise
-    ctx.progress(80, "Saving metadata")
+    except Exception as e:
+        with contextlib.suppress(Exception):  # the task's own error is the one to report
+            db.mark_failed(engine, document_id, _describe(e))
+        raise
+
+
+def _describe(e: BaseException) -> str:
+    from conveyor.workloads.documents.extract import DocumentError
+
+    if isinstance(e, DocumentError):
+        return str(e)
+    if isinstance(e, TaskCancelled):
+        return "processing was cancelled"
+    if isinstance(e, SoftTimeLimitExceeded):
+        return f"processing took too long: {e}"
+    return f"processing failed: {type(e).__name__}: {e}"
+
+
+def _process(ctx: TaskContext, engine: sa.Engine, doc: sa.Row[Any], chunk_size: int, overlap: int) -> dict[str, Any]:
+    from conveyor.workloads.documents.chunking import chunk_text
+    from conveyor.workloads.documents.extract import OutputNotWritten, extract
+    from conveyor.workloads.documents.language import detect_language
+
+    started = time.time()
+    path = Path(doc.stored_path)
+
+    def phase(percent: float, message: str) -> None:
+        # The row's own progress moves at each phase (seed 001's monitoring
+        # reads processing_progress); the task's moves at every step.
+        ctx.progress(percent, message)
+        db.update(engine, doc.id, processing_progress=percent)
+
+    phase(10, "Reading file")
+
+    def reading(fraction: float) -> None:
+        ctx.raise_if_cancelled()
+        ctx.progress(10 + 10 * fraction, "Reading file")
+
+    extracted = extract(path, doc.filename, progress=reading)
+    phase(20, "Running encoder")
+
+    def chunking(fraction: float) -> None:
+        ctx.raise_if_cancelled()
+        ctx.progress(20 + 40 * fraction, "Running encoder")
+
+    chunks = chunk_text(extracted.text, extracted.pages, chunk_size=chunk_size, overlap=overlap, progress=chunking)
+    languages: list[str | None] = []
+    for i, c in enumerate(chunks, 1):
+        languages.append(detect_language(c.text))
+        if i % 8 == 0 or i == len(chunks):
+            ctx.raise_if_cancelled()
+            ctx.progress(60 + 20 * i / len(chunks), "Running encoder")
     language = detect_language(extracted.text)
-    languages = detect_many([c.text for c in chunks])
-    tokens = count_tokens(extracted.text)
+    tokens = chunks[-1].token_end if chunks else 0
+    phase(80, "Saving metadata")
     stem = path.with_suffix("")
     metadata_file = Path(f"{stem}_sections_metadata.json")
     index_file = Path(f"{stem}_index.json")
@@ -110,33 +175,30 @@ def process_document(ctx: TaskContext, document_id: str, chunk_size: int = 1200,
         }
         for c, lang in zip(chunks, languages, strict=True)
     ]
-    _write_json(
-        metadata_file,
-        {
-            "document_id": document_id,
-            "filename": doc.filename,
-            "kind": extracted.kind,
-            "encoding": extracted.encoding,
-            "language": language,
-            "total_chunks": len(chunks),
-            "total_tokens": tokens,
-            "pages": len(extracted.pages),
-            "chunk_size": chunk_size,
-            "overlap": overlap,
-            "encoder_version": ENCODER_VERSION,
-            "sections": sections,
-        },
-    )
-    _write_json(
-        index_file,
-        {
-            "document_id": document_id,
-            "chunks": [{"index": c.index, "text": c.text, "pages": c.pages} for c in chunks],
-        },
-    )
-    if not metadata_file.exists() or not index_file.exists():
-        mark_failed(engine, document_id, "output not written: the metadata files are missing after saving")
-        raise OSError("output not written")
+    summary = {
+        "document_id": doc.id,
+        "filename": doc.filename,
+        "kind": extracted.kind,
+        "encoding": extracted.encoding,
+        "language": language,
+        "total_chunks": len(chunks),
+        "total_tokens": tokens,
+        "pages": len(extracted.pages),
+        "unreadable_pages": extracted.unreadable_pages,
+        "chunk_size": chunk_size,
+        "overlap": overlap,
+        "encoder_version": ENCODER_VERSION,
+    }
+    try:
+        _write_json(metadata_file, {**summary, "sections": sections})
+        _write_json(
+            index_file,
+            {"document_id": doc.id, "chunks": [{"index": c.index, "text": c.text, "pages": c.pages} for c in chunks]},
+        )
+    except OSError as e:
+        raise OutputNotWritten(f"output not written: {e.strerror or e} ({Path(e.filename or stem).name})") from None
+    if not metadata_file.is_file() or not index_file.is_file():
+        raise OutputNotWritten("output not written: the metadata files are missing after saving")
     finished = time.time()
     doc_metadata = {
         "task_id": ctx.task_id,
@@ -147,18 +209,38 @@ def process_document(ctx: TaskContext, document_id: str, chunk_size: int = 1200,
         "chunk_size": chunk_size,
         "overlap": overlap,
         "pages": len(extracted.pages),
+        "unreadable_pages": extracted.unreadable_pages,
         "kind": extracted.kind,
         "encoding": extracted.encoding,
     }
     with engine.begin() as conn:
+        # The row first: it holds a concurrent delete off until the chunks are in, and
+        # tells us if the document was deleted meanwhile (then nothing is written).
+        marked = conn.execute(
+            documents_table.update()
+            .where(documents_table.c.id == doc.id)
+            .values(
+                status="ready",
+                processing_progress=100.0,
+                total_chunks=len(chunks),
+                total_tokens=tokens,
+                language=language,
+                doc_metadata=doc_metadata,
+                processing_completed_at=finished,
+                updated_at=finished,
+                error_message=None,
+            )
+        ).rowcount
+        if not marked:
+            raise LookupError(f"document {doc.id} was deleted while it was processed")
         # A retried run replaces what an interrupted one may have written.
-        conn.execute(chunks_table.delete().where(chunks_table.c.document_id == document_id))
+        conn.execute(chunks_table.delete().where(chunks_table.c.document_id == doc.id))
         if chunks:
             conn.execute(
                 chunks_table.insert(),
                 [
                     {
-                        "document_id": document_id,
+                        "document_id": doc.id,
                         "idx": c.index,
                         "tenant": doc.tenant,
                         "text": c.text,
@@ -171,30 +253,12 @@ def process_document(ctx: TaskContext, document_id: str, chunk_size: int = 1200,
                     for c, lang in zip(chunks, languages, strict=True)
                 ],
             )
-        conn.execute(
-            documents_table.update()
-            .where(documents_table.c.id == document_id)
-            .values(
-                status="ready",
-                processing_progress=100.0,
-                total_chunks=len(chunks),
-                total_tokens=tokens,
-                language=language,
-                doc_metadata=doc_metadata,
-                processing_completed_at=finished,
-                updated_at=finished,
-                error_message=None,
-            )
-        )
     ctx.progress(100, "Complete")
     return {
-        "document_id": document_id,
-        "total_chunks": len(chunks),
-        "tokens": tokens,
-        "language": language,
-        "pages": len(extracted.pages),
+        **summary,
         "metadata_file": str(metadata_file),
         "index_file": str(index_file),
+        "tokens": tokens,
         "seconds": round(finished - started, 3),
     }
 
@@ -207,27 +271,64 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def delete_document_files(stored_path: str) -> None:
+    """The document's own folder (upload, metadata and index files), whatever is in it."""
     folder = Path(stored_path).parent
     if folder.is_dir():
-        for child in folder.iterdir():
-            child.unlink(missing_ok=True)
-        folder.rmdir()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @task("documents.cleanup", queue="maintenance", params=CleanupDocuments)
 def cleanup_documents(ctx: TaskContext, retention_days: float | None = None) -> dict[str, int]:
-    """Delete documents older than the retention period, with their chunks and files."""
+    """Delete documents older than the retention period with their chunks and files; settle stuck ones.
+
+    Also marks ``failed`` any ``processing`` document whose task can no longer
+    finish it, and removes upload folders that no document row owns (an upload
+    interrupted between the file and the row).
+    """
     res = resources.current()
-    days = retention_days or res.settings.documents_retention_days
+    days = retention_days if retention_days is not None else res.settings.documents_retention_days
     cutoff = time.time() - days * 86400
     engine = res.engine
     d = documents_table.c
     with engine.connect() as conn:
         old = conn.execute(sa.select(d.id, d.stored_path).where(d.created_at < cutoff)).all()
     for i, (document_id, stored_path) in enumerate(old, 1):
-        with engine.begin() as conn:
-            conn.execute(chunks_table.delete().where(chunks_table.c.document_id == document_id))
-            conn.execute(documents_table.delete().where(d.id == document_id))
+        db.delete(engine, document_id)
         delete_document_files(stored_path)
-        ctx.progress(100 * i / len(old), f"Deleted {i} of {len(old)}")
-    return {"deleted": len(old)}
+        ctx.progress(80 * i / len(old), f"Deleted {i} of {len(old)}")
+    stuck = db.processing(engine)
+    tasks = {t.id: t for t in res.store.get_many([r.task_id for r in stuck if r.task_id])}
+    settled = 0
+    for row in stuck:
+        message = db.failure_of(row, tasks.get(row.task_id))
+        if row.task_id is None and time.time() - row.created_at > ORPHAN_AGE:
+            message = "processing failed: the upload was never queued (the server stopped while accepting it)"
+        if message is not None and db.mark_failed(engine, row.id, message, only_if_processing=True):
+            settled += 1
+    ctx.progress(90, "Removing interrupted uploads")
+    orphans = _remove_orphans(engine, res.settings.data_dir / "documents")
+    return {"deleted": len(old), "settled": settled, "orphans_removed": orphans}
+
+
+def _remove_orphans(engine: sa.Engine, root: Path) -> int:
+    if not root.is_dir():
+        return 0
+    folders = [f for tenant in root.iterdir() if tenant.is_dir() for f in tenant.iterdir() if f.is_dir()]
+    t = time.time()
+    removed = 0
+    for start in range(0, len(folders), 500):
+        batch = folders[start : start + 500]
+        with engine.connect() as conn:
+            known = set(
+                conn.execute(sa.select(documents_table.c.id).where(documents_table.c.id.in_([f.name for f in batch])))
+                .scalars()
+                .all()
+            )
+        for folder in batch:
+            with contextlib.suppress(OSError):
+                if folder.name not in known and t - folder.stat().st_mtime > ORPHAN_AGE:
+                    shutil.rmtree(folder)
+                    removed += 1
+    if removed:
+        log.info("removed %d upload folders that no document owns", removed)
+    return removed

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.workloads.documents.chunking import chunk_text, encoding
+from conveyor.workloads.documents.chunking import Chunk, chunk_text, encoding
 from conveyor.workloads.documents.extract import (
+    SNIFF_BYTES,
     BadEncoding,
     EmptyText,
     EncryptedPdf,
@@ -23,25 +24,68 @@ from conveyor.workloads.documents.language import detect_language
 from conveyor.workloads.documents.search import rank
 from tests.documents_samples import ENGLISH, HTML, ITALIAN, MULTIBYTE, make_docx, make_encrypted_pdf, make_pdf
 
-TEXTS = {"italian": ITALIAN, "english": ENGLISH, "multibyte": MULTIBYTE, "mixed": ENGLISH + MULTIBYTE + ITALIAN}
+CYRILLIC = "Война и мир — роман-эпопея Льва Николаевича Толстого, описывающий русское общество. " * 150
+CJK = (
+    "東京は日本の首都であり、世界最大の都市圏の一つです。北京是中国的首都，有三千多年的历史。서울은 한국의 수도입니다. "
+    * 120
+)
+EMOJI = "Launch day 🚀🚀 went well 👍🏽 — team 👨‍👩‍👧‍👦 celebrated with 🍕 and 🎉; next stop 🌕! " * 150
+
+TEXTS = {
+    "italian": ITALIAN,
+    "english": ENGLISH,
+    "multibyte": MULTIBYTE,
+    "cyrillic": CYRILLIC,
+    "cjk": CJK,
+    "emoji": EMOJI,
+    "mixed": ENGLISH + MULTIBYTE + ITALIAN + CJK + EMOJI,
+}
+
+
+def assert_chunk_invariants(text: str, chunks: list[Chunk], size: int, overlap: int) -> None:
+    """Seed 001's chunking, as the issue states it, checked on ``chunks`` of ``text``."""
+    tokens = encoding().encode_ordinary(text)
+    assert chunks[0].token_start == 0
+    assert chunks[-1].token_end == len(tokens)
+    for c in chunks:
+        assert c.tokens == c.token_end - c.token_start <= size
+        assert len(encoding().encode_ordinary(c.text)) <= size  # also counted on its own
+        assert c.text == text[c.char_start : c.char_end]
+        assert c.text.count("\ufffd") == 0
+    for a, b in itertools.pairwise(chunks):
+        assert b.token_start == a.token_end - overlap  # exactly `overlap` tokens shared
+        assert a.char_start <= b.char_start <= a.char_end  # in order, no gap
+    # The chunks, overlaps removed, are the whole text in order.
+    rebuilt = chunks[0].text + "".join(b.text[a.char_end - b.char_start :] for a, b in itertools.pairwise(chunks))
+    assert rebuilt == text
 
 
 @pytest.mark.parametrize("name", list(TEXTS))
 def test_chunks_hold_the_token_invariants(name: str) -> None:
     """≤1,200 tokens each; neighbours share exactly 200 tokens; in order, covering all; no U+FFFD added."""
     text = TEXTS[name]
-    tokens = encoding().encode_ordinary(text)
     chunks = chunk_text(text)
-    assert chunks[0].token_start == 0
-    assert chunks[-1].token_end == len(tokens)
-    for c in chunks:
-        assert c.tokens == c.token_end - c.token_start <= 1200
-        assert c.text == text[c.char_start : c.char_end]
-        assert "\ufffd" not in c.text
-    for a, b in itertools.pairwise(chunks):
-        assert b.token_start == a.token_end - 200
-        assert tokens[b.token_start : a.token_end] == tokens[a.token_end - 200 : a.token_end]
-        assert a.char_start <= b.char_start < a.char_end  # in order, overlapping
+    assert len(chunks) > 1
+    assert_chunk_invariants(text, chunks, 1200, 200)
+
+
+@pytest.mark.parametrize(("size", "overlap"), [(16, 0), (17, 5), (50, 20), (300, 290)])
+def test_small_windows_cut_inside_characters_and_still_hold(size: int, overlap: int) -> None:
+    """Many edges fall inside CJK characters and emoji: each snaps to the whole character."""
+    text = CJK[:3000] + EMOJI[:3000] + CYRILLIC[:2000]
+    assert_chunk_invariants(text, chunk_text(text, chunk_size=size, overlap=overlap), size, overlap)
+
+
+def test_special_token_text_is_ordinary_text() -> None:
+    """A document may contain "<|endoftext|>": it is chunked as the characters it is."""
+    text = "before <|endoftext|> after " * 400
+    assert_chunk_invariants(text, chunk_text(text, chunk_size=100, overlap=10), 100, 10)
+
+
+def test_a_short_text_is_one_chunk_and_an_empty_one_none() -> None:
+    (only,) = chunk_text("Ciao, mondo.")
+    assert (only.text, only.char_start, only.char_end, only.pages) == ("Ciao, mondo.", 0, 12, [])
+    assert chunk_text("") == []
 
 
 def test_chunk_size_and_overlap_are_parameters() -> None:
@@ -151,3 +195,49 @@ def test_bm25_ranks_the_relevant_chunk_first() -> None:
     assert {i for i, _ in hits} == {1, 3}
     assert rank("nothing matches", docs) == []
     assert rank("perche", ["perché no"])[0][0] == 0  # accents folded
+
+
+def test_a_character_cut_at_the_sniff_boundary_is_still_text(tmp_path: Path) -> None:
+    """The type check reads 8 KiB: a multi-byte character across that edge does not make the file binary."""
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"a" * (SNIFF_BYTES - 1) + "€ and more text".encode())
+    assert sniff_file(path) == "text"
+    utf16 = tmp_path / "wide.txt"
+    utf16.write_bytes(("\ufeff" + "Grüße 😀 " * 2000).encode("utf-16-le"))
+    assert sniff_file(utf16) == "text"
+    assert extract(utf16).text.startswith("Grüße 😀")
+
+
+def test_nul_characters_are_dropped_from_the_text(tmp_path: Path) -> None:
+    """PostgreSQL text cannot hold NUL; a stray one in a text file must not fail the save."""
+    path = tmp_path / "nul.txt"
+    path.write_bytes(b"clean words " * 1000 + b"left\x00right")  # past the 8 KiB the type check reads
+    text = extract(path).text
+    assert "\x00" not in text
+    assert text.endswith("leftright")
+
+
+def test_markdown_is_known_by_its_name_and_read_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "upload.bin"
+    path.write_text("# Titolo\n\nTesto *importante*.\n")
+    assert sniff_file(path, "README.md") == "markdown"
+    assert sniff_file(path, "notes.txt") == "text"
+    assert extract(path, "README.md").kind == "markdown"
+
+
+def test_a_pdf_of_blank_pages_says_it_may_be_scanned(tmp_path: Path) -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    for _ in range(3):
+        pdf.add_page()
+    path = tmp_path / "scan.pdf"
+    pdf.output(str(path))
+    with pytest.raises(EmptyText, match="scanned PDF"):
+        extract(path)
+
+
+def test_pdf_progress_is_reported_page_by_page(tmp_path: Path) -> None:
+    seen: list[float] = []
+    extract(make_pdf(tmp_path / "five.pdf", 5), progress=seen.append)
+    assert seen == [0.2, 0.4, 0.6, 0.8, 1.0]
