@@ -1,4 +1,4 @@
-"""The ``conveyor`` command: serve, submit and follow tasks, manage the database."""
+"""The ``conveyor`` command: serve, submit and follow tasks, run the Celery side, manage the database."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import ipaddress
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,7 +16,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from conveyor.client import ApiError, Client
+from conveyor.errors import ConveyorError
 from conveyor.settings import Settings
+
+if TYPE_CHECKING:
+    from conveyor.executors.celery import CeleryExecutor
 
 app = typer.Typer(help="Conveyor: asynchronous tasks with progress you can watch.", no_args_is_help=True)
 db_app = typer.Typer(help="The task database.", no_args_is_help=True)
@@ -269,6 +274,180 @@ def db_upgrade(
     finally:
         engine.dispose()
     console.print(f"database at {url.split('@')[-1]} is up to date")
+
+
+# -- the Celery side: worker, beat, flower, inspect -------------------------------------
+
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+class Pool(StrEnum):
+    prefork = "prefork"
+    threads = "threads"
+    solo = "solo"
+
+
+class LogLevel(StrEnum):
+    debug = "DEBUG"
+    info = "INFO"
+    warning = "WARNING"
+    error = "ERROR"
+    critical = "CRITICAL"
+
+
+class InspectView(StrEnum):
+    all = "all"
+    workers = "workers"
+    active = "active"
+    queues = "queues"
+    beat = "beat"
+
+
+LogLevelOption = Annotated[LogLevel, typer.Option("-l", "--loglevel", case_sensitive=False)]
+
+
+def _need_celery() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("celery") is None:
+        _fail("Celery is not installed: pip install 'conveyor[celery]'", code=2)
+
+
+@app.command(context_settings=PASS_THROUGH)
+def worker(
+    ctx: typer.Context,
+    queues: Annotated[
+        str | None, typer.Option("-Q", "--queues", help="comma-separated (default: every queue the app knows)")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("-c", "--concurrency", min=1, help="pool size (default: the CPU count)")
+    ] = None,
+    pool: Annotated[Pool, typer.Option("-P", "--pool", case_sensitive=False)] = Pool.prefork,
+    name: Annotated[str | None, typer.Option("-n", "--hostname", help="node name, e.g. media@%h")] = None,
+    loglevel: LogLevelOption = LogLevel.info,
+) -> None:
+    """Run a Celery worker for Conveyor's task types; SIGTERM is a warm shutdown.
+
+    Options after the known ones go to `celery worker` as they are,
+    e.g. `conveyor worker -Q media --max-tasks-per-child 50`.
+    """
+    from conveyor import cluster
+
+    _need_celery()
+    chosen = [q.strip() for q in (queues or "").split(",") if q.strip()]
+    cluster.exec_argv(
+        cluster.worker_argv(
+            queues=chosen,
+            concurrency=concurrency,
+            pool=pool.value,
+            name=name,
+            loglevel=loglevel.value,
+            extra=ctx.args,
+        )
+    )
+
+
+@app.command(context_settings=PASS_THROUGH)
+def beat(
+    ctx: typer.Context,
+    loglevel: LogLevelOption = LogLevel.info,
+    max_interval: Annotated[
+        float | None, typer.Option(min=0.1, help="longest sleep between schedule checks, seconds (default: 15)")
+    ] = None,
+) -> None:
+    """Run Celery beat over the workloads' periodic jobs (the table `serve` runs in-process).
+
+    Each slot is submitted through the task manager with an idempotency key,
+    so running it beside `serve`'s scheduler, or twice, submits a slot once.
+    """
+    from conveyor import cluster
+
+    _need_celery()
+    cluster.exec_argv(cluster.beat_argv(loglevel=loglevel.value, max_interval=max_interval, extra=ctx.args))
+
+
+@app.command(context_settings=PASS_THROUGH)
+def flower(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 5555,
+    address: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    unauthenticated_api: Annotated[
+        bool, typer.Option("--unauthenticated-api", help="let Flower's /api answer without authentication")
+    ] = False,
+) -> None:
+    """Run Flower, Celery's live monitor, on Conveyor's app."""
+    from conveyor import cluster
+
+    _need_celery()
+    env = dict(os.environ)
+    if unauthenticated_api:
+        env["FLOWER_UNAUTHENTICATED_API"] = "true"
+        if not _is_loopback(address):
+            err.print(f"[yellow]warning:[/yellow] Flower's API is open to anyone who reaches {address}:{port}")
+    cluster.exec_argv(cluster.flower_argv(port=port, address=address, extra=ctx.args), env)
+
+
+@app.command("inspect")
+def inspect_cluster(
+    view: Annotated[InspectView, typer.Argument(case_sensitive=False, help="what to show")] = InspectView.all,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds to wait for workers to answer")] = 1.0,
+    max_age: Annotated[float, typer.Option(min=1, help="beat: a heartbeat older than this is dead")] = 60.0,
+) -> None:
+    """Workers, the tasks they run, queue depths on the broker, and beat's heartbeat.
+
+    Exits 1 when `workers` finds none alive or `beat` finds no fresh heartbeat,
+    so either makes a health check.
+    """
+    from conveyor import cluster
+
+    report: dict[str, Any] = {}
+    failed = ""
+    if view is InspectView.beat:
+        report["beat"] = cluster.beat_report(Settings().data_dir, max_age=max_age)
+        if not report["beat"]["alive"]:
+            failed = report["beat"]["reason"]
+    else:
+        executor = _celery_executor()
+        from kombu.utils.url import maybe_sanitize_url
+
+        report["broker"] = maybe_sanitize_url(executor.conveyor.settings.broker_url)
+        broker = executor.broker_health()
+        if broker["status"] != "ok":
+            _fail(f"the broker at {report['broker']} cannot be reached: {broker.get('error')}")
+        if view in (InspectView.all, InspectView.workers):
+            report["workers"] = cluster.workers_report(executor, timeout)
+            if view is InspectView.workers and not report["workers"]:
+                failed = f"no worker answered within {timeout:g}s"
+        if view in (InspectView.all, InspectView.active):
+            report["active"] = cluster.active_report(executor, timeout)
+        if view in (InspectView.all, InspectView.queues):
+            try:
+                report["queues"] = cluster.queues_report(executor)
+            except ConveyorError as e:
+                _fail(e.message)
+    if as_json:
+        console.print_json(json.dumps(report, default=str))
+    else:
+        cluster.print_report(report, console)
+    if failed:
+        if as_json or view is not InspectView.beat:  # the beat table already says why
+            err.print(f"[red]{failed}[/red]")
+        raise typer.Exit(1)
+
+
+def _celery_executor() -> CeleryExecutor:
+    _need_celery()
+    try:
+        # the same module `celery -A conveyor.worker` loads: one app, one set of queues
+        from conveyor.worker import conveyor as worker_conveyor
+    except ConveyorError as e:
+        _fail(e.message, code=2)
+    from conveyor.executors.celery import CeleryExecutor
+
+    executor = worker_conveyor.executor
+    assert isinstance(executor, CeleryExecutor)
+    return executor
 
 
 def main() -> None:

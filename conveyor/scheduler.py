@@ -19,8 +19,9 @@ from conveyor.errors import ConfigurationError, ConveyorError
 
 if TYPE_CHECKING:
     from conveyor.manager import TaskManager
+    from conveyor.records import TaskRecord
 
-__all__ = ["PeriodicJob", "Scheduler", "collect_jobs"]
+__all__ = ["PeriodicJob", "Scheduler", "collect_jobs", "submit_slot"]
 
 log = logging.getLogger("conveyor.scheduler")
 
@@ -58,12 +59,42 @@ class PeriodicJob:
         base = datetime.fromtimestamp(t, tz=UTC)
         return float(croniter(self.cron, base).get_next(float))
 
+    def slot_at_or_before(self, t: float) -> float:
+        """The latest slot not after ``t``: the one a scheduler waking at ``t`` fires."""
+        if self.every is not None:
+            return (t // self.every) * self.every
+        from croniter import croniter
+
+        assert self.cron is not None
+        before = float(croniter(self.cron, datetime.fromtimestamp(t, tz=UTC)).get_prev(float))
+        # get_prev is strictly before t: when t is itself a slot, that slot is the answer
+        following = self.next_after(before)
+        return following if following <= t else before
+
+    def slot_key(self, slot: float) -> str:
+        """The idempotency key of one slot: every scheduler over one store computes the same."""
+        return f"periodic:{self.name}:{int(slot)}"
+
 
 def collect_jobs(workloads: list[Any]) -> list[PeriodicJob]:
     jobs: list[PeriodicJob] = []
     for module in workloads:
         jobs.extend(getattr(module, "periodic_jobs", []))
     return jobs
+
+
+def submit_slot(manager: TaskManager, job: PeriodicJob, slot: float) -> TaskRecord | None:
+    """Submit one slot of a job through the manager; None (and a warning) if it is refused.
+
+    Both the in-process Scheduler and Celery beat (conveyor.beat) fire through
+    here, so the record is written before any message is sent, and a slot
+    fired by both is one task.
+    """
+    try:
+        return manager.submit_task(job.task_type, job.params, tenant=job.tenant, idempotency_key=job.slot_key(slot))
+    except ConveyorError as e:
+        log.warning("periodic job %s could not be submitted: %s", job.name, e.message)
+        return None
 
 
 class Scheduler:
@@ -88,11 +119,8 @@ class Scheduler:
             self._thread = None
 
     def fire(self, job: PeriodicJob, slot: float) -> str | None:
-        key = f"periodic:{job.name}:{int(slot)}"
-        try:
-            record = self.manager.submit_task(job.task_type, job.params, tenant=job.tenant, idempotency_key=key)
-        except ConveyorError as e:
-            log.warning("periodic job %s could not be submitted: %s", job.name, e.message)
+        record = submit_slot(self.manager, job, slot)
+        if record is None:
             return None
         self.fired.append((job.name, record.id))
         return record.id
