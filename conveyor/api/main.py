@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from conveyor import __version__
 from conveyor.api.errors import install_error_handlers
 from conveyor.api.limits import BodyLimitMiddleware
-from conveyor.api.routes import system, task_types, tasks
+from conveyor.api.routes import session, stats, system, task_types, tasks
 from conveyor.app import Conveyor
 
 __all__ = ["create_app"]
@@ -56,6 +56,8 @@ def create_app(conveyor: Conveyor | None = None, *, manage: bool = True, schedul
     app.include_router(tasks.legacy_router)
     app.include_router(task_types.router)
     app.include_router(system.router)
+    app.include_router(stats.router)
+    app.include_router(session.router)
     for module in conveyor.workloads:
         router: Any = getattr(module, "router", None)
         if router is not None:
