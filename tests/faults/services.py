@@ -65,8 +65,10 @@ class PrivateRedis:
         binary = _need("redis-server")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder), "--save", ""]
-            + ["--appendonly", "yes", "--appendfsync", "always", "--logfile", str(self.folder / "redis.log")],
+            [
+                *(binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder), "--save", ""),
+                *("--appendonly", "yes", "--appendfsync", "always", "--logfile", str(self.folder / "redis.log")),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )

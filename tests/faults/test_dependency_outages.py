@@ -52,7 +52,7 @@ def wait_all_finished(app: Conveyor, ids: list[str], timeout: float) -> list[Any
 def test_a_restarted_redis_store_under_a_rabbitmq_broker_loses_no_task(
     make_app: AppFactory, tmp_path: Path, workers: CeleryWorkers
 ) -> None:
-    """Redis-only store, RabbitMQ broker: the store restarts with tasks queued; 503s while it is away; all finish once."""
+    """Redis-only store, RabbitMQ broker: the store restarts with tasks queued; 503s meanwhile; all finish once."""
     redis = PrivateRedis(tmp_path / "redis").start()
     broker = rabbitmq_vhost("conveyor-faults")
     try:
@@ -92,7 +92,7 @@ def test_a_restarted_redis_store_under_a_rabbitmq_broker_loses_no_task(
 def test_postgresql_stopped_for_ten_seconds_during_a_burst_answers_503_and_loses_nothing(
     make_app: AppFactory, tmp_path: Path, workers: CeleryWorkers
 ) -> None:
-    """A burst of submits on Celery (Redis broker) while PostgreSQL stops for 10 s: only 202 or 503, every 202 runs once."""
+    """A burst of submits on Celery (Redis broker) while PostgreSQL stops 10 s: only 202 or 503, each 202 runs once."""
     pg = PrivatePostgres().init()
     pg.start()
     broker = broker_url("redis").rsplit("/", 1)[0] + "/13"

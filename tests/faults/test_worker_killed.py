@@ -11,6 +11,7 @@ import pytest
 
 from conveyor import Conveyor, Status
 from tests.conftest import AppFactory, CeleryWorkers, broker_url
+from tests.faults.services import rabbitmq_vhost
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -19,7 +20,14 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
     params=[pytest.param("redis", marks=pytest.mark.redis), pytest.param("amqp", marks=pytest.mark.rabbitmq)]
 )
 def broker(request: pytest.FixtureRequest) -> str:
-    return broker_url(request.param)
+    """A broker namespace of this test's own: the session's workers (other tests) must not take its tasks."""
+    if request.param == "amqp":
+        return rabbitmq_vhost("conveyor-kill")
+    import redis
+
+    url = broker_url("redis").rsplit("/", 1)[0] + "/13"
+    redis.Redis.from_url(url).flushdb()
+    return url
 
 
 @pytest.fixture

@@ -39,3 +39,15 @@ def test_a_malformed_api_key_entry_is_refused(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("CONVEYOR_API_KEYS", "just-a-key")
     with pytest.raises(ValidationError, match="key=tenant"):
         Settings()
+
+
+def test_the_documents_workload_is_on_by_default_where_it_can_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loaded by default with its extra and a SQL store; left out otherwise, unless named."""
+    import conveyor.settings as settings_module
+
+    monkeypatch.delenv("CONVEYOR_WORKLOADS", raising=False)
+    assert Settings().workloads == ["system", "documents"]
+    assert Settings(database_url="redis://127.0.0.1:6379/3").workloads == ["system"]
+    monkeypatch.setitem(settings_module._WORKLOAD_NEEDS, "documents", ("a_module_nobody_installed",))
+    assert Settings().workloads == ["system"]
+    assert Settings(workloads="system,documents").workloads == ["system", "documents"]  # asked for: kept
