@@ -81,7 +81,7 @@ def _prepare(broker: str, store_url: str) -> None:
         store.close()
 
 
-def conveyor_on_celery(n: int, broker: str, store_url: str) -> float:
+def conveyor_on_celery(n: int, broker: str, store_url: str, prefetch: int = 1) -> float:
     """Tasks per second, first submit to the N-th SUCCESS in the store."""
     from conveyor import Conveyor, Settings
 
@@ -95,6 +95,7 @@ def conveyor_on_celery(n: int, broker: str, store_url: str) -> float:
         CONVEYOR_DATABASE_URL=store_url,
         CONVEYOR_DATA_DIR=str(data_dir),
         CONVEYOR_WORKLOADS="system,bench.noop_workload",
+        CONVEYOR_CELERY_PREFETCH=str(prefetch),
     )
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "conveyor.worker", "worker", *WORKER_FLAGS, "-l", "WARNING"],
@@ -142,22 +143,28 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--combos", default="redis+postgresql,redis+redis,amqp+postgresql,amqp+redis")
     parser.add_argument("--peers", default="rq,dramatiq")
+    parser.add_argument(
+        "--prefetch", default="1,4", help="CONVEYOR_CELERY_PREFETCH values to run (1 is the default; 4 is Celery's)"
+    )
     args = parser.parse_args()
 
     from bench.peers import run as peers
 
     print(f"# celery_throughput  tasks={args.tasks}  cores={os.cpu_count()}  worker flags: -P prefork -c 2")
     raw: dict[str, float] = {}
-    ours: list[tuple[str, str, float]] = []
+    ours: list[tuple[str, str, float]] = []  # (label, broker, tasks/s)
     for combo in args.combos.split(","):
         broker, store = combo.split("+")
         if broker not in raw:
             res = peers.celery(args.tasks, broker=broker, pool="prefork", concurrency=2)
             raw[broker] = res.tasks_per_second
             print(f"{'raw celery ' + broker + ' -P prefork -c 2':<48} {raw[broker]:8.0f} tasks/s", flush=True)
-        rate = conveyor_on_celery(args.tasks, broker, args.postgres if store == "postgresql" else REDIS_STORE)
-        ours.append((broker, store, rate))
-        print(f"{'conveyor on celery ' + broker + ', ' + store + ' store':<48} {rate:8.0f} tasks/s", flush=True)
+        for prefetch in (int(p) for p in args.prefetch.split(",")):
+            url = args.postgres if store == "postgresql" else REDIS_STORE
+            rate = conveyor_on_celery(args.tasks, broker, url, prefetch)
+            label = f"{broker}, {store} store, prefetch {prefetch}"
+            ours.append((label, broker, rate))
+            print(f"{'conveyor on celery ' + label:<48} {rate:8.0f} tasks/s", flush=True)
     others: list[tuple[str, float]] = []
     for name in [p for p in args.peers.split(",") if p]:
         res = peers.rq(args.tasks, workers=2) if name == "rq" else peers.dramatiq(args.tasks, processes=2, threads=8)
@@ -165,11 +172,11 @@ def main() -> None:
         print(f"{res.name:<48} {res.tasks_per_second:8.0f} tasks/s", flush=True)
 
     print("\n# ratios (Conveyor ÷ peer; > 1 means Conveyor is faster)")
-    for broker, store, rate in ours:
+    for label, broker, rate in ours:
         parts = [f"{rate / raw[broker]:5.2f}× raw celery[{broker}]"]
         if broker == "redis":
             parts += [f"{rate / r:5.2f}× {name.split()[0]}" for name, r in others]
-        print(f"{'conveyor ' + broker + ', ' + store + ' store':<48} " + "  ".join(parts))
+        print(f"{'conveyor ' + label:<48} " + "  ".join(parts))
 
 
 if __name__ == "__main__":

@@ -114,9 +114,9 @@ class Conveyor:
 
     def _worker_started(self) -> None:
         """Runs first in each forked local worker: connections the parent owns stay its own."""
-        engine = getattr(self.store, "engine", None)
-        if engine is not None:
-            engine.dispose(close=False)
+        after_fork = getattr(self.store, "after_fork", None)
+        if after_fork is not None:
+            after_fork()
         # A fresh store: locks copied by fork may be held by a parent thread.
         shared = self.store if self.store.kind == "memory" else None
         resources.install(resources.Resources(self.settings, store=shared))
@@ -162,9 +162,9 @@ class Conveyor:
         with self._lock:
             if self._started_pid == pid:
                 return
-            engine = getattr(self.store, "engine", None)
-            if engine is not None:
-                engine.dispose(close=False)  # the parent's connections stay the parent's
+            after_fork = getattr(self.store, "after_fork", None)
+            if after_fork is not None:
+                after_fork()  # the parent's connections stay the parent's
             self.writer = BufferedWriter(self.store, interval=self.settings.flush_interval, on_flushed=self._flushed)
             self._started = False
         self.start(executor=False)

@@ -72,6 +72,13 @@ class _StoreSink:
     def report(self, task_id: str, progress: float, message: str, meta: dict[str, Any]) -> None:
         self.conveyor.writer.put(progress_change(task_id, progress, message, meta, now()))
 
+    def started(self, record: TaskRecord) -> None:
+        """The claim has just read the record: its flag is fresh, no need to ask for a second."""
+        self._checked[record.id] = (time.monotonic(), record.cancel_requested)
+
+    def finished(self, task_id: str) -> None:
+        self._checked.pop(task_id, None)
+
     def is_cancelled(self, task_id: str) -> bool:
         checked = self._checked.get(task_id)
         t = time.monotonic()
@@ -254,6 +261,7 @@ def _run_one(
         log.info("task %s is not runnable here (finished, cancelled or held elsewhere); dropping", task_id)
         return
     leases.ensure()
+    sink.started(record)
     ctx = TaskContext(
         task_id=task_id,
         task_type=task_type.name,
@@ -263,7 +271,10 @@ def _run_one(
         sink=sink,
         workdir_root=conveyor.settings.data_dir,
     )
-    outcome = run_task(task_type, ctx, record.params, max_retries=record.max_retries)
+    try:
+        outcome = run_task(task_type, ctx, record.params, max_retries=record.max_retries)
+    finally:
+        sink.finished(task_id)
     change = outcome_change(
         record, outcome, at=now(), result_ttl=result_ttl_for(task_type, conveyor.settings.effective_result_ttl)
     )
@@ -345,7 +356,10 @@ class CeleryExecutor:
                 queue=record.queue,
                 priority=record.priority,
                 countdown=max(0.0, record.eta - now()) if record.eta else None,
-                retry=False,
+                # One quick retry: a pooled connection the broker has closed (a
+                # restart) is replaced; a broker that is down fails at once.
+                retry=True,
+                retry_policy=SEND_RETRY,
             )
         except Exception as e:  # kombu raises OperationalError, ConnectionRefusedError, ...
             raise ExecutorError(f"the broker cannot take the task: {e}") from e

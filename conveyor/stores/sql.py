@@ -75,9 +75,45 @@ events_table = sa.Table(
     sa.Column("message", sa.Text, nullable=False),
 )
 
+
+def _claim_statements() -> tuple[sa.Update, sa.Insert, sa.Select[Any]]:
+    """start_run's statements, built once: the claim, its timeline step, and both in one for PostgreSQL."""
+    t = tasks_table.c
+    at = sa.bindparam("p_at", type_=sa.Float)
+    runnable = sa.or_(
+        t.state.in_([Status.PENDING.value, Status.RETRY.value]),
+        sa.and_(t.state == Status.PROCESSING.value, t.lease_expires_at < at),
+    )
+    claim = (
+        tasks_table.update()
+        .where(t.id == sa.bindparam("p_task_id"), runnable)
+        .values(
+            state=Status.PROCESSING.value,
+            worker=sa.bindparam("p_worker"),
+            lease_expires_at=sa.bindparam("p_lease_until", type_=sa.Float),
+            attempts=t.attempts + 1,
+            started_at=at,
+            updated_at=at,
+            progress=0.0,
+            message="Started",
+            eta=None,
+        )
+        .returning(*tasks_table.c)
+    )
+    step_columns = ["task_id", "at", "kind", "state", "progress", "message"]
+    fixed = [sa.literal("state"), sa.literal(Status.PROCESSING.value), sa.literal(0.0), sa.literal("Started")]
+    step = events_table.insert().from_select(step_columns, sa.select(sa.bindparam("p_task_id"), at, *fixed))
+    claimed = claim.cte("claimed")
+    in_one = sa.select(claimed).add_cte(
+        events_table.insert().from_select(step_columns, sa.select(claimed.c.id, at, *fixed)).cte("step")
+    )
+    return claim, step, in_one
+
+
 _FINAL = [s.value for s in FINAL_STATES]
 _UNFINISHED = [s.value for s in UNFINISHED_STATES]
 _COLUMNS = [c.name for c in tasks_table.columns]
+_CLAIM, _CLAIM_STEP, _CLAIM_PG = _claim_statements()
 _JSON_COLUMNS = frozenset({"meta", "params", "result", "error"})
 _EVENT_COLUMNS = ("task_id", "at", "kind", "state", "progress", "message")
 _FINAL_SQL = ", ".join(f"'{s}'" for s in sorted(_FINAL))
@@ -195,6 +231,8 @@ class SqlStore:
         self._raw_sql: dict[tuple[str, ...], str] = {}
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_stop = threading.Event()
+        #: autocommit connections for start_run on PostgreSQL, made on first use
+        self._claims: Engine | None = None
 
     # -- connection -------------------------------------------------------
 
@@ -264,6 +302,9 @@ class SqlStore:
                 self._raw.close()
                 self._raw = None
         self.engine.dispose()
+        if self._claims is not None:
+            self._claims.dispose()
+            self._claims = None
 
     @contextlib.contextmanager
     def _raw_write(self) -> Iterator[Any]:
@@ -496,45 +537,51 @@ class SqlStore:
         return [_record(r) for r in rows]
 
     def start_run(self, task_id: str, worker: str, lease_until: float, at: float) -> TaskRecord | None:
-        t = tasks_table.c
-        runnable = sa.or_(
-            t.state.in_([Status.PENDING.value, Status.RETRY.value]),
-            sa.and_(t.state == Status.PROCESSING.value, t.lease_expires_at < at),
-        )
+        values = {"p_task_id": task_id, "p_worker": worker, "p_lease_until": lease_until, "p_at": at}
+        if self.kind == "postgresql":
+            # Once per task on every Celery worker: one statement (claim, timeline
+            # step, row read back) built once, on an autocommit connection that
+            # is not pinged first. A connection the server dropped fails the
+            # statement; it is replaced and the claim is tried once more.
+            for attempt in (1, 2):
+                try:
+                    with self._errors(), self._claim_engine().connect() as conn:
+                        row = conn.execute(_CLAIM_PG, values).first()
+                    break
+                except StoreError as e:
+                    cause = e.__cause__
+                    if attempt == 2 or not (isinstance(cause, exc.DBAPIError) and cause.connection_invalidated):
+                        raise
+            return _record(row) if row is not None else None
         with self._write() as conn:
-            # One statement claims and reads the row back (RETURNING: PostgreSQL, SQLite >= 3.35).
-            row = conn.execute(
-                tasks_table.update()
-                .where(t.id == task_id, runnable)
-                .values(
-                    state=Status.PROCESSING.value,
-                    worker=worker,
-                    lease_expires_at=lease_until,
-                    attempts=t.attempts + 1,
-                    started_at=at,
-                    updated_at=at,
-                    progress=0.0,
-                    message="Started",
-                    eta=None,
-                )
-                .returning(*tasks_table.c)
-            ).first()
+            row = conn.execute(_CLAIM, values).first()  # RETURNING: SQLite >= 3.35
             if row is None:
                 return None
-            conn.execute(
-                events_table.insert(),
-                [
-                    {
-                        "task_id": task_id,
-                        "at": at,
-                        "kind": "state",
-                        "state": Status.PROCESSING.value,
-                        "progress": 0.0,
-                        "message": "Started",
-                    }
-                ],
-            )
+            conn.execute(_CLAIM_STEP, values)
         return _record(row)
+
+    def _claim_engine(self) -> Engine:
+        if self._claims is None:
+            # A claim's commit does not wait for the WAL to reach the disk: if the
+            # server crashed before it did, the task would be PENDING again while
+            # its message is still held by the worker running it, whose outcome
+            # (written with a durable commit) still lands once. Nothing is lost
+            # or run twice for it, and the claim no longer waits for an fsync.
+            self._claims = sa.create_engine(
+                self.engine.url,
+                isolation_level="AUTOCOMMIT",
+                pool_size=2,
+                max_overflow=8,
+                pool_recycle=1800,
+                connect_args={"options": "-c synchronous_commit=off"},
+            )
+        return self._claims
+
+    def after_fork(self) -> None:
+        """In a forked child: leave the parent's pooled connections to the parent."""
+        self.engine.dispose(close=False)
+        if self._claims is not None:
+            self._claims.dispose(close=False)
 
     def renew_leases(self, worker: str, until: float) -> int:
         t = tasks_table.c
