@@ -203,11 +203,16 @@ def status(
 
 
 @app.command()
-def cancel(task_id: str, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
-    """Cancel a task (at once if it waits, cooperatively if it runs)."""
+def cancel(
+    task_id: str,
+    terminate: Annotated[bool, typer.Option(help="kill a running task instead of asking it to stop")] = False,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Cancel a task (at once if it waits, cooperatively if it runs, or killed with --terminate)."""
     with _client(url, api_key) as client:
         try:
-            answer = client.cancel(task_id)
+            answer = client.cancel(task_id, terminate=terminate)
         except ApiError as e:
             _fail(_describe(e))
     console.print(f"{answer['status']}: {answer['message']}")

@@ -66,8 +66,10 @@ class Client:
         result: dict[str, Any] = self._call("GET", f"/api/v1/tasks/{task_id}/result/")
         return result
 
-    def cancel(self, task_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/api/v1/tasks/{task_id}/cancel/")
+    def cancel(self, task_id: str, *, terminate: bool = False) -> dict[str, Any]:
+        """Cancel a task; with ``terminate`` a running one is killed instead of asked to stop."""
+        params = {"terminate": "true"} if terminate else None
+        result: dict[str, Any] = self._call("POST", f"/api/v1/tasks/{task_id}/cancel/", params=params)
         return result
 
     def retry(self, task_id: str) -> dict[str, Any]:

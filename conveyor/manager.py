@@ -282,9 +282,13 @@ class TaskManager:
 
     # -- change ----------------------------------------------------------------
 
-    def cancel(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
+    def cancel(self, task_id: str, *, tenant: str | None = None, terminate: bool = False) -> TaskRecord:
         """Cancel a task: at once if it waits, cooperatively if it runs.
 
+        With ``terminate`` a running task is not asked but stopped: its
+        record ends CANCELLED now and the process running it is killed (the
+        local pool replaces it; a Celery pool process is killed with SIGTERM
+        and replaced). For tasks that never look at ``ctx.cancelled``.
         Raises InvalidTransition (409) if it has already finished.
         """
         app = self.conveyor
@@ -303,8 +307,41 @@ class TaskManager:
         if not app.store.request_cancel(task_id):
             return self.get(task_id, tenant=tenant)
         record = self.get(task_id, tenant=tenant)
+        if terminate:
+            return self._terminate(record)
         app.executor.cancel(record)
         return record
+
+    def _terminate(self, record: TaskRecord) -> TaskRecord:
+        """Record a running task as CANCELLED first, then kill what runs it.
+
+        In that order: whatever the killed process would have reported
+        afterwards (a lost worker, a redelivered message) finds the task
+        finished and changes nothing.
+        """
+        app = self.conveyor
+        t = now()
+        ttl = app.settings.effective_result_ttl
+        message = "Terminated on request"
+        app.store.apply(
+            [
+                Change(
+                    record.id,
+                    {
+                        "state": Status.CANCELLED,
+                        "message": message,
+                        "finished_at": t,
+                        "updated_at": t,
+                        "expires_at": t + ttl if ttl > 0 else None,
+                        "lease_expires_at": None,
+                    },
+                    [TaskEvent(record.id, t, Status.CANCELLED, record.progress, message, kind="state")],
+                )
+            ]
+        )
+        app.executor.terminate(record)
+        app.hub.publish([record.id])
+        return self.get(record.id)
 
     def retry(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
         """Run a FAILURE or CANCELLED task again under the same id."""
@@ -378,8 +415,8 @@ class AsyncTaskManager:
     async def result(self, task_id: str, *, tenant: str | None = None) -> Any:
         return await anyio.to_thread.run_sync(lambda: self._m.result(task_id, tenant=tenant))
 
-    async def cancel(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
-        return await anyio.to_thread.run_sync(lambda: self._m.cancel(task_id, tenant=tenant))
+    async def cancel(self, task_id: str, *, tenant: str | None = None, terminate: bool = False) -> TaskRecord:
+        return await anyio.to_thread.run_sync(lambda: self._m.cancel(task_id, tenant=tenant, terminate=terminate))
 
     async def retry(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
         return await anyio.to_thread.run_sync(lambda: self._m.retry(task_id, tenant=tenant))

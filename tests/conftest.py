@@ -184,7 +184,7 @@ class CeleryWorkers:
         self.base = base
         self.procs: dict[tuple[str, str], Any] = {}
 
-    def env(self, broker_url: str, database_url: str) -> dict[str, str]:
+    def env(self, broker_url: str, database_url: str, workloads: str | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
         env.update(
             PYTHONPATH=str(Path(__file__).resolve().parents[1]),
@@ -194,9 +194,19 @@ class CeleryWorkers:
             CONVEYOR_LEASE_SECONDS="6",
             CONVEYOR_DATA_DIR=str(self.base / "worker-data"),
         )
+        if workloads is not None:
+            env["CONVEYOR_WORKLOADS"] = workloads
         return env
 
-    def start(self, broker_url: str, database_url: str, *, concurrency: int = 2, name: str = "w1") -> Any:
+    def start(
+        self,
+        broker_url: str,
+        database_url: str,
+        *,
+        concurrency: int = 2,
+        name: str = "w1",
+        workloads: str | None = None,
+    ) -> Any:
         import subprocess
         import sys
         import time
@@ -234,7 +244,7 @@ class CeleryWorkers:
                     "-l",
                     "INFO",
                 ],
-                env=self.env(broker_url, database_url),
+                env=self.env(broker_url, database_url, workloads),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

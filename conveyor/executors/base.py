@@ -60,6 +60,9 @@ class Executor(Protocol):
     def cancel(self, record: TaskRecord) -> None:
         """Best effort: drop the task if it waits here, signal it if it runs."""
 
+    def terminate(self, record: TaskRecord) -> None:
+        """Kill the process running this task (its record already says CANCELLED)."""
+
     def health(self) -> dict[str, Any]:
         """``{"status": "ok" | "degraded" | "down", ...}`` for /health."""
 

@@ -42,6 +42,8 @@ log = logging.getLogger("conveyor.executors.celery")
 REDIS_PRIORITY_STEPS = list(range(10))
 #: how a send connects: one retry, quickly (kombu's failover options)
 SEND_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+#: the remote-control command that kills the pool process running a task
+TERMINATE_COMMAND = "conveyor_terminate"
 #: how often the API process asks the workers who is alive (for /health and /api/v1/workers)
 WORKERS_REFRESH = 3.0
 #: while the store cannot be reached, a received task is put back for this long
@@ -210,7 +212,25 @@ def create_celery_app(conveyor: Conveyor) -> Celery:
     from celery.signals import worker_process_shutdown
 
     worker_process_shutdown.connect(flush_outcomes, weak=False)
+    _register_terminate_command()
     return app
+
+
+def _register_terminate_command() -> None:
+    """The remote-control command behind ``cancel(terminate=True)``, known to every worker of ours."""
+    from celery.worker.control import control_command
+
+    def conveyor_terminate(state: Any, task_id: str) -> dict[str, str]:
+        from celery.worker import state as worker_state
+
+        for request in list(worker_state.active_requests):
+            if request.id == task_id:
+                request.terminate(state.consumer.pool, signal="SIGTERM")
+                return {"ok": f"terminated {task_id}"}
+        return {"ok": "not running here"}
+
+    conveyor_terminate.__name__ = TERMINATE_COMMAND
+    control_command(args=[("task_id", str)], signature="<task_id>")(conveyor_terminate)
 
 
 def _register(app: Celery, conveyor: Conveyor, task_type: TaskType, sink: _StoreSink, here: _ThisProcess) -> None:
@@ -376,6 +396,19 @@ class CeleryExecutor:
         lives in worker memory, and since a retried task keeps its id, a
         remembered revoke would silently drop the retry.
         """
+
+    def terminate(self, record: TaskRecord) -> None:
+        """Ask every worker to kill the pool process running this task (SIGTERM).
+
+        A command of our own, not Celery's ``revoke(terminate=True)``: a revoke
+        is remembered by the workers, and would silently drop this task's id
+        if it were retried later. The record already says CANCELLED, so the
+        message, if it comes back, is dropped by ``start_run``.
+        """
+        try:
+            self.app.control.broadcast(TERMINATE_COMMAND, arguments={"task_id": record.id})
+        except Exception as e:  # the broker is away: the task is CANCELLED in the store all the same
+            log.warning("could not ask the workers to terminate task %s: %s", record.id, e)
 
     def reap(self) -> int:
         """Queue again the celery tasks whose lease lapsed; returns how many.

@@ -101,6 +101,9 @@ class HybridExecutor:
     def cancel(self, record: TaskRecord) -> None:
         (self.celery if record.executor == "celery" else self.local).cancel(record)
 
+    def terminate(self, record: TaskRecord) -> None:
+        (self.celery if record.executor == "celery" else self.local).terminate(record)
+
     # -- lifecycle and reports -------------------------------------------------
 
     def start(self) -> None:

@@ -396,6 +396,16 @@ class LocalExecutor:
             # Waiting here: the manager has already written CANCELLED.
             del self._owned[record.id]
 
+    def terminate(self, record: TaskRecord) -> None:
+        """Kill the worker process running this task; the pool replaces it."""
+        with self._lock:
+            for w in self._workers:
+                if w.queue and w.queue[0] == record.id and not w.dead:
+                    # Forgotten first, so that the lost worker earns it no retry.
+                    self._owned.pop(record.id, None)
+                    self._worker_lost(w, "terminated on request")
+                    return
+
     def health(self) -> dict[str, Any]:
         alive = sum(1 for w in self._workers if not w.dead and w.process.is_alive())
         status = "ok" if self._running and alive == self.concurrency else ("degraded" if alive else "down")

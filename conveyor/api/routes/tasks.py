@@ -173,9 +173,15 @@ async def get_result(task_id: str, manager: Manager, tenant: Tenant) -> TaskResu
 
 
 @router.post("/{task_id}/cancel/", response_model=TaskStatus, summary="Cancel a task")
-async def cancel_task(task_id: str, manager: Manager, tenant: Tenant) -> TaskStatus:
-    """A waiting task is CANCELLED at once; a running one is asked to stop (it ends CANCELLED)."""
-    record = await manager.aio.cancel(task_id, tenant=tenant)
+async def cancel_task(
+    task_id: str,
+    manager: Manager,
+    tenant: Tenant,
+    terminate: Annotated[bool, Query(description="kill a running task instead of asking it to stop")] = False,
+) -> TaskStatus:
+    """A waiting task is CANCELLED at once; a running one is asked to stop (it ends CANCELLED),
+    or with ``?terminate=true`` is CANCELLED at once and the process running it killed."""
+    record = await manager.aio.cancel(task_id, tenant=tenant, terminate=terminate)
     status = TaskStatus.of(record)
     if not record.finished:
         status.message = "Cancellation requested"
