@@ -14,7 +14,9 @@ What is measured (all on this machine, in one run):
   message. For each broker (Redis, RabbitMQ) and store (PostgreSQL, Redis).
 * **Raw Celery** on the same broker with the same worker flags
   (``-P prefork -c 2``), its own defaults otherwise (early acks, prefetch 4,
-  no result backend): ``bench.peers.run``, first send to last completion.
+  no result backend): ``bench.peers.run``, first send to last completion;
+  and again with the delivery guarantees Conveyor's app runs with (late
+  acks, requeue on a lost worker, prefetch 1), to tell their cost from ours.
 * **RQ** (``worker-pool -n 2``, SimpleWorker) and **Dramatiq** (``-p 2 -t 8``)
   on the same Redis, measured the same way.
 
@@ -152,6 +154,8 @@ def main() -> None:
 
     print(f"# celery_throughput  tasks={args.tasks}  cores={os.cpu_count()}  worker flags: -P prefork -c 2")
     raw: dict[str, float] = {}
+    #: raw Celery with the delivery guarantees Conveyor's app runs with (late acks, prefetch 1)
+    safe: dict[str, float] = {}
     ours: list[tuple[str, str, float]] = []  # (label, broker, tasks/s)
     for combo in args.combos.split(","):
         broker, store = combo.split("+")
@@ -159,6 +163,10 @@ def main() -> None:
             res = peers.celery(args.tasks, broker=broker, pool="prefork", concurrency=2)
             raw[broker] = res.tasks_per_second
             print(f"{'raw celery ' + broker + ' -P prefork -c 2':<48} {raw[broker]:8.0f} tasks/s", flush=True)
+            res = peers.celery(args.tasks, broker=broker, pool="prefork", concurrency=2, safe=True)
+            safe[broker] = res.tasks_per_second
+            label = "raw celery " + broker + ", acks_late, prefetch 1"
+            print(f"{label:<48} {safe[broker]:8.0f} tasks/s", flush=True)
         for prefetch in (int(p) for p in args.prefetch.split(",")):
             url = args.postgres if store == "postgresql" else REDIS_STORE
             rate = conveyor_on_celery(args.tasks, broker, url, prefetch)
@@ -173,7 +181,7 @@ def main() -> None:
 
     print("\n# ratios (Conveyor ÷ peer; > 1 means Conveyor is faster)")
     for label, broker, rate in ours:
-        parts = [f"{rate / raw[broker]:5.2f}× raw celery[{broker}]"]
+        parts = [f"{rate / raw[broker]:5.2f}× raw celery[{broker}]", f"{rate / safe[broker]:5.2f}× same, late acks"]
         if broker == "redis":
             parts += [f"{rate / r:5.2f}× {name.split()[0]}" for name, r in others]
         print(f"{'conveyor ' + label:<48} " + "  ".join(parts))

@@ -22,10 +22,14 @@ def count() -> None:
 from celery import Celery  # noqa: E402
 
 celery_app = Celery("peer", broker=BROKER)
+# PEER_SAFE=1: the delivery guarantees Conveyor's Celery app runs with (late
+# acks, requeue on a lost worker, prefetch 1), to separate their cost from ours.
+SAFE = os.environ.get("PEER_SAFE") == "1"
 celery_app.conf.update(
     task_ignore_result=True,
-    worker_prefetch_multiplier=4,
-    task_acks_late=False,
+    worker_prefetch_multiplier=1 if SAFE else 4,
+    task_acks_late=SAFE,
+    task_reject_on_worker_lost=SAFE,
     broker_connection_retry_on_startup=True,
     task_default_queue=QUEUE,
 )

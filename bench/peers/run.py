@@ -104,7 +104,9 @@ def _reload_apps() -> object:
     return importlib.reload(apps)
 
 
-def celery(n: int, broker: str = "redis", pool: str = "threads", concurrency: int = 4) -> PeerResult:
+def celery(
+    n: int, broker: str = "redis", pool: str = "threads", concurrency: int = 4, *, safe: bool = False
+) -> PeerResult:
     url = "redis://127.0.0.1:6379/11" if broker == "redis" else "amqp://guest:guest@127.0.0.1:5672//"
     cmd = [
         sys.executable,
@@ -131,8 +133,12 @@ def celery(n: int, broker: str = "redis", pool: str = "threads", concurrency: in
         for _ in range(k):
             apps.celery_noop.apply_async(queue=os.environ["PEER_QUEUE"])  # type: ignore[attr-defined]
 
-    result = _measure(f"celery[{broker}] -P {pool} -c {concurrency}", n, url, cmd, send, lambda: send(1))
-    if broker == "amqp":
+    os.environ["PEER_SAFE"] = "1" if safe else "0"
+    label = f"celery[{broker}] -P {pool} -c {concurrency}" + (" acks_late prefetch 1" if safe else "")
+    try:
+        result = _measure(label, n, url, cmd, send, lambda: send(1))
+    finally:
+        os.environ.pop("PEER_SAFE")
         _reload_apps()
     return result
 

@@ -489,12 +489,14 @@ class CeleryExecutor:
             return {"status": "down", "kind": kind, "error": str(e)[:200]}
 
     def worker_list(self, timeout: float = 1.0) -> list[dict[str, Any]]:
-        inspect = self.app.control.inspect(timeout=timeout)
         try:
-            ping = inspect.ping() or {}
-            active = inspect.active() or {}
-            registered = inspect.registered() or {}
-            stats = inspect.stats() or {}
+            ping = self.app.control.inspect(timeout=timeout).ping() or {}
+            # The workers that answered are asked the rest by name, and each
+            # broadcast ends as soon as all of them have replied.
+            named = self.app.control.inspect(timeout=timeout, destination=list(ping), limit=len(ping))
+            active = (named.active() or {}) if ping else {}
+            registered = (named.registered() or {}) if ping else {}
+            stats = (named.stats() or {}) if ping else {}
         except Exception as e:
             log.warning("inspect failed: %s", e)
             return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -420,3 +421,33 @@ def test_the_backend_is_the_one_named(api: tuple[TestClient, Conveyor], request:
     assert ("celery" in request.node.callspec.id) == (app.settings.executor == "celery")
     assert worker is not None
     assert worker.startswith(expected)
+
+
+def test_workers_are_listed_alive_with_their_running_task_and_counts(api: tuple[TestClient, Conveyor]) -> None:
+    """/api/v1/workers: alive, the task running now, and (on Celery) registered types and processed counts."""
+    client, app = api
+    wait_done(client, client.post("/api/v1/tasks", json={"task_type": "system.ping"}, headers=ALPHA).json()["task_id"])
+    running = client.post(
+        "/api/v1/tasks", json={"task_type": "system.sleep", "params": {"seconds": 3, "steps": 30}}, headers=ALPHA
+    ).json()["task_id"]
+    deadline = time.monotonic() + 30
+    while True:
+        listing = client.get("/api/v1/workers", headers=ALPHA).json()
+        active = [t for w in listing["data"] for t in w["active"]]
+        if running in active:
+            break
+        assert time.monotonic() < deadline, listing
+        time.sleep(0.2)
+        if app.settings.executor == "celery":
+            app.executor._seen_at = 0.0  # type: ignore[attr-defined]  # ask the workers again, not the cache
+    assert listing["executor"] == app.settings.executor
+    assert listing["count"] == len(listing["data"]) >= 1
+    assert all(w["alive"] for w in listing["data"])
+    if app.settings.executor == "celery":
+        worker = next(w for w in listing["data"] if running in w["active"])
+        assert {"system.ping", "system.sleep"} <= set(worker["registered"])
+        assert sum(w["processed"] for w in listing["data"]) >= 1
+    else:
+        assert listing["stats"]["processed"] >= 1
+    assert client.get("/api/v1/workers").status_code == 401  # no key
+    client.post(f"/api/v1/tasks/{running}/cancel/", headers=ALPHA)
