@@ -22,5 +22,7 @@ mypy:
 
 bench:
 	python3 -m bench.local_throughput
+	python3 -m bench.celery_throughput
+	python3 -m bench.documents
 
 all: lint mypy test
