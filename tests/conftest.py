@@ -293,6 +293,14 @@ def celery_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryW
     workers.stop_all()
 
 
+@pytest.fixture
+def private_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryWorkers]:
+    """Celery workers of one test only: it may kill them without disturbing the session's."""
+    pool = CeleryWorkers(tmp_path_factory.mktemp("workers"))
+    yield pool
+    pool.stop_all()
+
+
 BROKERS = {"redis": f"{REDIS_URL}/12", "amqp": RABBITMQ_URL}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_service
+from tests.conftest import broker_url, require_service
 
 
 def free_port() -> int:
@@ -132,3 +132,18 @@ def rabbitmq_vhost(name: str) -> str:
         [ctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"], check=True, capture_output=True, timeout=60
     )
     return f"amqp://guest:guest@127.0.0.1:5672/{name}"
+
+
+def fresh_broker(kind: str, name: str, redis_db: int) -> str:
+    """An empty broker namespace of a test's own: a new RabbitMQ vhost, or a flushed Redis database.
+
+    The session's Celery workers (other tests) consume the shared ones, and
+    would take, and drop, messages meant for this test's store.
+    """
+    if kind == "amqp":
+        return rabbitmq_vhost(name)
+    import redis
+
+    url = broker_url("redis").rsplit("/", 1)[0] + f"/{redis_db}"
+    redis.Redis.from_url(url).flushdb()
+    return url

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,6 @@ from tests.conftest import AppFactory, CeleryWorkers, broker_url
 from tests.faults.services import PrivatePostgres, PrivateRedis, rabbitmq_vhost
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryWorkers]:
-    pool = CeleryWorkers(tmp_path_factory.mktemp("outage-workers"))
-    yield pool
-    pool.stop_all()
 
 
 def successes_per_task(app: Conveyor, ids: list[str]) -> Counter[str]:
@@ -50,13 +42,13 @@ def wait_all_finished(app: Conveyor, ids: list[str], timeout: float) -> list[Any
 
 @pytest.mark.rabbitmq
 def test_a_restarted_redis_store_under_a_rabbitmq_broker_loses_no_task(
-    make_app: AppFactory, tmp_path: Path, workers: CeleryWorkers
+    make_app: AppFactory, tmp_path: Path, private_workers: CeleryWorkers
 ) -> None:
     """Redis-only store, RabbitMQ broker: the store restarts with tasks queued; 503s meanwhile; all finish once."""
     redis = PrivateRedis(tmp_path / "redis").start()
     broker = rabbitmq_vhost("conveyor-faults")
     try:
-        workers.start(broker, redis.url, concurrency=2, name="outage")
+        private_workers.start(broker, redis.url, concurrency=2, name="outage")
         app = make_app(start=False, database_url=redis.url, executor="celery", broker_url=broker, lease_seconds=6)
         with TestClient(create_app(app, scheduler=False)) as client:
             submit = {"task_type": "system.sleep", "params": {"seconds": 0.3, "steps": 3}}
@@ -90,7 +82,7 @@ def test_a_restarted_redis_store_under_a_rabbitmq_broker_loses_no_task(
 
 @pytest.mark.redis
 def test_postgresql_stopped_for_ten_seconds_during_a_burst_answers_503_and_loses_nothing(
-    make_app: AppFactory, tmp_path: Path, workers: CeleryWorkers
+    make_app: AppFactory, tmp_path: Path, private_workers: CeleryWorkers
 ) -> None:
     """A burst of submits on Celery (Redis broker) while PostgreSQL stops 10 s: only 202 or 503, each 202 runs once."""
     pg = PrivatePostgres().init()
@@ -100,7 +92,7 @@ def test_postgresql_stopped_for_ten_seconds_during_a_burst_answers_503_and_loses
 
     redis_client.Redis.from_url(broker).flushdb()
     try:
-        workers.start(broker, pg.url, concurrency=2, name="burst")
+        private_workers.start(broker, pg.url, concurrency=2, name="burst")
         app = make_app(start=False, database_url=pg.url, executor="celery", broker_url=broker, lease_seconds=6)
         with TestClient(create_app(app, scheduler=False)) as client:
             accepted: list[str] = []

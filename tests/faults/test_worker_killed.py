@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from conveyor import Conveyor, Status
-from tests.conftest import AppFactory, CeleryWorkers, broker_url
-from tests.faults.services import rabbitmq_vhost
+from tests.conftest import AppFactory, CeleryWorkers
+from tests.faults.services import fresh_broker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -20,22 +19,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
     params=[pytest.param("redis", marks=pytest.mark.redis), pytest.param("amqp", marks=pytest.mark.rabbitmq)]
 )
 def broker(request: pytest.FixtureRequest) -> str:
-    """A broker namespace of this test's own: the session's workers (other tests) must not take its tasks."""
-    if request.param == "amqp":
-        return rabbitmq_vhost("conveyor-kill")
-    import redis
-
-    url = broker_url("redis").rsplit("/", 1)[0] + "/13"
-    redis.Redis.from_url(url).flushdb()
-    return url
-
-
-@pytest.fixture
-def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryWorkers]:
-    """Workers of this test only: killing them must not disturb the session's."""
-    pool = CeleryWorkers(tmp_path_factory.mktemp("victims"))
-    yield pool
-    pool.stop_all()
+    return fresh_broker(request.param, "conveyor-kill", redis_db=13)
 
 
 def wait_state(app: Conveyor, task_id: str, state: Status, timeout: float) -> float:
@@ -47,9 +31,9 @@ def wait_state(app: Conveyor, task_id: str, state: Status, timeout: float) -> fl
 
 
 def test_a_killed_workers_task_runs_again_within_a_minute_and_completes_once(
-    make_app: AppFactory, clean_postgres_url: str, broker: str, workers: CeleryWorkers
+    make_app: AppFactory, clean_postgres_url: str, broker: str, private_workers: CeleryWorkers
 ) -> None:
-    victim = workers.start(broker, clean_postgres_url, concurrency=1, name="victim")
+    victim = private_workers.start(broker, clean_postgres_url, concurrency=1, name="victim")
     app = make_app(database_url=clean_postgres_url, executor="celery", broker_url=broker, lease_seconds=6)
     m = app.manager
     long_one = m.submit("system.sleep", seconds=4, steps=8)
@@ -58,7 +42,7 @@ def test_a_killed_workers_task_runs_again_within_a_minute_and_completes_once(
     os.killpg(victim.pid, signal.SIGKILL)  # the worker and its pool processes, mid-task
     victim.wait(10)
     killed_at = time.monotonic()
-    workers.start(broker, clean_postgres_url, concurrency=2, name="rescuer")
+    private_workers.start(broker, clean_postgres_url, concurrency=2, name="rescuer")
     wait_state(app, long_one, Status.SUCCESS, 60)
     assert time.monotonic() - killed_at < 60
     record = m.get(long_one)
@@ -71,9 +55,9 @@ def test_a_killed_workers_task_runs_again_within_a_minute_and_completes_once(
 
 
 def test_a_healthy_task_longer_than_its_lease_is_not_run_twice(
-    make_app: AppFactory, clean_postgres_url: str, broker: str, workers: CeleryWorkers
+    make_app: AppFactory, clean_postgres_url: str, broker: str, private_workers: CeleryWorkers
 ) -> None:
-    workers.start(broker, clean_postgres_url, concurrency=2, name="steady")
+    private_workers.start(broker, clean_postgres_url, concurrency=2, name="steady")
     app = make_app(database_url=clean_postgres_url, executor="celery", broker_url=broker, lease_seconds=6)
     task_id = app.manager.submit("system.sleep", seconds=14, steps=7)
     wait_state(app, task_id, Status.SUCCESS, 60)

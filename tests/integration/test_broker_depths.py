@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conveyor.api.main import create_app
-from tests.conftest import AppFactory, broker_url
-from tests.faults.services import rabbitmq_vhost
+from tests.conftest import AppFactory
+from tests.faults.services import fresh_broker
 
 
 @pytest.fixture(
@@ -15,13 +15,7 @@ from tests.faults.services import rabbitmq_vhost
 )
 def idle_broker(request: pytest.FixtureRequest) -> str:
     """A broker namespace no worker consumes from, emptied."""
-    if request.param == "amqp":
-        return rabbitmq_vhost("conveyor-depths")
-    import redis
-
-    url = broker_url("redis").rsplit("/", 1)[0] + "/13"
-    redis.Redis.from_url(url).flushdb()
-    return url
+    return fresh_broker(request.param, "conveyor-depths", redis_db=13)
 
 
 def test_queued_messages_are_counted_by_the_broker_per_queue_and_priority(

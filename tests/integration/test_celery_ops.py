@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import signal
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -22,26 +21,8 @@ from conveyor.executors.celery import CeleryExecutor
 from conveyor.registry import Registry
 from conveyor.scheduler import Scheduler
 from conveyor.stores.base import TaskQuery
-from tests.cli_process import CliProcess, inspect_json, ops_env, ops_redis_url, wait_until
+from tests.cli_process import CliProcess, inspect_json, ops_env, wait_until
 from tests.conftest import AppFactory, broker_url
-
-
-@pytest.fixture
-def broker() -> Iterator[str]:
-    url = ops_redis_url()
-    yield url
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[CliProcess]]:
-    """Every CLI process a test starts; all stopped (and their groups killed) afterwards."""
-    started: list[CliProcess] = []
-    yield started
-    for p in reversed(started):
-        p.stop()
 
 
 def _sqlite(tmp_path: Path) -> str:

@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from conveyor import Status
 from tests.acceptance.server import free_port
-from tests.cli_process import CliProcess, ops_env, ops_redis_url, wait_until
+from tests.cli_process import CliProcess, ops_env, wait_until
 from tests.conftest import AppFactory
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-@pytest.fixture
-def broker() -> Iterator[str]:
-    url = ops_redis_url()
-    yield url
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[CliProcess]]:
-    started: list[CliProcess] = []
-    yield started
-    for p in reversed(started):
-        p.stop()
 
 
 def _flower(env: dict[str, str], log: Path, *args: str) -> tuple[CliProcess, str]:

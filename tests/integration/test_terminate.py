@@ -7,14 +7,14 @@ down, or restarted) is not run.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from conveyor import Conveyor, Status
 from conveyor.api.main import create_app
-from tests.conftest import AppFactory, CeleryWorkers, broker_url
+from tests.conftest import AppFactory, CeleryWorkers
+from tests.faults.services import fresh_broker
 
 WORKLOADS = "system,tests.stubborn_workload"
 
@@ -66,26 +66,15 @@ def test_terminate_kills_a_running_local_task_that_ignores_cancel(make_app: AppF
 @pytest.fixture
 def own_broker() -> str:
     """Redis database 6, emptied: no other test's worker takes these messages."""
-    import redis
-
-    url = broker_url("redis").rsplit("/", 1)[0] + "/6"
-    redis.Redis.from_url(url).flushdb()
-    return url
-
-
-@pytest.fixture
-def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryWorkers]:
-    pool = CeleryWorkers(tmp_path_factory.mktemp("terminate-workers"))
-    yield pool
-    pool.stop_all()
+    return fresh_broker("redis", "", redis_db=6)
 
 
 @pytest.mark.redis
 @pytest.mark.postgres
 def test_terminate_kills_a_running_celery_task_that_ignores_cancel(
-    make_app: AppFactory, clean_postgres_url: str, own_broker: str, workers: CeleryWorkers
+    make_app: AppFactory, clean_postgres_url: str, own_broker: str, private_workers: CeleryWorkers
 ) -> None:
-    workers.start(own_broker, clean_postgres_url, workloads=WORKLOADS)
+    private_workers.start(own_broker, clean_postgres_url, workloads=WORKLOADS)
     app = make_app(
         start=False, database_url=clean_postgres_url, executor="celery", broker_url=own_broker, workloads=WORKLOADS
     )
@@ -96,7 +85,7 @@ def test_terminate_kills_a_running_celery_task_that_ignores_cancel(
 @pytest.mark.redis
 @pytest.mark.postgres
 def test_a_cancelled_task_delivered_to_a_worker_later_is_not_run(
-    make_app: AppFactory, clean_postgres_url: str, own_broker: str, workers: CeleryWorkers
+    make_app: AppFactory, clean_postgres_url: str, own_broker: str, private_workers: CeleryWorkers
 ) -> None:
     """Cancelled while no worker was up; the message stays queued; the worker that comes drops it."""
     app = make_app(start=False, database_url=clean_postgres_url, executor="celery", broker_url=own_broker)
@@ -105,7 +94,7 @@ def test_a_cancelled_task_delivered_to_a_worker_later_is_not_run(
         assert client.post(f"/api/v1/tasks/{task_id}/cancel/").json()["status"] == "CANCELLED"
         queues = {q["queue"]: q for q in client.get("/api/v1/queues").json()["data"]}
         assert queues["default"]["broker_depth"] == 1  # the message is still there
-        workers.start(own_broker, clean_postgres_url)
+        private_workers.start(own_broker, clean_postgres_url)
         deadline = time.monotonic() + 30
         while app.executor.broker_depths()["default"]:  # type: ignore[attr-defined]
             assert time.monotonic() < deadline
