@@ -78,7 +78,8 @@ def test_an_upload_becomes_ready_with_chunks_tokens_language_and_metadata(
     assert set(client.get(f"/api/documents/{body['document_id']}/status", headers=ALPHA).json()) == STATUS_KEYS
     status = poll(client, body["document_id"])
     assert set(status) == STATUS_KEYS
-    assert status["status"] == "ready", status
+    task = client.get(f"/api/v1/tasks/{body['task_id']}", headers=ALPHA).json()
+    assert status["status"] == "ready", (status, task.get("error"))
     assert status["ready"] is True
     assert status["task_state"] == "SUCCESS"
     assert status["progress"] == 100
