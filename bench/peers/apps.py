@@ -25,8 +25,13 @@ celery_app = Celery("peer", broker=BROKER)
 # PEER_SAFE=1: the delivery guarantees Conveyor's Celery app runs with (late
 # acks, requeue on a lost worker, prefetch 1), to separate their cost from ours.
 SAFE = os.environ.get("PEER_SAFE") == "1"
+# PEER_BACKEND=1: also a Redis result backend that records STARTED, as every
+# seed runs Celery (their progress endpoints read it); Conveyor's store replaces it.
+BACKEND = os.environ.get("PEER_BACKEND") == "1"
+if BACKEND:
+    celery_app.conf.update(result_backend="redis://127.0.0.1:6379/12", task_track_started=True, result_expires=600)
 celery_app.conf.update(
-    task_ignore_result=True,
+    task_ignore_result=not BACKEND,
     worker_prefetch_multiplier=1 if SAFE else 4,
     task_acks_late=SAFE,
     task_reject_on_worker_lost=SAFE,

@@ -105,7 +105,13 @@ def _reload_apps() -> object:
 
 
 def celery(
-    n: int, broker: str = "redis", pool: str = "threads", concurrency: int = 4, *, safe: bool = False
+    n: int,
+    broker: str = "redis",
+    pool: str = "threads",
+    concurrency: int = 4,
+    *,
+    safe: bool = False,
+    backend: bool = False,
 ) -> PeerResult:
     url = "redis://127.0.0.1:6379/11" if broker == "redis" else "amqp://guest:guest@127.0.0.1:5672//"
     cmd = [
@@ -134,11 +140,14 @@ def celery(
             apps.celery_noop.apply_async(queue=os.environ["PEER_QUEUE"])  # type: ignore[attr-defined]
 
     os.environ["PEER_SAFE"] = "1" if safe else "0"
+    os.environ["PEER_BACKEND"] = "1" if backend else "0"
     label = f"celery[{broker}] -P {pool} -c {concurrency}" + (" acks_late prefetch 1" if safe else "")
+    label += " + redis result backend" if backend else ""
     try:
         result = _measure(label, n, url, cmd, send, lambda: send(1))
     finally:
         os.environ.pop("PEER_SAFE")
+        os.environ.pop("PEER_BACKEND")
         _reload_apps()
     return result
 

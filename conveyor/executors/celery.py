@@ -498,7 +498,8 @@ class CeleryExecutor:
             registered = (named.registered() or {}) if ping else {}
             stats = (named.stats() or {}) if ping else {}
         except Exception as e:
-            log.warning("inspect failed: %s", e)
+            if not self._stop.is_set():  # a broadcast cut short by stop() is no news
+                log.warning("inspect failed: %s", e)
             return []
         names = sorted(set(ping) | set(active) | set(stats))
         return [
