@@ -433,6 +433,12 @@ class SqlStore:
                     }
                 )
         with self._write() as conn:
+            ids = sorted({c.task_id for c in changes if c.fields})
+            if len(ids) > 1:
+                # Rows locked in one order by every writer (see renew_leases):
+                # two batches touching the same tasks in different orders deadlock.
+                t = tasks_table.c
+                conn.execute(sa.select(t.id).where(t.id.in_(ids)).order_by(t.id).with_for_update())
             for keys, rows in groups.items():
                 if keys:
                     conn.execute(self._update_for(keys), rows)
@@ -585,10 +591,14 @@ class SqlStore:
 
     def renew_leases(self, worker: str, until: float) -> int:
         t = tasks_table.c
+        held = sa.and_(t.worker == worker, t.state.in_(_UNFINISHED))
+        if self.kind != "sqlite":
+            # In id order, as the writer's batches lock them: a plain UPDATE
+            # locks in scan order and can deadlock with a batch.
+            ordered = sa.select(t.id).where(held).order_by(t.id).with_for_update()
+            held = t.id.in_(ordered)
         with self._write() as conn:
-            result = conn.execute(
-                tasks_table.update().where(t.worker == worker, t.state.in_(_UNFINISHED)).values(lease_expires_at=until)
-            )
+            result = conn.execute(tasks_table.update().where(held).values(lease_expires_at=until))
         return int(result.rowcount)
 
     def recoverable(

@@ -233,3 +233,48 @@ def test_throughput_counts_finished_tasks_per_bucket_and_state(store: Store) -> 
     assert sum(x.total for x in coarse) == 4
     assert all(x.start % 3600 == 0 for x in coarse)
     assert store.throughput("nobody", since, 60) == []
+
+
+def test_batches_and_lease_renewals_on_the_same_tasks_never_deadlock(store: Store) -> None:
+    """A writer's batch and a lease renewal may touch the same rows at the same moment.
+
+    The batch updates one row per group of fields in whatever order changes
+    came in; the renewal updates every row the worker holds. On PostgreSQL
+    both must lock the rows in one order, or one of them dies of a deadlock.
+    """
+    import threading
+
+    t = now()
+    held = [rec(state=Status.PROCESSING, worker="w1", lease_expires_at=t + 30) for _ in range(8)]
+    store.insert(held)
+    ids = sorted(r.id for r in held)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def batches() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            # Highest id first, each row with its own set of fields: one UPDATE per row, in reverse order.
+            changes = [
+                Change(task_id, {"progress": float(i % 100), **({"message": f"m{i}"} if n % 2 else {})})
+                for n, task_id in enumerate(reversed(ids))
+            ]
+            try:
+                store.apply(changes)
+            except BaseException as e:
+                errors.append(e)
+                return
+
+    writer = threading.Thread(target=batches)
+    writer.start()
+    try:
+        for k in range(400):
+            store.renew_leases("w1", t + 60 + k)
+    except BaseException as e:
+        errors.append(e)
+    finally:
+        stop.set()
+        writer.join()
+    assert not errors, errors
+    assert all(r is not None and r.lease_expires_at == t + 60 + 399 for r in map(store.get, ids))
