@@ -135,6 +135,11 @@ class InvalidParams(TaskError):
     status_code = 422
     code = "invalid_params"
 
+    @classmethod
+    def for_field(cls, field: str, message: str) -> InvalidParams:
+        """One field's error, named the way the 422 body names every field."""
+        return cls(f"Invalid request: {field}", details=[{"field": field, "message": message, "type": "value"}])
+
 
 class InvalidTransition(TaskError):
     status_code = 409

@@ -24,6 +24,7 @@ from conveyor.errors import (
     TaskNotFinished,
     TaskNotFound,
 )
+from conveyor.executors.base import Outcome, outcome_change
 from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord, new_task_id, now
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery
 
@@ -320,25 +321,15 @@ class TaskManager:
         finished and changes nothing.
         """
         app = self.conveyor
-        t = now()
-        ttl = app.settings.effective_result_ttl
-        message = "Terminated on request"
-        app.store.apply(
-            [
-                Change(
-                    record.id,
-                    {
-                        "state": Status.CANCELLED,
-                        "message": message,
-                        "finished_at": t,
-                        "updated_at": t,
-                        "expires_at": t + ttl if ttl > 0 else None,
-                        "lease_expires_at": None,
-                    },
-                    [TaskEvent(record.id, t, Status.CANCELLED, record.progress, message, kind="state")],
-                )
-            ]
+        change = outcome_change(
+            record,
+            Outcome(Status.CANCELLED),
+            at=now(),
+            result_ttl=app.settings.effective_result_ttl,
+            progress=record.progress,
+            cancelled_message="Terminated on request",
         )
+        app.store.apply([change])
         app.executor.terminate(record)
         app.hub.publish([record.id])
         return self.get(record.id)

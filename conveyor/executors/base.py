@@ -187,7 +187,13 @@ def progress_change(task_id: str, progress: float, message: str, meta: dict[str,
 
 
 def outcome_change(
-    record: TaskRecord, outcome: Outcome, *, at: float, result_ttl: float, progress: float | None = None
+    record: TaskRecord,
+    outcome: Outcome,
+    *,
+    at: float,
+    result_ttl: float,
+    progress: float | None = None,
+    cancelled_message: str = "Cancelled",
 ) -> Change:
     """The change that records how an attempt ended."""
     state = outcome.state
@@ -206,7 +212,7 @@ def outcome_change(
         fields.update(result=outcome.result, progress=100.0, message=message, error=None)
         progress = 100.0
     elif state is Status.CANCELLED:
-        message = "Cancelled"
+        message = cancelled_message
         fields["message"] = message
     else:
         message = (outcome.error or {}).get("message", "failed")

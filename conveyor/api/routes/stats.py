@@ -31,18 +31,10 @@ async def stats(
 ) -> dict[str, Any]:
     """Every bucket of the window, oldest first, empty ones included; the last one is still filling."""
     if bucket > window:
-        raise InvalidParams(
-            "Invalid request: bucket",
-            details=[{"field": "bucket", "message": "must not be longer than the window", "type": "value"}],
-        )
+        raise InvalidParams.for_field("bucket", "must not be longer than the window")
     n = -(-window // bucket)
     if n > MAX_BUCKETS:
-        raise InvalidParams(
-            "Invalid request: bucket",
-            details=[
-                {"field": "bucket", "message": f"window/bucket must be at most {MAX_BUCKETS} buckets", "type": "value"}
-            ],
-        )
+        raise InvalidParams.for_field("bucket", f"window/bucket must be at most {MAX_BUCKETS} buckets")
     current = (int(time.time()) // bucket) * bucket
     since = float(current - (n - 1) * bucket)
     found = await anyio.to_thread.run_sync(app.store.throughput, tenant, since, bucket)

@@ -55,25 +55,21 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     return data
 
 
-def _bad(field: str, message: str) -> InvalidParams:
-    return InvalidParams(f"Invalid request: {field}", details=[{"field": field, "message": message, "type": "value"}])
-
-
 def _options(body: dict[str, Any], header_key: str | None) -> dict[str, Any]:
     priority = body.get("priority")
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
-        raise _bad("priority", "must be an integer from 0 to 9")
+        raise InvalidParams.for_field("priority", "must be an integer from 0 to 9")
     queue = body.get("queue")
     if queue is not None and (not isinstance(queue, str) or not 0 < len(queue) <= 100):
-        raise _bad("queue", "must be a queue name of 1 to 100 characters")
+        raise InvalidParams.for_field("queue", "must be a queue name of 1 to 100 characters")
     delay = body.get("delay")
     if delay is not None and (
         isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay)
     ):
-        raise _bad("delay", "must be a number of seconds")
+        raise InvalidParams.for_field("delay", "must be a number of seconds")
     key = body.get("idempotency_key", header_key)
     if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
-        raise _bad("idempotency_key", "must be a string of 1 to 200 characters")
+        raise InvalidParams.for_field("idempotency_key", "must be a string of 1 to 200 characters")
     return {"priority": priority, "queue": queue, "delay": delay, "idempotency_key": key}
 
 
@@ -89,10 +85,10 @@ async def submit_from_body(manager: Manager, tenant: str, body: dict[str, Any], 
     if "params" in body:
         params = body["params"]
         if not isinstance(params, dict):
-            raise _bad("params", "must be a JSON object")
+            raise InvalidParams.for_field("params", "must be a JSON object")
         extra = sorted(set(body) - OPTION_KEYS)
         if extra:
-            raise _bad(extra[0], "unknown field; task params go inside 'params'")
+            raise InvalidParams.for_field(extra[0], "unknown field; task params go inside 'params'")
     else:
         params = {k: v for k, v in body.items() if k not in OPTION_KEYS}
     options = _options(body, header_key)

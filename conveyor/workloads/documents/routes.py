@@ -106,10 +106,7 @@ async def upload(
     upload limit or the tenant's quota; the type is read from the content (415).
     """
     if overlap >= chunk_size:
-        raise InvalidParams(
-            "overlap must be smaller than chunk_size",
-            details=[{"field": "overlap", "message": "must be smaller than chunk_size", "type": "value_error"}],
-        )
+        raise InvalidParams.for_field("overlap", "must be smaller than chunk_size")
     settings = app.settings
     engine = _engine(app)
     max_bytes = int(settings.documents_max_upload_mb * 1024 * 1024)
