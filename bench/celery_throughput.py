@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -87,6 +86,7 @@ def _prepare(broker: str, store_url: str) -> None:
 
 def conveyor_on_celery(n: int, broker: str, store_url: str, prefetch: int = 1) -> float:
     """Tasks per second, first submit to the N-th SUCCESS in the store."""
+    from bench.peers.run import stop_group
     from conveyor import Conveyor, Settings
 
     _prepare(broker, store_url)
@@ -132,12 +132,7 @@ def conveyor_on_celery(n: int, broker: str, store_url: str, prefetch: int = 1) -
         elapsed = time.perf_counter() - t0
     finally:
         app.stop()
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        stop_group(worker, 30)
     return n / elapsed
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REDIS_URL, die_with_parent, require_service
+from tests.conftest import die_with_parent, empty_redis_db
 
 REPO = Path(__file__).resolve().parents[1]
 #: the Redis database these tests own (the broker of every process they start)
@@ -22,14 +22,7 @@ OPS_REDIS_DB = 9
 
 def ops_redis_url() -> str:
     """Redis database 9, emptied."""
-    require_service("Redis", "127.0.0.1", 6379)
-    import redis
-
-    url = f"{REDIS_URL}/{OPS_REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    return url
+    return empty_redis_db(OPS_REDIS_DB)
 
 
 def ops_env(broker_url: str, database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:

@@ -113,17 +113,22 @@ def clean_postgres_url(postgres_url: str) -> str:
     return postgres_url
 
 
-@pytest.fixture
-def clean_redis_url() -> str:
-    """Redis database 14, emptied: the Redis-only store of one test."""
+def empty_redis_db(db: int) -> str:
+    """The URL of local Redis database ``db``, emptied first."""
     require_service("Redis", "127.0.0.1", 6379)
     import redis
 
-    url = f"{REDIS_URL}/14"
+    url = f"{REDIS_URL}/{db}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()
     return url
+
+
+@pytest.fixture
+def clean_redis_url() -> str:
+    """Redis database 14, emptied: the Redis-only store of one test."""
+    return empty_redis_db(14)
 
 
 @pytest.fixture(

@@ -76,14 +76,19 @@ def _measure(
         _wait(r, counter, n, max(60.0, n / 50), proc)
         t2 = time.perf_counter()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, 20)
         r.delete(counter)
     return PeerResult(name, n, t1 - t0, t2 - t1, t2 - t0)
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM to the worker's process group (its pool too), SIGKILL after ``timeout`` seconds."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _wait(r: redis.Redis, counter: str, n: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
