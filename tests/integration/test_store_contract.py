@@ -278,3 +278,30 @@ def test_batches_and_lease_renewals_on_the_same_tasks_never_deadlock(store: Stor
         writer.join()
     assert not errors, errors
     assert all(r is not None and r.lease_expires_at == t + 60 + 399 for r in map(store.get, ids))
+
+
+@pytest.mark.postgres
+def test_a_claim_survives_the_server_dropping_its_pooled_connection(clean_postgres_url: str) -> None:
+    """PostgreSQL claims run on connections that are not pinged first: a dropped one is replaced once."""
+    import sqlalchemy as sa
+
+    from conveyor.stores.sql import SqlStore
+
+    store = open_store(Settings(database_url=clean_postgres_url).resolved_database_url)
+    assert isinstance(store, SqlStore)
+    store.open()
+    try:
+        t = now()
+        first, second = rec(executor="celery"), rec(executor="celery")
+        store.insert([first, second])
+        assert store.start_run(first.id, "w1", t + 30, t) is not None  # a claim connection is now pooled
+        with store._claim_engine().connect() as pooled:  # the one the next claim gets back
+            pid = pooled.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        # Only that connection: other tests' workers share this database.
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+        claimed = store.start_run(second.id, "w1", t + 30, t)
+        assert claimed is not None
+        assert claimed.state is Status.PROCESSING
+    finally:
+        store.close()
