@@ -307,7 +307,10 @@ class TaskFunction(Generic[P, R]):
         task_id: str | None = None,
         tenant: str | None = None,
     ) -> TaskHandle:
-        """Celery's ``apply_async``: ``countdown`` seconds or an ``eta``; ``task_id`` makes the submit idempotent."""
+        """Celery's ``apply_async``: ``countdown`` seconds or an ``eta``; ``task_id`` names the new task.
+
+        Submitting again with the same ``task_id`` returns that task (no second run).
+        """
         from conveyor.app import get_task_manager
         from conveyor.handle import TaskHandle
 
@@ -322,8 +325,8 @@ class TaskFunction(Generic[P, R]):
             tenant=tenant,
             priority=priority,
             queue=queue,
-            idempotency_key=task_id,
             delay=countdown,
+            task_id=task_id,
         )
         return TaskHandle(record.id, manager, tenant=record.tenant)
 
