@@ -113,7 +113,12 @@ async def submit(request: Request, manager: Manager, caller: Who) -> JSONRespons
     return JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.links["self"]})
 
 
-@router.post("/submit/", status_code=202, response_model=TaskCreated, summary="Submit a task (seed 004 shape)")
+@router.post(
+    "/submit/",
+    status_code=202,
+    response_model=TaskCreated,
+    summary="Submit a task (flat body)",
+)
 async def submit_flat(request: Request, manager: Manager, caller: Who) -> JSONResponse:
     return await submit(request, manager, caller)
 
@@ -258,7 +263,7 @@ async def task_events(task_id: str, request: Request, app: App, tenant: Tenant) 
 
 
 #: seed 002's paths (``/api/tasks/{id}/status``, ``/cancel``), answered by the same handlers
-legacy_router = SlashRouter(prefix="/api/tasks", tags=["tasks (seed 002 paths)"])
+legacy_router = SlashRouter(prefix="/api/tasks", tags=["tasks"])
 legacy_router.add_api_route("/{task_id}/status", get_status, methods=["GET"], response_model=TaskStatus)
 legacy_router.add_api_route("/{task_id}/cancel", cancel_task, methods=["POST"], response_model=TaskStatus)
 legacy_router.add_api_route("/{task_id}", get_task, methods=["GET"], response_model=TaskPublic)
