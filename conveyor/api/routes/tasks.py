@@ -85,9 +85,8 @@ async def submit_from_body(
     name = body.get("task_type", body.get("type"))
     if not isinstance(name, str) or not name:
         known = registry.names(public=not caller.operator)
-        raise InvalidParams(
-            "task_type is required",
-            details=[{"field": "task_type", "message": "field required", "type": "missing", "known_types": known}],
+        raise InvalidParams.for_field(
+            "task_type", "field required", type="missing", summary="task_type is required", known_types=known
         )
     if "params" in body:
         params = body["params"]
@@ -140,9 +139,10 @@ async def list_tasks(
         try:
             states.append(Status(s.upper()))
         except ValueError:
-            raise InvalidParams(
-                f"Invalid request: status {s!r}",
-                details=[{"field": "status", "message": f"must be one of {', '.join(x.value for x in Status)}"}],
+            raise InvalidParams.for_field(
+                "status",
+                f"must be one of {', '.join(x.value for x in Status)}",
+                summary=f"Invalid request: status {s!r}",
             ) from None
     query = TaskQuery(
         tenant=tenant,
