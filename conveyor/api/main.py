@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from conveyor import __version__
 from conveyor.api.errors import install_error_handlers
+from conveyor.api.guard import InputGuardMiddleware
 from conveyor.api.limits import BodyLimitMiddleware
 from conveyor.api.routes import session, stats, system, task_types, tasks, workloads
 from conveyor.app import Conveyor
@@ -51,6 +52,7 @@ def create_app(conveyor: Conveyor | None = None, *, manage: bool = True, schedul
     app.state.conveyor = conveyor
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=conveyor.settings.max_body_bytes)
+    app.add_middleware(InputGuardMiddleware)
     app.include_router(tasks.router)
     app.include_router(tasks.legacy_router)
     app.include_router(task_types.router)

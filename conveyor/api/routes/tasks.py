@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from conveyor.api.deps import App, Caller, Manager, Tenant, Who
+from conveyor.api.guard import check_text
 from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import TaskCreated, TaskPublic, TaskResult, TasksPublic, TaskStatus, iso
 from conveyor.errors import InvalidParams, RequestError, UnsupportedMediaType
@@ -52,6 +53,7 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         raise RequestError(f"unreadable JSON: {type(e).__name__}: {str(e)[:120]}") from None
     if not isinstance(data, dict):
         raise RequestError(f"the body must be a JSON object, not {type(data).__name__}")
+    check_text(data)
     return data
 
 
@@ -205,7 +207,9 @@ async def retry_task(task_id: str, manager: Manager, tenant: Tenant) -> JSONResp
 
 
 @router.get("/{task_id}/timeline", summary="State changes and progress steps, oldest first")
-async def timeline(task_id: str, manager: Manager, tenant: Tenant, after: int = 0) -> dict[str, Any]:
+async def timeline(
+    task_id: str, manager: Manager, tenant: Tenant, after: Annotated[int, Query(ge=0, le=2**62)] = 0
+) -> dict[str, Any]:
     events = await manager.aio.events(task_id, tenant=tenant, after_seq=after)
     return {
         "task_id": task_id,
