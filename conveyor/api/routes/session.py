@@ -8,7 +8,7 @@ from fastapi import Request
 
 from conveyor import __version__
 from conveyor.api import tokens
-from conveyor.api.deps import App, Who, get_tenant
+from conveyor.api.deps import App, Caller, Who, get_caller
 from conveyor.api.routing import SlashRouter
 from conveyor.errors import AuthenticationError
 
@@ -21,9 +21,10 @@ router = SlashRouter(prefix="/api/v1/session", tags=["system"])
 def session(request: Request, app: App) -> dict[str, Any]:
     """Never 401: a missing or wrong key answers ``authenticated: false`` (the dashboard asks for one)."""
     try:
-        tenant: str | None = get_tenant(request, app)
+        caller: Caller | None = get_caller(request, app)
     except AuthenticationError:
-        tenant = None
+        caller = None
+    tenant = caller.tenant if caller else None
     authenticated = tenant is not None
     return {
         "auth_required": bool(app.settings.api_keys),
@@ -32,6 +33,8 @@ def session(request: Request, app: App) -> dict[str, Any]:
         # Only a caller with a key learns how the service is set up.
         "workloads": app.workloads.names() if authenticated else [],
         "executor": app.settings.executor if authenticated else None,
+        # operators see the whole deployment: queues, workers, metrics, tracebacks
+        "operator": bool(caller and caller.operator),
         "version": __version__,
     }
 

@@ -14,7 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 from conveyor.api.deps import App, Caller, Manager, Tenant, Who
 from conveyor.api.guard import check_text
 from conveyor.api.routing import SlashRouter
-from conveyor.api.schemas import TaskCreated, TaskPublic, TaskResult, TasksPublic, TaskStatus, iso
+from conveyor.api.schemas import TaskCreated, TaskPublic, TaskResult, TasksPublic, TaskStatus, iso, public_error
 from conveyor.errors import InvalidParams, RequestError, UnsupportedMediaType
 from conveyor.records import Status, TaskRecord
 from conveyor.stores.base import TaskQuery
@@ -167,8 +167,10 @@ def _split(value: str | None) -> list[str]:
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="A task's full record")
-async def get_task(task_id: str, manager: Manager, tenant: Tenant) -> TaskPublic:
-    return TaskPublic.of(await manager.aio.get(task_id, tenant=tenant))
+async def get_task(task_id: str, manager: Manager, caller: Who) -> TaskPublic:
+    """The error's traceback is shown to operators only."""
+    record = await manager.aio.get(task_id, tenant=caller.tenant)
+    return TaskPublic.of(record, with_traceback=caller.operator)
 
 
 @router.get("/{task_id}/status/", response_model=TaskStatus, summary="Status and progress (light, for polling)")
@@ -177,11 +179,12 @@ async def get_status(task_id: str, manager: Manager, tenant: Tenant) -> TaskStat
 
 
 @router.get("/{task_id}/result/", response_model=TaskResult, summary="The result of a finished task")
-async def get_result(task_id: str, manager: Manager, tenant: Tenant) -> TaskResult:
-    """409 while the task has not finished; a failed task answers with its error."""
-    await manager.aio.result(task_id, tenant=tenant)
-    record = await manager.aio.get(task_id, tenant=tenant)
-    return TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=record.error)
+async def get_result(task_id: str, manager: Manager, caller: Who) -> TaskResult:
+    """409 while the task has not finished; a failed task answers with its error (traceback for operators)."""
+    await manager.aio.result(task_id, tenant=caller.tenant)
+    record = await manager.aio.get(task_id, tenant=caller.tenant)
+    error = public_error(record.error, with_traceback=caller.operator)
+    return TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=error)
 
 
 @router.post("/{task_id}/cancel/", response_model=TaskStatus, summary="Cancel a task")
