@@ -13,7 +13,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from conveyor.api.deps import App, Operator, Tenant, get_caller
 from conveyor.api.routing import SlashRouter
-from conveyor.api.schemas import QueuePublic, QueuesPublic, TaskStatus, iso
+from conveyor.api.schemas import EVENT_STREAM, QueuePublic, QueuesPublic, TaskStatus, iso
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, ExecutorError
 
@@ -95,7 +95,7 @@ async def metrics(app: App, _operator: Operator) -> Response:
     return Response(app.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/api/v1/events", summary="Live changes of several tasks (Server-Sent Events)")
+@router.get("/api/v1/events", summary="Live changes of several tasks (Server-Sent Events)", responses=EVENT_STREAM)
 async def many_events(
     request: Request,
     app: App,

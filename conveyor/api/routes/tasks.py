@@ -14,14 +14,27 @@ from sse_starlette.sse import EventSourceResponse
 from conveyor.api.deps import App, Caller, Manager, Tenant, Who
 from conveyor.api.guard import check_text
 from conveyor.api.routing import SlashRouter
-from conveyor.api.schemas import TaskCreated, TaskPublic, TaskResult, TasksPublic, TaskStatus, iso, public_error
+from conveyor.api.schemas import (
+    COMMON_ERRORS,
+    EVENT_STREAM,
+    NOT_FOUND,
+    SUBMIT_ERRORS,
+    SUBMIT_REQUEST,
+    TaskCreated,
+    TaskPublic,
+    TaskResult,
+    TasksPublic,
+    TaskStatus,
+    iso,
+    public_error,
+)
 from conveyor.errors import InvalidParams, RequestError, UnsupportedMediaType
 from conveyor.records import Status, TaskRecord
 from conveyor.stores.base import TaskQuery
 
 __all__ = ["legacy_router", "read_json_object", "router", "submit_from_body"]
 
-router = SlashRouter(prefix="/api/v1/tasks", tags=["tasks"])
+router = SlashRouter(prefix="/api/v1/tasks", tags=["tasks"], responses={**COMMON_ERRORS, **NOT_FOUND})
 
 #: body keys that are submit options, not params of the task
 OPTION_KEYS = frozenset({"task_type", "type", "params", "priority", "queue", "idempotency_key", "delay"})
@@ -105,7 +118,14 @@ async def submit_from_body(
     return await manager.aio.submit_task(name, params, tenant=caller.tenant, **options)
 
 
-@router.post("", status_code=202, response_model=TaskCreated, summary="Submit a task")
+@router.post(
+    "",
+    status_code=202,
+    response_model=TaskCreated,
+    summary="Submit a task",
+    openapi_extra=SUBMIT_REQUEST,
+    responses=SUBMIT_ERRORS,
+)
 async def submit(request: Request, manager: Manager, caller: Who) -> JSONResponse:
     """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once."""
     body = await read_json_object(request)
@@ -116,6 +136,8 @@ async def submit(request: Request, manager: Manager, caller: Who) -> JSONRespons
 
 @router.post(
     "/submit/",
+    openapi_extra=SUBMIT_REQUEST,
+    responses=SUBMIT_ERRORS,
     status_code=202,
     response_model=TaskCreated,
     summary="Submit a task (flat body)",
@@ -231,7 +253,7 @@ async def timeline(
     }
 
 
-@router.get("/{task_id}/events", summary="Live progress and state changes (Server-Sent Events)")
+@router.get("/{task_id}/events", summary="Live progress and state changes (Server-Sent Events)", responses=EVENT_STREAM)
 async def task_events(task_id: str, request: Request, app: App, tenant: Tenant) -> EventSourceResponse:
     """A ``progress`` event for the current state, then one per step of the task's timeline, then ``end``.
 
