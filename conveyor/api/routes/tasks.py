@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse
@@ -14,11 +15,31 @@ from sse_starlette.sse import EventSourceResponse
 from conveyor.api.deps import App, Manager, Tenant
 from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import TaskCreated, TaskPublic, TaskResult, TasksPublic, TaskStatus, iso
-from conveyor.errors import InvalidParams, RequestError, UnsupportedMediaType
+from conveyor.errors import InvalidParams, RequestError, TaskNotFound, UnknownTaskType, UnsupportedMediaType
 from conveyor.records import Status, TaskRecord
 from conveyor.stores.base import TaskQuery
 
-__all__ = ["legacy_router", "read_json_object", "router", "submit_from_body"]
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+
+__all__ = ["SubmitHook", "legacy_router", "read_json_object", "router", "submit_from_body", "submit_hook"]
+
+#: ``hook(app, task_type, body, form=..., body_bytes=...) -> body``: a task type that reads its
+#: own submit body (files of a multipart form, its own size limits and cross-field checks)
+SubmitHook = Callable[..., Awaitable[dict[str, Any]]]
+_submit_hooks: dict[str, SubmitHook] = {}
+
+
+def submit_hook(*task_types: str) -> Callable[[SubmitHook], SubmitHook]:
+    """Register ``hook`` for the named task types (canonical names) on ``POST /api/v1/tasks[/submit/]``."""
+
+    def register(hook: SubmitHook) -> SubmitHook:
+        for name in task_types:
+            _submit_hooks[name] = hook
+        return hook
+
+    return register
+
 
 router = SlashRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -73,7 +94,29 @@ def _options(body: dict[str, Any], header_key: str | None) -> dict[str, Any]:
     return {"priority": priority, "queue": queue, "delay": delay, "idempotency_key": key}
 
 
-async def submit_from_body(manager: Manager, tenant: str, body: dict[str, Any], header_key: str | None) -> TaskRecord:
+async def read_form_object(request: Request) -> dict[str, Any]:
+    """A multipart or urlencoded body as a dict: files as UploadFile, other fields as text."""
+    try:
+        form = await request.form(max_part_size=int(request.app.state.conveyor.settings.max_body_bytes))
+    except Exception as e:  # starlette's MultiPartException, a malformed boundary
+        raise RequestError(f"unreadable form body: {str(e)[:200]}") from None
+    return dict(form.items())
+
+
+def _is_form(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "").lower()
+    return content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
+
+
+async def submit_from_body(
+    manager: Manager,
+    tenant: str,
+    body: dict[str, Any],
+    header_key: str | None,
+    *,
+    form: bool = False,
+    body_bytes: int | None = None,
+) -> TaskRecord:
     """Both body shapes: ``{task_type, params: {...}}`` and seed 004's flat ``{task_type, ...params}``."""
     name = body.get("task_type", body.get("type"))
     if not isinstance(name, str) or not name:
@@ -82,6 +125,11 @@ async def submit_from_body(manager: Manager, tenant: str, body: dict[str, Any], 
             "task_type is required",
             details=[{"field": "task_type", "message": "field required", "type": "missing", "known_types": known}],
         )
+    hook = _hook_for(manager.conveyor, name)
+    if hook is not None:
+        body = await hook(manager.conveyor, name, body, form=form, body_bytes=body_bytes)
+    elif form and any(not isinstance(v, str) for v in body.values()):
+        raise UnsupportedMediaType(f"task type {name!r} takes no files; send its params as JSON")
     if "params" in body:
         params = body["params"]
         if not isinstance(params, dict):
@@ -95,11 +143,31 @@ async def submit_from_body(manager: Manager, tenant: str, body: dict[str, Any], 
     return await manager.aio.submit_task(name, params, tenant=tenant, **options)
 
 
+def _hook_for(app: Conveyor, name: str) -> SubmitHook | None:
+    try:
+        canonical = app.registry.get(name).name
+    except UnknownTaskType:
+        return None  # the manager answers it, listing the known types
+    return _submit_hooks.get(canonical)
+
+
 @router.post("", status_code=202, response_model=TaskCreated, summary="Submit a task")
 async def submit(request: Request, manager: Manager, tenant: Tenant) -> JSONResponse:
-    """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once."""
-    body = await read_json_object(request)
-    record = await submit_from_body(manager, tenant, body, request.headers.get("idempotency-key"))
+    """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once.
+
+    A task type with a submit hook may also take a multipart form (its files) on this route.
+    """
+    form = _is_form(request)
+    body = await read_form_object(request) if form else await read_json_object(request)
+    declared = request.headers.get("content-length", "")
+    record = await submit_from_body(
+        manager,
+        tenant,
+        body,
+        request.headers.get("idempotency-key"),
+        form=form,
+        body_bytes=int(declared) if declared.isdigit() else None,
+    )
     created = TaskCreated.of(record)
     return JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.links["self"]})
 
@@ -162,9 +230,15 @@ async def get_status(task_id: str, manager: Manager, tenant: Tenant) -> TaskStat
 
 @router.get("/{task_id}/result/", response_model=TaskResult, summary="The result of a finished task")
 async def get_result(task_id: str, manager: Manager, tenant: Tenant) -> TaskResult:
-    """409 while the task has not finished; a failed task answers with its error."""
+    """409 while the task has not finished; a failed task answers with its error; 404 once expired."""
     await manager.aio.result(task_id, tenant=tenant)
     record = await manager.aio.get(task_id, tenant=tenant)
+    if record.expires_at is not None and record.expires_at <= time.time():
+        # Kept until the next purge on SQL; gone at once on Redis. Either way: expired.
+        expired = TaskNotFound(task_id)
+        expired.message = f"the result of task {task_id!r} has expired"
+        expired.details = {"task_id": task_id, "expired_at": iso(record.expires_at)}
+        raise expired
     return TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=record.error)
 
 
