@@ -21,7 +21,7 @@ mask comes from a classical pipeline:
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -29,12 +29,15 @@ from numpy.typing import NDArray
 
 from conveyor.workloads.images.steps import Step, no_steps
 
+#: pixel arrays as OpenCV hands them back (its stubs type every result loosely)
+Img = NDArray[Any]
+
 __all__ = ["METHOD", "remove_background"]
 
 METHOD = "border-seeded-grabcut"
 
 
-def _resize_to(rgb: NDArray[np.uint8], side: int) -> NDArray[np.uint8]:
+def _resize_to(rgb: Img, side: int) -> Img:
     h, w = rgb.shape[:2]
     scale = side / max(h, w)
     if scale >= 1:
@@ -43,31 +46,30 @@ def _resize_to(rgb: NDArray[np.uint8], side: int) -> NDArray[np.uint8]:
     return np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
 
 
-def _border_mask(h: int, w: int, width: int) -> NDArray[np.bool_]:
+def _border_mask(h: int, w: int, width: int) -> Img:
     m = np.zeros((h, w), dtype=bool)
     m[:width, :] = m[-width:, :] = True
     m[:, :width] = m[:, -width:] = True
     return m
 
 
-def _likelihood(lab: NDArray[np.float32], border: NDArray[np.bool_], clusters: int) -> NDArray[np.float32]:
+def _likelihood(lab: Img, border: Img, clusters: int) -> Img:
     """Distance of each pixel's colour to the nearest border colour cluster, scaled to 0..1."""
     samples = lab[border].reshape(-1, 3)
     k = int(min(clusters, max(1, len(samples) // 50)))
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
     cv2.setRNGSeed(7)  # k-means starts are random: one seed, one mask for one image
-    _, _, centres = cv2.kmeans(samples, k, None, criteria, 3, cv2.KMEANS_PP_CENTERS)
+    _, _, centres = cv2.kmeans(samples, k, cast(Any, None), criteria, 3, cv2.KMEANS_PP_CENTERS)
     flat = lab.reshape(-1, 3)
     dist = np.full(flat.shape[0], np.inf, dtype=np.float32)
     for c in centres:
         np.minimum(dist, np.linalg.norm(flat - c, axis=1), out=dist)
-    d = dist.reshape(lab.shape[:2])
-    d = cv2.GaussianBlur(d, (0, 0), 2.0)
+    d: Img = cv2.GaussianBlur(dist.reshape(lab.shape[:2]), (0, 0), 2.0)
     hi = float(np.percentile(d, 99.5)) or 1.0
     return np.clip(d / hi, 0, 1).astype(np.float32)
 
 
-def _clean(mask: NDArray[np.uint8]) -> NDArray[np.uint8]:
+def _clean(mask: Img) -> Img:
     """Drop islands smaller than 5 % of the largest part; fill the holes of what stays."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
@@ -88,12 +90,12 @@ def _clean(mask: NDArray[np.uint8]) -> NDArray[np.uint8]:
 
 
 def remove_background(
-    rgb: NDArray[np.uint8],
+    rgb: Img,
     *,
     work_side: int = 640,
     iterations: int = 5,
     step: Step = no_steps,
-) -> tuple[NDArray[np.uint8], dict[str, Any]]:
+) -> tuple[Img, dict[str, Any]]:
     """The alpha mask (0..255, H×W) of the subject of ``rgb`` and timings of each stage."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -124,9 +126,9 @@ def remove_background(
         bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
         # One GrabCut iteration at a time, so a cancel is seen between them.
         for i in range(iterations):
-            cv2.grabCut(bgr, mask, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if i == 0 else cv2.GC_EVAL)
+            cv2.grabCut(bgr, mask, (0, 0, 0, 0), bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if i == 0 else cv2.GC_EVAL)
             step(35 + 45 * (i + 1) / iterations, f"Segmenting ({i + 1}/{iterations})")
-    fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+    fg: Img = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     timings["segment"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -27,10 +27,13 @@ from numpy.typing import NDArray
 from conveyor.workloads.images.errors import NoFaceFound
 from conveyor.workloads.images.steps import Step, no_steps
 
+#: pixel arrays as OpenCV hands them back (its stubs type every result loosely)
+Img = NDArray[Any]
+
 __all__ = ["METHOD", "find_landmarks", "landmark_model_path", "swap_faces"]
 
 METHOD = "dlib-68-landmarks+delaunay-warp+seamless-clone"
-RGB = NDArray[np.uint8]
+RGB = Img
 _lock = threading.Lock()
 
 
@@ -48,7 +51,7 @@ def _models() -> tuple[Any, Any]:
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(landmark_model_path())
 
 
-def find_landmarks(rgb: RGB, field: str, *, upsample: int | None = None) -> NDArray[np.float32]:
+def find_landmarks(rgb: RGB, field: str, *, upsample: int | None = None) -> Img:
     """The 68 (x, y) landmarks of the most confident face; NoFaceFound names the field."""
     import dlib
 
@@ -71,7 +74,7 @@ def find_landmarks(rgb: RGB, field: str, *, upsample: int | None = None) -> NDAr
     return pts
 
 
-def _triangles(points: NDArray[np.float32], w: int, h: int) -> list[tuple[int, int, int]]:
+def _triangles(points: Img, w: int, h: int) -> list[tuple[int, int, int]]:
     subdiv = cv2.Subdiv2D((0, 0, w, h))
     index = {}
     for i, (x, y) in enumerate(points):
@@ -89,7 +92,7 @@ def _triangles(points: NDArray[np.float32], w: int, h: int) -> list[tuple[int, i
     return tris
 
 
-def _warp_triangle(src: RGB, dst: NDArray[np.float32], t_src: NDArray[np.float32], t_dst: NDArray[np.float32]) -> None:
+def _warp_triangle(src: RGB, dst: Img, t_src: Img, t_dst: Img) -> None:
     x, y, bw, bh = cv2.boundingRect(t_dst.astype(np.float32))
     sx, sy, sw, sh = cv2.boundingRect(t_src.astype(np.float32))
     if bw <= 0 or bh <= 0 or sw <= 0 or sh <= 0:
@@ -107,7 +110,7 @@ def _warp_triangle(src: RGB, dst: NDArray[np.float32], t_src: NDArray[np.float32
     roi[:] = roi * (1 - mk) + warped[:hh, :ww] * mk
 
 
-def _match_colours(face: RGB, target: RGB, mask: NDArray[np.uint8]) -> RGB:
+def _match_colours(face: RGB, target: RGB, mask: Img) -> RGB:
     sel = mask > 0
     a = cv2.cvtColor(face, cv2.COLOR_RGB2LAB).astype(np.float32)
     b = cv2.cvtColor(target, cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -138,7 +141,7 @@ def swap_faces(source: RGB, target: RGB, *, step: Step = no_steps) -> tuple[RGB,
 
     t = time.perf_counter()
     hull = cv2.convexHull(np.round(dst_pts).astype(np.int32))
-    mask = np.zeros((h, w), np.uint8)
+    mask: Img = np.zeros((h, w), np.uint8)
     cv2.fillConvexPoly(mask, hull, 255)
     # Inside the hull only: the warp is exact there; the hull's rim comes from the blend.
     mask = cv2.erode(mask, np.ones((3, 3), np.uint8))

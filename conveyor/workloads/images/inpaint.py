@@ -18,13 +18,16 @@ from numpy.typing import NDArray
 
 from conveyor.workloads.images.steps import Step, no_steps
 
+#: pixel arrays as OpenCV hands them back (its stubs type every result loosely)
+Img = NDArray[Any]
+
 __all__ = ["Method", "box_mask", "remove_object"]
 
 Method = Literal["telea", "ns"]
 _FLAGS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 
 
-def box_mask(height: int, width: int, box: tuple[int, int, int, int]) -> NDArray[np.uint8]:
+def box_mask(height: int, width: int, box: tuple[int, int, int, int]) -> Img:
     """A 0/255 mask of the box ``(x, y, width, height)``."""
     x, y, bw, bh = box
     m = np.zeros((height, width), np.uint8)
@@ -33,17 +36,17 @@ def box_mask(height: int, width: int, box: tuple[int, int, int, int]) -> NDArray
 
 
 def remove_object(
-    rgb: NDArray[np.uint8],
-    mask: NDArray[np.uint8],
+    rgb: Img,
+    mask: Img,
     *,
     method: Method = "telea",
     dilate: int = 3,
     step: Step = no_steps,
-) -> tuple[NDArray[np.uint8], dict[str, Any]]:
+) -> tuple[Img, dict[str, Any]]:
     """``rgb`` with the pixels where ``mask`` > 0 replaced, and what was done."""
     t0 = time.perf_counter()
     flag = _FLAGS[method]
-    hole = (mask > 127).astype(np.uint8) * 255
+    hole: Img = (mask > 127).astype(np.uint8) * 255
     if dilate > 0:
         # A few pixels more than the mask: object edges leak anti-aliased colour outside it.
         hole = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1)))

@@ -17,7 +17,7 @@ texture (the style image's fine detail, scaled to the content, added to the ligh
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import cv2
 import numpy as np
@@ -30,7 +30,8 @@ __all__ = ["STYLES", "StyleName", "apply_style", "transfer_style"]
 StyleName = Literal["pencil", "sketch", "oil", "watercolor", "cartoon"]
 STYLES: tuple[str, ...] = ("pencil", "sketch", "oil", "watercolor", "cartoon")
 
-RGB = NDArray[np.uint8]
+#: pixel arrays as OpenCV hands them back (its stubs type every result loosely)
+RGB = NDArray[Any]
 
 
 def _quantise(bgr: RGB, colours: int) -> RGB:
@@ -41,7 +42,7 @@ def _quantise(bgr: RGB, colours: int) -> RGB:
     pick = samples[rng.choice(len(samples), size=min(len(samples), 40_000), replace=False)]
     cv2.setRNGSeed(11)
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 15, 1.0)
-    _, _, centres = cv2.kmeans(pick, colours, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    _, _, centres = cv2.kmeans(pick, colours, cast(Any, None), criteria, 2, cv2.KMEANS_PP_CENTERS)
     # Nearest centre per pixel, in row blocks to bound memory.
     out = np.empty_like(samples)
     for i in range(0, len(samples), 262_144):
@@ -85,8 +86,8 @@ def _watercolor(bgr: RGB, step: Step) -> RGB:
     step(60, "Washing colours")
     # Paper: a faint, fixed grain so the wash does not look like a flat poster.
     rng = np.random.default_rng(3)
-    grain = cv2.GaussianBlur(rng.normal(0, 1, bgr.shape[:2]).astype(np.float32), (0, 0), 1.2)
-    out = washed.astype(np.float32) * (1 + 0.04 * grain[..., None]) + 6
+    grain: RGB = cv2.GaussianBlur(rng.normal(0, 1, bgr.shape[:2]).astype(np.float32), (0, 0), 1.2)
+    out: RGB = np.asarray(washed, dtype=np.float32) * (1 + 0.04 * grain[..., None]) + 6
     step(75, "Paper")
     return np.clip(out, 0, 255).astype(np.uint8)
 
