@@ -12,7 +12,7 @@ from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
-from conveyor.api.deps import App, Manager, Tenant
+from conveyor.api.deps import App, Caller, Manager, Tenant, Who
 from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import TaskCreated, TaskPublic, TaskResult, TasksPublic, TaskStatus, iso
 from conveyor.errors import InvalidParams, RequestError, TaskNotFound, UnknownTaskType, UnsupportedMediaType
@@ -110,17 +110,22 @@ def _is_form(request: Request) -> bool:
 
 async def submit_from_body(
     manager: Manager,
-    tenant: str,
+    caller: Caller,
     body: dict[str, Any],
     header_key: str | None,
     *,
     form: bool = False,
     body_bytes: int | None = None,
 ) -> TaskRecord:
-    """Both body shapes: ``{task_type, params: {...}}`` and seed 004's flat ``{task_type, ...params}``."""
+    """Both body shapes: ``{task_type, params: {...}}`` and the flat ``{task_type, ...params}``.
+
+    A tenant may submit public task types only; an internal one (maintenance
+    that acts on every tenant) answers as an unknown type does.
+    """
+    registry = manager.conveyor.registry
     name = body.get("task_type", body.get("type"))
     if not isinstance(name, str) or not name:
-        known = manager.conveyor.registry.names()
+        known = registry.names(public=not caller.operator)
         raise InvalidParams(
             "task_type is required",
             details=[{"field": "task_type", "message": "field required", "type": "missing", "known_types": known}],
@@ -139,8 +144,10 @@ async def submit_from_body(
             raise InvalidParams.for_field(extra[0], "unknown field; task params go inside 'params'")
     else:
         params = {k: v for k, v in body.items() if k not in OPTION_KEYS}
+    if not caller.operator:
+        registry.get_public(name)
     options = _options(body, header_key)
-    return await manager.aio.submit_task(name, params, tenant=tenant, **options)
+    return await manager.aio.submit_task(name, params, tenant=caller.tenant, **options)
 
 
 def _hook_for(app: Conveyor, name: str) -> SubmitHook | None:
@@ -152,7 +159,7 @@ def _hook_for(app: Conveyor, name: str) -> SubmitHook | None:
 
 
 @router.post("", status_code=202, response_model=TaskCreated, summary="Submit a task")
-async def submit(request: Request, manager: Manager, tenant: Tenant) -> JSONResponse:
+async def submit(request: Request, manager: Manager, caller: Who) -> JSONResponse:
     """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once.
 
     A task type with a submit hook may also take a multipart form (its files) on this route.
@@ -162,7 +169,7 @@ async def submit(request: Request, manager: Manager, tenant: Tenant) -> JSONResp
     declared = request.headers.get("content-length", "")
     record = await submit_from_body(
         manager,
-        tenant,
+        caller,
         body,
         request.headers.get("idempotency-key"),
         form=form,
@@ -173,8 +180,8 @@ async def submit(request: Request, manager: Manager, tenant: Tenant) -> JSONResp
 
 
 @router.post("/submit/", status_code=202, response_model=TaskCreated, summary="Submit a task (seed 004 shape)")
-async def submit_flat(request: Request, manager: Manager, tenant: Tenant) -> JSONResponse:
-    return await submit(request, manager, tenant)
+async def submit_flat(request: Request, manager: Manager, caller: Who) -> JSONResponse:
+    return await submit(request, manager, caller)
 
 
 @router.get("", response_model=TasksPublic, summary="List the caller's tasks")
