@@ -185,7 +185,13 @@ def main() -> None:
         try:
             print(f"# images  sizes={sizes}  repeat={args.repeat}  cores={psutil.cpu_count()}")
             print(f"{'type':<20}{'side':>6}{'MP':>6}{'conveyor s/MP':>15}{'direct s/MP':>13}{'ratio':>8}{'peak MB':>9}")
-            for task_type in ("image_generation", "background_removal", "object_removal", "style_transfer", "face_swap"):
+            for task_type in (
+                "image_generation",
+                "background_removal",
+                "object_removal",
+                "style_transfer",
+                "face_swap",
+            ):
                 for side in sizes:
                     mp = side * side / 1e6
                     body = bodies(side)[task_type]

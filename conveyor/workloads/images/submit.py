@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from conveyor.errors import InvalidParams
 from conveyor.workloads.images import codec
 from conveyor.workloads.images.config import ImagesSettings
 from conveyor.workloads.images.errors import ImageInputError, ImageTooLarge, invalid
@@ -39,6 +40,14 @@ IMAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "background_removal": ("image",),
     "object_removal": ("image", "mask"),
     "style_transfer": ("image", "style_image"),
+}
+#: the fields each type cannot go without (the seed serializers' "required based on task_type")
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "image_generation": ("prompt",),
+    "face_swap": ("source_image", "target_image"),
+    "background_removal": ("image",),
+    "object_removal": ("image",),
+    "style_transfer": ("image",),
 }
 #: form fields that carry JSON when a body comes as multipart
 _JSON_FORM_FIELDS = ("parameters", "box")
@@ -100,6 +109,10 @@ def _form_number(field: str, text: str) -> int | float:
 def check_images(task_type: str, params: dict[str, Any], settings: ImagesSettings) -> dict[str, Any]:
     """Decode and check each image field of ``params`` (blocking: run it in a thread)."""
     name = seed_name(task_type)
+    missing = [f for f in REQUIRED.get(name, ()) if params.get(f) in (None, "")]
+    if missing:
+        details = [{"field": f, "message": "field required", "type": "missing"} for f in missing]
+        raise InvalidParams(f"Invalid request: {', '.join(missing)} required for {name}", details=details)
     max_bytes = int(settings.max_image_mb * 2**20)
     sizes: dict[str, tuple[int, int]] = {}
     for field in IMAGE_FIELDS.get(name, ()):

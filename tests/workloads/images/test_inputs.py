@@ -8,11 +8,11 @@ import pytest
 
 pytest.importorskip("cv2")
 
-from conveyor.errors import InvalidParams, PayloadTooLarge  # noqa: E402
-from conveyor.workloads.images import codec  # noqa: E402
-from conveyor.workloads.images.config import ImagesSettings  # noqa: E402
-from conveyor.workloads.images.submit import prepare  # noqa: E402
-from tests.workloads.images import samples  # noqa: E402
+from conveyor.errors import InvalidParams, PayloadTooLarge
+from conveyor.workloads.images import codec
+from conveyor.workloads.images.config import ImagesSettings
+from conveyor.workloads.images.submit import prepare
+from tests.workloads.images import samples
 
 SETTINGS = ImagesSettings()
 SMALL = samples.png_bytes(np.full((48, 64, 3), 120, np.uint8))
