@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
+from starlette.datastructures import FormData
 
 from conveyor.api.deps import App, Caller, Manager, Tenant, Who
 from conveyor.api.routing import SlashRouter
@@ -94,13 +95,12 @@ def _options(body: dict[str, Any], header_key: str | None) -> dict[str, Any]:
     return {"priority": priority, "queue": queue, "delay": delay, "idempotency_key": key}
 
 
-async def read_form_object(request: Request) -> dict[str, Any]:
-    """A multipart or urlencoded body as a dict: files as UploadFile, other fields as text."""
+async def read_form(request: Request) -> FormData:
+    """A multipart or urlencoded body: files as UploadFile, other fields as text. Close it after use."""
     try:
-        form = await request.form(max_part_size=int(request.app.state.conveyor.settings.max_body_bytes))
+        return await request.form(max_part_size=int(request.app.state.conveyor.settings.max_body_bytes))
     except Exception as e:  # starlette's MultiPartException, a malformed boundary
         raise RequestError(f"unreadable form body: {str(e)[:200]}") from None
-    return dict(form.items())
 
 
 def _is_form(request: Request) -> bool:
@@ -164,17 +164,21 @@ async def submit(request: Request, manager: Manager, caller: Who) -> JSONRespons
 
     A task type with a submit hook may also take a multipart form (its files) on this route.
     """
-    form = _is_form(request)
-    body = await read_form_object(request) if form else await read_json_object(request)
+    form = await read_form(request) if _is_form(request) else None
     declared = request.headers.get("content-length", "")
-    record = await submit_from_body(
-        manager,
-        caller,
-        body,
-        request.headers.get("idempotency-key"),
-        form=form,
-        body_bytes=int(declared) if declared.isdigit() else None,
-    )
+    try:
+        body = dict(form.items()) if form is not None else await read_json_object(request)
+        record = await submit_from_body(
+            manager,
+            caller,
+            body,
+            request.headers.get("idempotency-key"),
+            form=form is not None,
+            body_bytes=int(declared) if declared.isdigit() else None,
+        )
+    finally:
+        if form is not None:
+            await form.close()  # its files spool to temporary files
     created = TaskCreated.of(record)
     return JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.links["self"]})
 
