@@ -172,8 +172,13 @@ def _check_generation(params: dict[str, Any], settings: ImagesSettings) -> None:
         raise invalid("parameters", "must be a JSON object")
     for side in ("width", "height"):
         v = parameters.get(side)
-        if isinstance(v, int) and not isinstance(v, bool) and v > settings.max_side:
-            raise invalid(f"parameters.{side}", f"must be at most {settings.max_side}")
+        if isinstance(v, int) and not isinstance(v, bool):
+            if v % 8:
+                raise invalid(
+                    f"parameters.{side}", f"must be a multiple of 8 (got {v}; nearest: {max(64, round(v / 8) * 8)})"
+                )
+            if v > settings.max_side:
+                raise invalid(f"parameters.{side}", f"must be at most {settings.max_side}")
     steps = parameters.get("steps")
     if isinstance(steps, int) and not isinstance(steps, bool) and steps > settings.max_steps:
         raise invalid("parameters.steps", f"must be at most {settings.max_steps}")
