@@ -185,10 +185,10 @@ class DiffusersGenerator:
         options: dict[str, Any],
         step: Step = no_steps,
     ) -> tuple[RGB, dict[str, Any]]:
+        t0 = time.perf_counter()
+        pipe = self._pipeline()  # first: without the extra it says what to install
         import torch
 
-        t0 = time.perf_counter()
-        pipe = self._pipeline()
         generator = torch.Generator(device="cpu").manual_seed(seed)
 
         def on_step(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

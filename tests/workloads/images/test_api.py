@@ -8,8 +8,10 @@ beside this file, on the Redis-only store with a Celery worker.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -353,3 +355,23 @@ def test_queues_follow_the_configuration(make_app: AppFactory) -> None:
             }
             assert c.post("/api/v1/tasks/submit/", json=box).json()["queue"] == "cpu"
             assert c.get("/api/v1/images").json()["task_types"]["face_swap"]["queue"] == heavy_queue
+
+
+def test_the_generator_is_chosen_by_configuration_and_a_missing_backend_says_what_to_install(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    """GENERATOR=diffusers without a model folder, or without the extra, is a FAILURE that says which."""
+    pytest.importorskip("cv2")
+    cases = [
+        ({"generator": "diffusers"}, "CONVEYOR_IMAGES_DIFFUSERS_MODEL_DIR"),
+        ({"generator": "diffusers", "diffusers_model_dir": str(tmp_path)}, "conveyor[images-diffusers]"),
+    ]
+    for settings, says in cases:
+        if "model_dir" in str(settings) and importlib.util.find_spec("diffusers") is not None:
+            continue  # with the extra installed the folder would be loaded, not refused
+        app = make_app(start=False, workloads=["system", "images"], workload_settings={"images": settings})
+        with TestClient(create_app(app, scheduler=False)) as c:
+            r = c.post("/api/v1/tasks/submit/", json={"task_type": "image_generation", "prompt": "p"})
+            task_id = r.json()["task_id"]
+            assert poll(c, task_id)[-1]["status"] == "FAILURE"
+            assert says in c.get(f"/api/v1/tasks/{task_id}/result/").json()["error"]["message"]
