@@ -375,3 +375,30 @@ def test_the_generator_is_chosen_by_configuration_and_a_missing_backend_says_wha
             task_id = r.json()["task_id"]
             assert poll(c, task_id)[-1]["status"] == "FAILURE"
             assert says in c.get(f"/api/v1/tasks/{task_id}/result/").json()["error"]["message"]
+
+
+def test_a_running_task_stops_at_its_next_step_when_cancelled(client: tuple[TestClient, Conveyor]) -> None:
+    """Cancelled while PROCESSING (past its first steps), a generation ends CANCELLED before 100 %, with no result."""
+    c, _ = client
+    r = c.post(
+        "/api/v1/tasks/submit/",
+        json={
+            "task_type": "image_generation",
+            "prompt": "long",
+            "parameters": {"width": 2048, "height": 2048, "steps": 150},
+        },
+    )
+    task_id = r.json()["task_id"]
+    deadline = time.monotonic() + 60
+    while True:
+        s = c.get(f"/api/v1/tasks/{task_id}/status/").json()
+        if s["status"] == "PROCESSING" and s["message"].startswith("Step "):
+            break
+        assert s["status"] in ("PENDING", "PROCESSING"), s
+        assert time.monotonic() < deadline, s
+        time.sleep(0.05)
+    assert c.post(f"/api/v1/tasks/{task_id}/cancel/").status_code == 200
+    final = poll(c, task_id)[-1]
+    assert final["status"] == "CANCELLED"
+    assert final["progress"] < 100
+    assert c.get(f"/api/v1/tasks/{task_id}/result/").json()["result"] is None
