@@ -308,7 +308,7 @@ def test_an_image_over_the_byte_limit_and_a_body_over_the_limit_are_413(make_app
 
 
 def test_a_task_that_fails_on_a_corrupt_image_reports_the_field(client: tuple[TestClient, Conveyor]) -> None:
-    """Submitted from Python (no HTTP checks), a truncated image is a FAILURE naming the field; the pool goes on."""
+    """From Python (no HTTP checks) a truncated image or a PNG bomb is a FAILURE naming the field; the pool goes on."""
     _, app = client
     raw = samples.png_bytes(samples.chelsea())
     record = app.manager.submit_task("background_removal", {"image": samples.b64(raw[: len(raw) // 2])})
@@ -316,6 +316,15 @@ def test_a_task_that_fails_on_a_corrupt_image_reports_the_field(client: tuple[Te
     assert done.state.value == "FAILURE"
     assert "image" in done.error["message"]
     assert "truncated" in done.error["message"]
+    bomb = app.manager.submit_task("background_removal", {"image": samples.b64(samples.png_bomb())})
+    done = app.manager.wait(bomb.id, timeout=30)
+    assert done.state.value == "FAILURE"
+    assert done.error["message"].startswith("image: ")
+    assert "pixels" in done.error["message"]
+    after = app.manager.submit_task(
+        "image_generation", {"prompt": "still serving", "parameters": {"width": 64, "height": 64}}
+    )
+    assert app.manager.wait(after.id, timeout=30).state.value == "SUCCESS"
 
 
 def test_results_expire_after_the_result_ttl_with_a_404(make_app: AppFactory) -> None:
