@@ -168,7 +168,9 @@ class DiffusersGenerator:
                 import torch
             except ImportError as e:
                 raise MissingExtra(e.name or "diffusers", "images-diffusers") from None
-            pipe = diffusers.DiffusionPipeline.from_pretrained(self.model_dir, local_files_only=True)
+            # typed as Any: diffusers is untyped, and absent wherever its extra is not installed
+            loader: Any = diffusers.DiffusionPipeline
+            pipe = loader.from_pretrained(self.model_dir, local_files_only=True)
             pipe.to("cuda" if torch.cuda.is_available() else "cpu")
             pipe.set_progress_bar_config(disable=True)
             self._pipe = pipe
