@@ -358,7 +358,49 @@ def test_a_missing_or_wrong_key_is_401(api: tuple[TestClient, Conveyor]) -> None
     assert r.headers["www-authenticate"] == "Bearer"
     assert client.get("/api/v1/tasks", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert client.get("/api/v1/tasks", headers={"Authorization": "Basic a2V5"}).status_code == 401
-    assert client.get("/api/v1/tasks?api_key=key-alpha").status_code == 200
+    # A key in the URL is only for live streams (EventSource sends no headers).
+    assert client.get("/api/v1/tasks?api_key=key-alpha").status_code == 401
+
+
+def test_a_stream_token_opens_a_stream_and_nothing_else(api: tuple[TestClient, Conveyor]) -> None:
+    """The dashboard's way: a short-lived token for ``/events`` URLs, useless elsewhere, bad ones refused."""
+    from conveyor.api import tokens
+
+    client, app = api
+    task_id = client.post("/api/v1/tasks", json={"task_type": "system.ping"}, headers=ALPHA).json()["task_id"]
+    answer = client.post("/api/v1/session/stream-token", headers=ALPHA).json()
+    assert answer["expires_in"] == tokens.STREAM_TOKEN_TTL
+    token = answer["token"]
+    with client.stream("GET", f"/api/v1/tasks/{task_id}/events?stream_token={token}") as stream:
+        assert stream.status_code == 200
+    assert client.get(f"/api/v1/tasks/{task_id}?stream_token={token}").status_code == 401
+    assert client.get(f"/api/v1/tasks/{task_id}/events?stream_token={token[:-2]}xx").status_code == 401
+    expired = tokens.issue(app.settings, "alpha", False, now=0)
+    assert client.get(f"/api/v1/tasks/{task_id}/events?stream_token={expired}").status_code == 401
+    # another tenant's token does not open alpha's task
+    beta = client.post("/api/v1/session/stream-token", headers=BETA).json()["token"]
+    assert client.get(f"/api/v1/tasks/{task_id}/events?stream_token={beta}").status_code == 404
+
+
+def test_credentials_in_a_url_never_reach_the_access_log() -> None:
+    import logging
+
+    from conveyor.api.accesslog import RedactCredentials
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/api/v1/events?ids=a&api_key=key-alpha&stream_token=abc.def", "1.1", 200),
+        None,
+    )
+    RedactCredentials().filter(record)
+    line = record.getMessage()
+    assert "key-alpha" not in line
+    assert "abc.def" not in line
+    assert "api_key=***" in line
 
 
 def test_result_of_an_unfinished_task_is_409(api: tuple[TestClient, Conveyor]) -> None:

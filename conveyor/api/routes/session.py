@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import Request
 
 from conveyor import __version__
-from conveyor.api.deps import App, get_tenant
+from conveyor.api import tokens
+from conveyor.api.deps import App, Who, get_tenant
 from conveyor.api.routing import SlashRouter
 from conveyor.errors import AuthenticationError
 
@@ -32,4 +33,13 @@ def session(request: Request, app: App) -> dict[str, Any]:
         "workloads": app.workloads.names() if authenticated else [],
         "executor": app.settings.executor if authenticated else None,
         "version": __version__,
+    }
+
+
+@router.post("/stream-token", summary="A short-lived token for live streams (EventSource cannot send headers)")
+def stream_token(app: App, caller: Who) -> dict[str, Any]:
+    """Put it in a stream's URL as ``?stream_token=``; the API key never has to be there."""
+    return {
+        "token": tokens.issue(app.settings, caller.tenant, caller.operator),
+        "expires_in": tokens.STREAM_TOKEN_TTL,
     }

@@ -14,6 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.datastructures import FormData
 
 from conveyor.api.deps import App, Caller, Manager, Tenant, Who
+from conveyor.api.guard import check_text
 from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import TaskCreated, TaskPublic, TaskResult, TasksPublic, TaskStatus, iso
 from conveyor.errors import InvalidParams, RequestError, TaskNotFound, UnknownTaskType, UnsupportedMediaType
@@ -74,6 +75,7 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         raise RequestError(f"unreadable JSON: {type(e).__name__}: {str(e)[:120]}") from None
     if not isinstance(data, dict):
         raise RequestError(f"the body must be a JSON object, not {type(data).__name__}")
+    check_text(data)
     return data
 
 
@@ -126,9 +128,8 @@ async def submit_from_body(
     name = body.get("task_type", body.get("type"))
     if not isinstance(name, str) or not name:
         known = registry.names(public=not caller.operator)
-        raise InvalidParams(
-            "task_type is required",
-            details=[{"field": "task_type", "message": "field required", "type": "missing", "known_types": known}],
+        raise InvalidParams.for_field(
+            "task_type", "field required", type="missing", summary="task_type is required", known_types=known
         )
     hook = _hook_for(manager.conveyor, name)
     if hook is not None:
@@ -183,7 +184,12 @@ async def submit(request: Request, manager: Manager, caller: Who) -> JSONRespons
     return JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.links["self"]})
 
 
-@router.post("/submit/", status_code=202, response_model=TaskCreated, summary="Submit a task (seed 004 shape)")
+@router.post(
+    "/submit/",
+    status_code=202,
+    response_model=TaskCreated,
+    summary="Submit a task (flat body)",
+)
 async def submit_flat(request: Request, manager: Manager, caller: Who) -> JSONResponse:
     return await submit(request, manager, caller)
 
@@ -205,9 +211,10 @@ async def list_tasks(
         try:
             states.append(Status(s.upper()))
         except ValueError:
-            raise InvalidParams(
-                f"Invalid request: status {s!r}",
-                details=[{"field": "status", "message": f"must be one of {', '.join(x.value for x in Status)}"}],
+            raise InvalidParams.for_field(
+                "status",
+                f"must be one of {', '.join(x.value for x in Status)}",
+                summary=f"Invalid request: status {s!r}",
             ) from None
     query = TaskQuery(
         tenant=tenant,
@@ -276,7 +283,9 @@ async def retry_task(task_id: str, manager: Manager, tenant: Tenant) -> JSONResp
 
 
 @router.get("/{task_id}/timeline", summary="State changes and progress steps, oldest first")
-async def timeline(task_id: str, manager: Manager, tenant: Tenant, after: int = 0) -> dict[str, Any]:
+async def timeline(
+    task_id: str, manager: Manager, tenant: Tenant, after: Annotated[int, Query(ge=0, le=2**62)] = 0
+) -> dict[str, Any]:
     events = await manager.aio.events(task_id, tenant=tenant, after_seq=after)
     return {
         "task_id": task_id,
@@ -334,7 +343,7 @@ async def task_events(task_id: str, request: Request, app: App, tenant: Tenant) 
 
 
 #: seed 002's paths (``/api/tasks/{id}/status``, ``/cancel``), answered by the same handlers
-legacy_router = SlashRouter(prefix="/api/tasks", tags=["tasks (seed 002 paths)"])
+legacy_router = SlashRouter(prefix="/api/tasks", tags=["tasks"])
 legacy_router.add_api_route("/{task_id}/status", get_status, methods=["GET"], response_model=TaskStatus)
 legacy_router.add_api_route("/{task_id}/cancel", cancel_task, methods=["POST"], response_model=TaskStatus)
 legacy_router.add_api_route("/{task_id}", get_task, methods=["GET"], response_model=TaskPublic)
