@@ -134,8 +134,11 @@ async def submit_from_body(
     hook = _hook_for(manager.conveyor, name)
     if hook is not None:
         body = await hook(manager.conveyor, name, body, form=form, body_bytes=body_bytes)
-    elif form and any(not isinstance(v, str) for v in body.values()):
-        raise UnsupportedMediaType(f"task type {name!r} takes no files; send its params as JSON")
+    elif form:
+        raise UnsupportedMediaType(
+            f"task type {name!r} takes a JSON body: send it as application/json, not a form",
+            details={"task_type": name},
+        )
     if "params" in body:
         params = body["params"]
         if not isinstance(params, dict):
