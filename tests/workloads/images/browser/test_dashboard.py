@@ -64,8 +64,8 @@ def test_a_background_removal_from_the_images_page_shows_the_cut_out_and_its_mas
     page.get_by_role("button", name="Submit").click()
     bar = page.get_by_role("progressbar", name="Task progress")
     expect(bar).to_have_attribute("aria-valuenow", "100", timeout=30_000)
-    expect(page.get_by_alt_text("Result image")).to_be_visible()
-    expect(page.get_by_alt_text("Mask (alpha)")).to_be_visible()
+    expect(page.get_by_alt_text("Result image")).to_be_visible(timeout=30_000)
+    expect(page.get_by_alt_text("Mask (alpha)")).to_be_visible(timeout=30_000)
     expect(page.locator(".images-result figcaption").first).to_have_text("300 × 200 · border-seeded-grabcut")
     tab.shot("images-background-removal")
 
@@ -81,10 +81,10 @@ def test_a_generation_from_the_images_page_says_it_is_procedural_and_a_bad_size_
     page.get_by_label("Height").fill("128")
     page.get_by_role("button", name="Submit").click()
     expect(page.locator(".images-result figcaption").first).to_have_text("256 × 128 · procedural", timeout=30_000)
-    expect(page.get_by_text("Prompt used: beautiful sunset")).to_be_visible()
+    expect(page.get_by_text("Prompt used: beautiful sunset")).to_be_visible(timeout=30_000)
     tab.expect_console_error("422")
     page.get_by_label("Width").fill("250")
     # The browser's own step check would stop the form; the server's answer is what this checks.
     page.locator("form.images-form").evaluate("f => f.setAttribute('novalidate', '')")
     page.get_by_role("button", name="Submit").click()
-    expect(page.get_by_role("alert")).to_contain_text("parameters.width: must be a multiple of 8")
+    expect(page.get_by_role("alert")).to_contain_text("parameters.width: must be a multiple of 8", timeout=30_000)
