@@ -21,7 +21,7 @@ __all__ = ["workload"]
 
 workload = Workload(
     name="images",
-    description="Image generation, face swap, background and object removal, style transfer (seed 004)",
+    description="Image generation, face swap, background and object removal, style transfer",
     extra="images",
     requires=("cv2", "skimage", "dlib", "face_recognition_models"),
     needs_sql=False,

@@ -11,7 +11,7 @@ __all__ = ["ImagesSettings"]
 
 
 class ImagesSettings(BaseSettings):
-    """Limits, queues and the image generator of seed 004's image tasks."""
+    """Limits, queues and the image generator of the image tasks."""
 
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_IMAGES_", extra="ignore")
 

@@ -1,4 +1,4 @@
-// The images workload: submit each of seed 004's five image tasks with image pickers,
+// The images workload: submit each of the five image tasks with image pickers,
 // follow its progress, and see the result image (and the mask of a background removal).
 
 import { ApiError, api } from "/js/api.js";
@@ -193,7 +193,7 @@ function imagesView(main) {
 
   clear(main).append(
     h("h1", {}, "Images"),
-    h("p", { class: "summary" }, "Seed 004's image tasks. Image generation here is procedural (no text-to-image model is installed)."),
+    h("p", { class: "summary" }, "Generate, swap faces, remove backgrounds or objects, restyle. Image generation here is procedural (no text-to-image model is installed)."),
     form,
     errors,
     h("section", { class: "card", "aria-label": "Result" }, status, bar, cancelButton, output),
