@@ -416,7 +416,7 @@ def inspect_cluster(
         executor = _celery_executor()
         from kombu.utils.url import maybe_sanitize_url
 
-        report["broker"] = maybe_sanitize_url(executor.conveyor.settings.broker_url)
+        report["broker"] = maybe_sanitize_url(executor.settings.broker_url)
         broker = executor.broker_health()
         if broker["status"] != "ok":
             _fail(f"the broker at {report['broker']} cannot be reached: {broker.get('error')}")

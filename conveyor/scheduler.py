@@ -103,7 +103,7 @@ class Scheduler:
 
     def __init__(self, manager: TaskManager, jobs: list[PeriodicJob] | None = None) -> None:
         self.manager = manager
-        self.jobs = jobs if jobs is not None else collect_jobs(manager.conveyor.workloads)
+        self.jobs = jobs if jobs is not None else collect_jobs(manager.workloads)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.fired: list[tuple[str, str]] = []

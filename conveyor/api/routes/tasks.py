@@ -81,7 +81,7 @@ async def submit_from_body(
     A tenant may submit public task types only; an internal one (maintenance
     that acts on every tenant) answers as an unknown type does.
     """
-    registry = manager.conveyor.registry
+    registry = manager.registry
     name = body.get("task_type", body.get("type"))
     if not isinstance(name, str) or not name:
         known = registry.names(public=not caller.operator)

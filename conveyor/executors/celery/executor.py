@@ -24,14 +24,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ExecutorError
-from conveyor.executors.celery.app import SEND_RETRY, create_celery_app
+from conveyor.executors.celery.app import SEND_RETRY
 from conveyor.executors.celery.worker import TERMINATE_COMMAND
 from conveyor.records import Status, TaskEvent, TaskRecord, now
 from conveyor.registry import TaskType
 from conveyor.stores.base import Change
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+    from celery import Celery
+
+    from conveyor.settings import Settings
+    from conveyor.stores.base import Store
 
 __all__ = ["WORKERS_REFRESH", "CeleryExecutor"]
 
@@ -46,9 +49,11 @@ class CeleryExecutor:
 
     name = "celery"
 
-    def __init__(self, conveyor: Conveyor) -> None:
-        self.conveyor = conveyor
-        self.app = create_celery_app(conveyor)
+    def __init__(self, app: Celery, *, store: Store, settings: Settings) -> None:
+        """``app`` is the Celery app of this Conveyor (``create_celery_app``); the executor sends through it."""
+        self.app = app
+        self.store = store
+        self.settings = settings
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         self.redispatched = 0
@@ -132,7 +137,7 @@ class CeleryExecutor:
         could not send it). A second message for a task is harmless:
         ``start_run`` lets only one of them run it.
         """
-        store = self.conveyor.store
+        store = self.store
         t = now()
         lapsed = store.recoverable("celery", t, states=(Status.PROCESSING, Status.RETRY))
         sent = 0
@@ -163,7 +168,7 @@ class CeleryExecutor:
         return sent
 
     def _reap_loop(self) -> None:
-        interval = max(1.0, self.conveyor.settings.lease_seconds / 3)
+        interval = max(1.0, self.settings.lease_seconds / 3)
         while not self._stop.wait(interval):
             try:
                 self.reap()
@@ -193,7 +198,7 @@ class CeleryExecutor:
         return {"status": status, "kind": "celery", "broker": broker, "workers_alive": alive}
 
     def broker_health(self) -> dict[str, Any]:
-        url = self.conveyor.settings.broker_url
+        url = self.settings.broker_url
         kind = "rabbitmq" if url.startswith(("amqp", "pyamqp")) else "redis"
         try:
             with self.app.connection_for_write() as conn:
@@ -237,7 +242,7 @@ class CeleryExecutor:
         return self._refresh_workers()
 
     def stats(self) -> dict[str, Any]:
-        return {"broker": self.conveyor.settings.broker_url.split("@")[-1], "redispatched": self.redispatched}
+        return {"broker": self.settings.broker_url.split("@")[-1], "redispatched": self.redispatched}
 
     def broker_depths(self) -> dict[str, int]:
         """Messages waiting in each of the app's queues, as the broker counts them.
