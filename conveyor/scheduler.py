@@ -87,7 +87,7 @@ def collect_jobs(workloads: Iterable[LoadedWorkload]) -> list[PeriodicJob]:
 def submit_slot(manager: TaskManager, job: PeriodicJob, slot: float) -> TaskRecord | None:
     """Submit one slot of a job through the manager; None (and a warning) if it is refused.
 
-    Both the in-process Scheduler and Celery beat (conveyor.beat) fire through
+    Both the in-process Scheduler and Celery beat (conveyor.executors.celery.beat) fire through
     here, so the record is written before any message is sent, and a slot
     fired by both is one task.
     """
@@ -103,7 +103,7 @@ class Scheduler:
 
     def __init__(self, manager: TaskManager, jobs: list[PeriodicJob] | None = None) -> None:
         self.manager = manager
-        self.jobs = jobs if jobs is not None else collect_jobs(manager.conveyor.workloads)
+        self.jobs = jobs if jobs is not None else collect_jobs(manager.workloads)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.fired: list[tuple[str, str]] = []

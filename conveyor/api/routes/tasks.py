@@ -124,7 +124,7 @@ def _is_form(request: Request) -> bool:
 
 
 async def submit_from_body(
-    manager: Manager,
+    app: Conveyor,
     caller: Caller,
     body: dict[str, Any],
     header_key: str | None,
@@ -137,7 +137,8 @@ async def submit_from_body(
     A tenant may submit public task types only; an internal one (maintenance
     that acts on every tenant) answers as an unknown type does.
     """
-    registry = manager.conveyor.registry
+    manager = app.manager
+    registry = manager.registry
     name = body.get("task_type", body.get("type"))
     if not isinstance(name, str) or not name:
         known = registry.names(public=not caller.operator)
@@ -146,9 +147,9 @@ async def submit_from_body(
         )
     if not caller.operator:
         registry.get_public(name)
-    hook = _hook_for(manager.conveyor, name)
+    hook = _hook_for(app, name)
     if hook is not None:
-        body = await hook(manager.conveyor, name, body, form=form, body_bytes=body_bytes)
+        body = await hook(app, name, body, form=form, body_bytes=body_bytes)
     elif form:
         raise UnsupportedMediaType(
             f"task type {name!r} takes a JSON body: send it as application/json, not a form",
@@ -166,7 +167,7 @@ async def submit_from_body(
     if form:
         check_text(params)
     options = _options(body, header_key)
-    cap = manager.conveyor.settings.tenant_max_priority
+    cap = app.settings.tenant_max_priority
     if not caller.operator and options["priority"] is not None and options["priority"] > cap:
         raise InvalidParams.for_field("priority", f"must be between 0 and {cap} for a tenant (operators: up to 9)")
     return await manager.aio.submit_task(name, params, tenant=caller.tenant, **options)
@@ -188,7 +189,7 @@ def _hook_for(app: Conveyor, name: str) -> SubmitHook | None:
     openapi_extra=SUBMIT_REQUEST,
     responses=SUBMIT_ERRORS,
 )
-async def submit(request: Request, manager: Manager, caller: Who) -> JSONResponse:
+async def submit(request: Request, app: App, caller: Who) -> JSONResponse:
     """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once.
 
     A task type with a submit hook may also take a multipart form (its files) on this route.
@@ -198,7 +199,7 @@ async def submit(request: Request, manager: Manager, caller: Who) -> JSONRespons
     try:
         body = dict(form.items()) if form is not None else await read_json_object(request)
         record = await submit_from_body(
-            manager,
+            app,
             caller,
             body,
             request.headers.get("idempotency-key"),
@@ -220,8 +221,8 @@ async def submit(request: Request, manager: Manager, caller: Who) -> JSONRespons
     response_model=TaskCreated,
     summary="Submit a task (flat body)",
 )
-async def submit_flat(request: Request, manager: Manager, caller: Who) -> JSONResponse:
-    return await submit(request, manager, caller)
+async def submit_flat(request: Request, app: App, caller: Who) -> JSONResponse:
+    return await submit(request, app, caller)
 
 
 @router.get("", response_model=TasksPublic, summary="List the caller's tasks")
