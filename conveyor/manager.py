@@ -29,12 +29,15 @@ from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord, new_ta
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery
 
 if TYPE_CHECKING:
+    from conveyor.aio import TaskResult
     from conveyor.app import Conveyor
 
 __all__ = ["AsyncTaskManager", "TaskManager"]
 
 #: how often a waiter re-reads the store when no in-process event woke it
 POLL_INTERVAL = 0.5
+#: a task handed to a FastAPI BackgroundTasks that nobody runs starts after this many seconds anyway
+BACKGROUND_GRACE = 2.0
 MAX_PAGE = 500
 
 
@@ -99,8 +102,9 @@ class TaskManager:
 
         Positional arguments fill the params model's fields in order, as in
         ``submit("process_speak_audio", resource_id, chunks)``.
-        ``background_tasks`` is accepted for code written against FastAPI's
-        BackgroundTasks and ignored: the executor runs the task.
+        ``background_tasks`` (FastAPI's BackgroundTasks, seed 002): a task
+        that runs in-process starts once the response has been sent, as the
+        seed's BackgroundTasksExecutor did; one routed to Celery is sent at once.
         """
         tt = self.conveyor.registry.get(task_type)
         bound = tt.bind(args, params)
@@ -112,6 +116,7 @@ class TaskManager:
             queue=queue,
             idempotency_key=idempotency_key,
             delay=delay,
+            background_tasks=background_tasks,
         )
         return record.id
 
@@ -125,6 +130,7 @@ class TaskManager:
         queue: str | None = None,
         idempotency_key: str | None = None,
         delay: float | None = None,
+        background_tasks: Any = None,
     ) -> TaskRecord:
         """Validate, write and dispatch one task; returns its record."""
         return self.submit_many(
@@ -135,6 +141,7 @@ class TaskManager:
             queue=queue,
             idempotency_key=idempotency_key,
             delay=delay,
+            background_tasks=background_tasks,
         )[0]
 
     def submit_many(
@@ -147,6 +154,7 @@ class TaskManager:
         queue: str | None = None,
         idempotency_key: str | None = None,
         delay: float | None = None,
+        background_tasks: Any = None,
     ) -> builtins.list[TaskRecord]:
         """Submit many tasks of one type in one store transaction."""
         app = self.conveyor
@@ -204,12 +212,37 @@ class TaskManager:
         app.metrics.submitted(tt.name, len(records))
         for r in records:
             app.metrics.remember(r.id, r.type)
+            if background_tasks is not None and r.executor == "local":
+                self._dispatch_after_response(background_tasks, r)
+                continue
             try:
                 app.executor.dispatch(r)
             except ExecutorError as e:
                 self._refuse(r, e)
                 raise
         return records
+
+    def _dispatch_after_response(self, background_tasks: Any, record: TaskRecord) -> None:
+        """Start an in-process task from FastAPI's BackgroundTasks, after the response is sent.
+
+        Seed 002's WebSocket handler builds a ``BackgroundTasks()`` that no
+        response ever runs; a timer starts the task after ``BACKGROUND_GRACE``
+        seconds in that case, and whichever comes first wins.
+        """
+        once = threading.Lock()
+
+        def start() -> None:
+            if not once.acquire(blocking=False):
+                return
+            try:
+                self.conveyor.executor.dispatch(record)
+            except ExecutorError as e:
+                self._refuse(record, e)
+
+        timer = threading.Timer(BACKGROUND_GRACE, start)
+        timer.daemon = True
+        timer.start()
+        background_tasks.add_task(start)
 
     def _refuse(self, record: TaskRecord, error: ExecutorError) -> None:
         """A stored task that could not be handed to any worker ends FAILURE, not limbo."""
@@ -240,8 +273,14 @@ class TaskManager:
             raise TaskNotFound(task_id)
         return record
 
-    #: seed 002's name for ``get``
-    get_result = get
+    def get_result(self, task_id: str, *, tenant: str | None = None) -> TaskResult | None:
+        """Seed 002's lookup: the task's ``.status``, ``.result`` and ``.error``, or None for an unknown id."""
+        from conveyor.aio import TaskResult
+
+        record = self.conveyor.store.get(task_id)
+        if record is None or (tenant is not None and record.tenant != tenant):
+            return None
+        return TaskResult.of(record)
 
     def result(self, task_id: str, *, tenant: str | None = None) -> Any:
         """The value a finished task returned; TaskNotFinished while it runs."""
