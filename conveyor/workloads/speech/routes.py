@@ -34,7 +34,7 @@ from fastapi import Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from conveyor.api.deps import App, Manager, Tenant, get_tenant
+from conveyor.api.deps import App, Manager, Operator, Tenant, get_tenant
 from conveyor.api.routes.tasks import read_json_object
 from conveyor.api.routing import SlashRouter
 from conveyor.app import Conveyor
@@ -58,9 +58,7 @@ STREAM_POLL = 0.1
 
 
 def _engine(app: Conveyor) -> sa.Engine:
-    engine: sa.Engine | None = getattr(app, "engine", None) if hasattr(type(app), "engine") else None
-    if engine is None:
-        engine = getattr(app.store, "engine", None)
+    engine: sa.Engine | None = app.store.engine
     if engine is None:
         raise SpeechUnavailable(
             f"the speech workload keeps its tables in SQL; this server's store is {app.store.kind} "
@@ -70,11 +68,8 @@ def _engine(app: Conveyor) -> sa.Engine:
 
 
 def _settings(app: Conveyor) -> SpeechSettings:
-    getter = getattr(app, "workload_settings", None)
-    if getter is not None:
-        settings: SpeechSettings = getter("speech")
-        return settings
-    return SpeechSettings()
+    settings: SpeechSettings = app.workload_settings("speech")
+    return settings
 
 
 def _validate(model: type[M], data: dict[str, Any]) -> M:
@@ -268,7 +263,7 @@ async def create_attempt(
     body = await _body(request, AttemptCreate)
     await anyio.to_thread.run_sync(lambda: _resource(app, resource_id, tenant))
     params = {"resource_id": resource_id, "audio_chunks": body.audio_chunks, "user_name": body.user_name}
-    record = await manager.aio.submit_task("process_speak_audio", params, tenant=tenant)
+    record = await manager.aio.submit_task("speech.process_speak_audio", params, tenant=tenant)
     return _accepted(record)
 
 
@@ -314,23 +309,25 @@ async def recalculate_ratings(request: Request, app: App, manager: Manager, tena
     if body.resource_id is not None:
         resource_id = body.resource_id
         await anyio.to_thread.run_sync(lambda: _resource(app, resource_id, tenant))
-        record = await manager.aio.submit_task("calculate_rating", {"resource_id": resource_id}, tenant=tenant)
+        record = await manager.aio.submit_task("speech.calculate_rating", {"resource_id": resource_id}, tenant=tenant)
     else:
-        record = await manager.aio.submit_task("calculate_all_ratings", {}, tenant=tenant)
+        record = await manager.aio.submit_task("speech.calculate_all_ratings", {}, tenant=tenant)
     return _accepted(record)
 
 
-@router.post("/api/tasks/impressions/sync", status_code=202, summary="Move impression counters into SQL")
-async def sync_impressions(app: App, manager: Manager, tenant: Tenant) -> JSONResponse:
+@router.post("/api/tasks/impressions/sync", status_code=202, summary="Move impression counters into SQL (operator)")
+async def sync_impressions(app: App, manager: Manager, operator: Operator) -> JSONResponse:
+    """Every tenant's counters move, so this is an operator's action (open in local mode)."""
     _engine(app)
-    record = await manager.aio.submit_task("sync_impressions_from_redis", {}, tenant=tenant)
+    record = await manager.aio.submit_task("speech.sync_impressions_from_redis", {}, tenant=operator.tenant)
     return _accepted(record)
 
 
-@router.post("/api/tasks/cleanup/sessions", status_code=202, summary="Delete expired practice sessions")
-async def cleanup_sessions(app: App, manager: Manager, tenant: Tenant) -> JSONResponse:
+@router.post("/api/tasks/cleanup/sessions", status_code=202, summary="Delete expired practice sessions (operator)")
+async def cleanup_sessions(app: App, manager: Manager, operator: Operator) -> JSONResponse:
+    """Every tenant's expired sessions go, so this is an operator's action (open in local mode)."""
     _engine(app)
-    record = await manager.aio.submit_task("cleanup_sessions", {}, tenant=tenant)
+    record = await manager.aio.submit_task("speech.cleanup_sessions", {}, tenant=operator.tenant)
     return _accepted(record)
 
 

@@ -35,26 +35,13 @@ __all__ = [
 ]
 
 
-def _resources(ctx: TaskContext) -> Any:
-    res = getattr(ctx, "resources", None)
-    if res is None:
-        from conveyor import resources
-
-        res = resources.current()
-    return res
-
-
 def _engine(ctx: TaskContext) -> sa.Engine:
-    engine: sa.Engine = _resources(ctx).engine
-    return engine
+    return ctx.resources.engine
 
 
 def _settings(ctx: TaskContext) -> SpeechSettings:
-    res = _resources(ctx)
-    if hasattr(res, "workload_settings"):
-        settings: SpeechSettings = res.workload_settings("speech")
-        return settings
-    return SpeechSettings()
+    settings: SpeechSettings = ctx.resources.workload_settings("speech")
+    return settings
 
 
 # -- speech --------------------------------------------------------------------
@@ -69,7 +56,14 @@ class ProcessSpeakAudio(BaseModel):
     user_name: str = Field(default="anonymous", min_length=1, max_length=200, description="who read it")
 
 
-@task("process_speak_audio", queue="speech", params=ProcessSpeakAudio, heavy=True, time_limit=1800)
+@task(
+    "speech.process_speak_audio",
+    aliases=("process_speak_audio",),
+    queue="speech",
+    params=ProcessSpeakAudio,
+    heavy=True,
+    time_limit=1800,
+)
 def process_speak_audio(
     ctx: TaskContext, resource_id: str, audio_chunks: list[str], user_name: str = "anonymous"
 ) -> dict[str, Any]:
@@ -204,7 +198,7 @@ def synthesize(
     sql = _engine(ctx)
     if db.find_resource(sql, resource_id, ctx.tenant) is None:
         raise UnknownResource(f"resource {resource_id} does not exist")
-    folder = _resources(ctx).settings.data_dir / "speech" / "audio"
+    folder = ctx.resources.data_dir / "speech" / "audio"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{resource_id}.wav"
     tmp = path.with_suffix(".tmp")
@@ -226,7 +220,7 @@ def rate(engine: sa.Engine, resource_id: str) -> Rating:
     return rating
 
 
-@task("calculate_rating", queue="default", time_limit=120)
+@task("speech.calculate_rating", aliases=("calculate_rating",), queue="default", time_limit=120)
 def calculate_rating(ctx: TaskContext, resource_id: str) -> dict[str, Any]:
     """Recompute one resource's rating (light: runs in-process)."""
     engine = _engine(ctx)
@@ -235,7 +229,9 @@ def calculate_rating(ctx: TaskContext, resource_id: str) -> dict[str, Any]:
     return {"resource_id": resource_id, **rate(engine, resource_id).to_dict()}
 
 
-@task("calculate_all_ratings", queue="maintenance", heavy=True, time_limit=3600)
+@task(
+    "speech.calculate_all_ratings", aliases=("calculate_all_ratings",), queue="maintenance", heavy=True, time_limit=3600
+)
 def calculate_all_ratings(ctx: TaskContext) -> dict[str, Any]:
     """Recompute the rating of every resource of the caller's tenant (heavy: Celery when there)."""
     engine = _engine(ctx)
@@ -252,9 +248,16 @@ def calculate_all_ratings(ctx: TaskContext) -> dict[str, Any]:
 # -- impressions and sessions ----------------------------------------------------------
 
 
-@task("sync_impressions_from_redis", queue="maintenance", heavy=True, time_limit=600)
+@task(
+    "speech.sync_impressions_from_redis",
+    aliases=("sync_impressions_from_redis",),
+    queue="maintenance",
+    heavy=True,
+    time_limit=600,
+    visibility="internal",
+)
 def sync_impressions_from_redis(ctx: TaskContext) -> dict[str, Any]:
-    """Move the impression counters into SQL, exactly once (heavy: Celery when there)."""
+    """Move the impression counters into SQL, exactly once (heavy: Celery when there; every tenant's)."""
     from conveyor.workloads.speech.impressions import counter_for
 
     settings = _settings(ctx)
@@ -263,8 +266,10 @@ def sync_impressions_from_redis(ctx: TaskContext) -> dict[str, Any]:
     return report.to_dict()
 
 
-@task("cleanup_sessions", queue="maintenance", time_limit=300)
+@task(
+    "speech.cleanup_sessions", aliases=("cleanup_sessions",), queue="maintenance", time_limit=300, visibility="internal"
+)
 def cleanup_sessions(ctx: TaskContext) -> dict[str, Any]:
-    """Delete practice sessions past their expiry (light: runs in-process)."""
+    """Delete practice sessions past their expiry, every tenant's (light: runs in-process)."""
     deleted = db.delete_expired_sessions(_engine(ctx), time.time())
     return {"deleted": deleted}
