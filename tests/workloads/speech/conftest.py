@@ -32,6 +32,7 @@ from tests.conftest import AppFactory, die_with_parent
 ROOT = Path(__file__).resolve().parents[3]
 ALPHA = {"Authorization": "Bearer ka"}
 BETA = {"Authorization": "Bearer kb"}
+OPERATOR = {"Authorization": "Bearer op"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,14 +52,6 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 def anyio_backend() -> str:
     """FastAPI runs on asyncio; so do these tests."""
     return "asyncio"
-
-
-def ensure_tables(app: Conveyor) -> None:
-    """The speech tables in the app's database (its migration branch runs on open once the contract is in)."""
-    from conveyor.workloads.speech.tables import metadata
-
-    engine: Any = getattr(app.store, "engine")  # noqa: B009 - the SQL store's engine
-    metadata.create_all(engine)
 
 
 def need_tools(*names: str) -> None:
@@ -86,6 +79,7 @@ def as_chunks(data: bytes, size: int = 3000) -> list[str]:
 
 def speech_app(make_app: AppFactory, database_url: str, **overrides: Any) -> Conveyor:
     overrides.setdefault("api_keys", "ka=alpha,kb=beta")
+    overrides.setdefault("operator_keys", "op=ops")
     overrides.setdefault("workloads", ["system", "speech"])
     return make_app(start=False, database_url=database_url, **overrides)
 
@@ -95,7 +89,6 @@ def speech(make_app: AppFactory, sql_database_url: str) -> Iterator[tuple[TestCl
     """A client of an app with the speech workload, on SQLite then PostgreSQL."""
     app = speech_app(make_app, sql_database_url)
     with TestClient(create_app(app, scheduler=False)) as client:
-        ensure_tables(app)
         yield client, app
 
 
@@ -104,7 +97,6 @@ def sqlite_speech(make_app: AppFactory, tmp_path: Path) -> Iterator[tuple[TestCl
     """The same on SQLite only: for the tests whose subject is not the database."""
     app = speech_app(make_app, f"sqlite:///{tmp_path / 'speech.db'}")
     with TestClient(create_app(app, scheduler=False)) as client:
-        ensure_tables(app)
         yield client, app
 
 

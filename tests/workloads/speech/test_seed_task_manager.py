@@ -21,7 +21,6 @@ from conveyor import Conveyor, Settings
 from conveyor.aio import get_task_manager
 from conveyor.records import Status
 from tests.conftest import AppFactory
-from tests.workloads.speech.conftest import ensure_tables
 
 
 @pytest.fixture
@@ -33,7 +32,6 @@ def default_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Con
     monkeypatch.setenv("CONVEYOR_CONCURRENCY", "2")
     monkeypatch.setattr(conveyor.app, "_default", None)
     app = conveyor.app.get_conveyor()
-    ensure_tables(app)
     try:
         yield app
     finally:
@@ -117,7 +115,6 @@ async def test_a_running_task_asked_to_cancel_ends_cancelled(make_app: AppFactor
 def test_the_sync_face_takes_positional_args_and_background_tasks(make_app: AppFactory) -> None:
     """``from conveyor import get_task_manager`` style: the same calls without await."""
     app = make_app()
-    ensure_tables(app)
     bg = BackgroundTasks()
     task_id = app.manager.submit("calculate_rating", "r-1", background_tasks=bg)
     result = app.manager.get_result(task_id)

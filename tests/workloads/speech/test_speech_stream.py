@@ -12,10 +12,22 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from conveyor import Conveyor
+from conveyor.api.main import create_app
 from conveyor.workloads.speech.scoring import align, normalize
-from tests.workloads.speech.conftest import ALPHA, BETA, as_chunks, create_resource, flite_wav, need_tools, wait_task
+from tests.conftest import AppFactory
+from tests.workloads.speech.conftest import (
+    ALPHA,
+    BETA,
+    as_chunks,
+    create_resource,
+    flite_wav,
+    need_tools,
+    speech_app,
+    wait_task,
+)
 
 #: chosen before the recogniser heard them: everyday short sentences, some it gets wrong
 SENTENCES = [
@@ -242,22 +254,17 @@ def test_the_stream_refuses_unknown_resources_missing_keys_and_bad_frames(
         assert ws.receive_json() == {"type": "pong"}
 
 
-def test_a_stream_past_the_audio_limit_is_closed_with_a_clear_error(make_app: Any, tmp_path: Path) -> None:
-    """More audio than CONVEYOR_SPEECH_MAX_AUDIO_MB: a payload_too_large frame, then close 1009."""
-    from conveyor.api.main import create_app
-    from tests.workloads.speech.conftest import ensure_tables, speech_app
-
-    os.environ["CONVEYOR_SPEECH_MAX_AUDIO_MB"] = "0.01"
-    try:
-        app = speech_app(make_app, f"sqlite:///{tmp_path / 's.db'}")
-        with TestClient(create_app(app, scheduler=False)) as client:
-            ensure_tables(app)
-            resource_id = create_resource(client, "hello world", synthesize=False)
-            with client.websocket_connect(f"/api/speech/stream/{resource_id}", headers=ALPHA) as ws:
+def test_a_stream_past_the_audio_limit_is_closed_with_a_clear_error(make_app: AppFactory, tmp_path: Path) -> None:
+    """More audio than CONVEYOR_SPEECH_MAX_AUDIO_MB: a payload_too_large frame, then the socket closes."""
+    app = speech_app(make_app, f"sqlite:///{tmp_path / 's.db'}", workload_settings={"speech": {"max_audio_mb": 0.01}})
+    with TestClient(create_app(app, scheduler=False)) as client:
+        resource_id = create_resource(client, "hello world", synthesize=False)
+        with client.websocket_connect(f"/api/speech/stream/{resource_id}", headers=ALPHA) as ws:
+            ws.receive_json()
+            for chunk in as_chunks(os.urandom(20_000)):
+                ws.send_text(chunk)
+            error = ws.receive_json()
+            with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_json()
-                for chunk in as_chunks(os.urandom(20_000)):
-                    ws.send_text(chunk)
-                error = ws.receive_json()
-        assert error["code"] == "payload_too_large"
-    finally:
-        del os.environ["CONVEYOR_SPEECH_MAX_AUDIO_MB"]
+    assert error["code"] == "payload_too_large"
+    assert closed.value.code == 1009
