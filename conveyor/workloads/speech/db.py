@@ -149,7 +149,7 @@ def _add_to_totals(conn: sa.Connection, counts: Mapping[str, int], t: float) -> 
     """Add counts to the synced totals; counts of resources that no longer exist are dropped."""
     if not counts:
         return 0
-    owners = dict(conn.execute(sa.select(r.id, r.tenant).where(r.id.in_(list(counts)))).tuples().all())
+    owners = {row.id: row.tenant for row in conn.execute(sa.select(r.id, r.tenant).where(r.id.in_(list(counts))))}
     added = 0
     for resource_id in sorted(owners):  # one order for every sync: no deadlock between two
         n = int(counts[resource_id])
@@ -169,10 +169,10 @@ def flush_pending_impressions(engine: sa.Engine) -> int:
     """Move every embedded counter into the totals in one transaction: all of it or none."""
     t = time.time()
     with engine.begin() as conn:
-        taken = conn.execute(impressions_pending_table.delete().returning(pend.resource_id, pend.count)).tuples().all()
+        taken = conn.execute(impressions_pending_table.delete().returning(pend.resource_id, pend.count)).all()
         counts: dict[str, int] = {}
-        for resource_id, n in taken:
-            counts[resource_id] = counts.get(resource_id, 0) + int(n)
+        for row in taken:
+            counts[row.resource_id] = counts.get(row.resource_id, 0) + int(row.count)
         return _add_to_totals(conn, counts, t)
 
 
