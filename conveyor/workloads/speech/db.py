@@ -172,7 +172,7 @@ def flush_pending_impressions(engine: sa.Engine) -> int:
         taken = conn.execute(impressions_pending_table.delete().returning(pend.resource_id, pend.count)).all()
         counts: dict[str, int] = {}
         for row in taken:
-            counts[row.resource_id] = counts.get(row.resource_id, 0) + int(row.count)
+            counts[row.resource_id] = counts.get(row.resource_id, 0) + int(row[1])
         return _add_to_totals(conn, counts, t)
 
 
