@@ -119,6 +119,50 @@ def create_resource(client: TestClient, text: str, headers: dict[str, str] = ALP
     return resource_id
 
 
+#: ports of this workload's private service instances (16700-16799 are the speech tests')
+PRIVATE_REDIS_PORT = 16701
+
+
+@pytest.fixture(scope="session")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis server of these tests alone: no other suite's broker messages or FLUSHDB reach it."""
+    need_tools("redis-server")
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(PRIVATE_REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, preexec_fn=die_with_parent,
+    )  # fmt: skip
+    import redis
+
+    client = redis.Redis(port=PRIVATE_REDIS_PORT)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert proc.poll() is None, "redis-server exited"
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    client.close()
+    try:
+        yield f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def fresh_redis_db(base_url: str, db: int) -> str:
+    import redis
+
+    url = f"{base_url}/{db}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
 class SpeechWorkers:
     """Celery worker subprocesses serving the speech lanes (the shared fixture's list has no ``speech``)."""
 
@@ -126,8 +170,13 @@ class SpeechWorkers:
         self.base = base
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, broker_url: str, database_url: str, *, heavy: str = "", concurrency: int = 2) -> Path:
+    def start(
+        self, broker_url: str, database_url: str, *, concurrency: int = 2, env: dict[str, str] | None = None
+    ) -> Path:
+        """One worker; ``env`` adds variables (the API's CONVEYOR_SPEECH_* must match the worker's)."""
+        extra = env or {}
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        env.update(extra)
         env.update(
             PYTHONPATH=str(ROOT),
             CONVEYOR_EXECUTOR="celery",

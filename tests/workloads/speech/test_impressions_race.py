@@ -21,17 +21,19 @@ from conveyor import Conveyor
 from conveyor.api.main import create_app
 from conveyor.workloads.speech import db
 from conveyor.workloads.speech.impressions import counter_for
-from tests.conftest import AppFactory, die_with_parent, empty_redis_db
-from tests.workloads.speech.conftest import ALPHA, BETA, ROOT, create_resource, speech_app
+from tests.conftest import AppFactory, die_with_parent
+from tests.workloads.speech.conftest import ALPHA, BETA, ROOT, create_resource, fresh_redis_db, speech_app
 
 POSTS = 10_000
 THREADS = 8
 
 
 @pytest.fixture
-def redis_speech(make_app: AppFactory, clean_postgres_url: str) -> Iterator[tuple[TestClient, Conveyor, str]]:
-    """PostgreSQL for the tables and totals, Redis database 9 for the counters."""
-    redis_url = empty_redis_db(9)
+def redis_speech(
+    make_app: AppFactory, clean_postgres_url: str, private_redis: str
+) -> Iterator[tuple[TestClient, Conveyor, str]]:
+    """PostgreSQL for the tables and totals, the tests' own Redis for the counters."""
+    redis_url = fresh_redis_db(private_redis, 2)
     app = speech_app(
         make_app, clean_postgres_url, concurrency=1, workload_settings={"speech": {"redis_url": redis_url}}
     )
