@@ -36,5 +36,5 @@ workload = Workload(
     ),
     settings=SpeechSettings,
     migrations=_here / "migrations",
-    dashboard=None,
+    dashboard=_here / "dashboard",
 )

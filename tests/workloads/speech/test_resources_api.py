@@ -232,3 +232,15 @@ def test_maintenance_types_are_internal_and_the_periodic_jobs_name_them(
         "speech.cleanup_sessions",
     }
     assert all(j.task_type in app.registry for j in workload.periodic_jobs)
+
+
+def test_the_dashboard_page_is_listed_and_served(sqlite_speech: tuple[TestClient, Conveyor]) -> None:
+    """``/api/v1/workloads`` names the speech page; the shell can import it from ``/workloads/speech/page.js``."""
+    client, _app = sqlite_speech
+    listed = client.get("/api/v1/workloads", headers=ALPHA).json()
+    speech = next(w for w in listed["data"] if w["name"] == "speech")
+    assert "speech.process_speak_audio" in str(speech)
+    page = client.get("/workloads/speech/page.js")
+    assert page.status_code == 200
+    assert "export const routes" in page.text
+    assert "export const nav" in page.text
