@@ -10,7 +10,9 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from conveyor import __version__
+from conveyor.api import accesslog
 from conveyor.api.errors import install_error_handlers
+from conveyor.api.guard import InputGuardMiddleware
 from conveyor.api.limits import BodyLimitMiddleware
 from conveyor.api.routes import session, stats, system, task_types, tasks, workloads
 from conveyor.app import Conveyor
@@ -49,8 +51,10 @@ def create_app(conveyor: Conveyor | None = None, *, manage: bool = True, schedul
         lifespan=lifespan,
     )
     app.state.conveyor = conveyor
+    accesslog.install()
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=conveyor.settings.max_body_bytes)
+    app.add_middleware(InputGuardMiddleware)
     app.include_router(tasks.router)
     app.include_router(tasks.legacy_router)
     app.include_router(task_types.router)

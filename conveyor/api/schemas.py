@@ -66,7 +66,7 @@ def _links(task_id: str, prefix: str) -> dict[str, str]:
 
 
 class TaskStatus(BaseModel):
-    """The light answer polled by progress bars (seed 004's shape)."""
+    """The light answer polled by progress bars."""
 
     task_id: str
     status: str
@@ -110,7 +110,7 @@ class TaskPublic(BaseModel):
     links: dict[str, str]
 
     @classmethod
-    def of(cls, r: TaskRecord, *, with_result: bool = True) -> TaskPublic:
+    def of(cls, r: TaskRecord, *, with_result: bool = True, with_traceback: bool = False) -> TaskPublic:
         return cls(
             task_id=r.id,
             type=r.type,
@@ -122,7 +122,7 @@ class TaskPublic(BaseModel):
             params=r.params,
             result=r.result if with_result else None,
             result_available=r.result_available,
-            error=r.error,
+            error=public_error(r.error, with_traceback=with_traceback),
             attempts=r.attempts,
             max_retries=r.max_retries,
             priority=r.priority,
@@ -135,6 +135,13 @@ class TaskPublic(BaseModel):
             duration=None if r.duration is None else round(r.duration, 4),
             links=_links(r.id, "/api/v1/tasks"),
         )
+
+
+def public_error(error: dict[str, Any] | None, *, with_traceback: bool) -> dict[str, Any] | None:
+    """A task's error as a caller sees it: the traceback (server paths, code) is for operators only."""
+    if error is None or with_traceback:
+        return error
+    return {k: v for k, v in error.items() if k != "traceback"}
 
 
 class TasksPublic(BaseModel):

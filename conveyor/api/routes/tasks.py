@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from conveyor.api.deps import App, Caller, Manager, Tenant, Who
+from conveyor.api.guard import check_text
 from conveyor.api.routing import SlashRouter
-from conveyor.api.schemas import TaskCreated, TaskPublic, TaskResult, TasksPublic, TaskStatus, iso
+from conveyor.api.schemas import TaskCreated, TaskPublic, TaskResult, TasksPublic, TaskStatus, iso, public_error
 from conveyor.errors import InvalidParams, RequestError, UnsupportedMediaType
 from conveyor.records import Status, TaskRecord
 from conveyor.stores.base import TaskQuery
@@ -52,6 +53,7 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         raise RequestError(f"unreadable JSON: {type(e).__name__}: {str(e)[:120]}") from None
     if not isinstance(data, dict):
         raise RequestError(f"the body must be a JSON object, not {type(data).__name__}")
+    check_text(data)
     return data
 
 
@@ -85,9 +87,8 @@ async def submit_from_body(
     name = body.get("task_type", body.get("type"))
     if not isinstance(name, str) or not name:
         known = registry.names(public=not caller.operator)
-        raise InvalidParams(
-            "task_type is required",
-            details=[{"field": "task_type", "message": "field required", "type": "missing", "known_types": known}],
+        raise InvalidParams.for_field(
+            "task_type", "field required", type="missing", summary="task_type is required", known_types=known
         )
     if "params" in body:
         params = body["params"]
@@ -113,7 +114,12 @@ async def submit(request: Request, manager: Manager, caller: Who) -> JSONRespons
     return JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.links["self"]})
 
 
-@router.post("/submit/", status_code=202, response_model=TaskCreated, summary="Submit a task (seed 004 shape)")
+@router.post(
+    "/submit/",
+    status_code=202,
+    response_model=TaskCreated,
+    summary="Submit a task (flat body)",
+)
 async def submit_flat(request: Request, manager: Manager, caller: Who) -> JSONResponse:
     return await submit(request, manager, caller)
 
@@ -135,9 +141,10 @@ async def list_tasks(
         try:
             states.append(Status(s.upper()))
         except ValueError:
-            raise InvalidParams(
-                f"Invalid request: status {s!r}",
-                details=[{"field": "status", "message": f"must be one of {', '.join(x.value for x in Status)}"}],
+            raise InvalidParams.for_field(
+                "status",
+                f"must be one of {', '.join(x.value for x in Status)}",
+                summary=f"Invalid request: status {s!r}",
             ) from None
     query = TaskQuery(
         tenant=tenant,
@@ -160,8 +167,10 @@ def _split(value: str | None) -> list[str]:
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="A task's full record")
-async def get_task(task_id: str, manager: Manager, tenant: Tenant) -> TaskPublic:
-    return TaskPublic.of(await manager.aio.get(task_id, tenant=tenant))
+async def get_task(task_id: str, manager: Manager, caller: Who) -> TaskPublic:
+    """The error's traceback is shown to operators only."""
+    record = await manager.aio.get(task_id, tenant=caller.tenant)
+    return TaskPublic.of(record, with_traceback=caller.operator)
 
 
 @router.get("/{task_id}/status/", response_model=TaskStatus, summary="Status and progress (light, for polling)")
@@ -170,11 +179,12 @@ async def get_status(task_id: str, manager: Manager, tenant: Tenant) -> TaskStat
 
 
 @router.get("/{task_id}/result/", response_model=TaskResult, summary="The result of a finished task")
-async def get_result(task_id: str, manager: Manager, tenant: Tenant) -> TaskResult:
-    """409 while the task has not finished; a failed task answers with its error."""
-    await manager.aio.result(task_id, tenant=tenant)
-    record = await manager.aio.get(task_id, tenant=tenant)
-    return TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=record.error)
+async def get_result(task_id: str, manager: Manager, caller: Who) -> TaskResult:
+    """409 while the task has not finished; a failed task answers with its error (traceback for operators)."""
+    await manager.aio.result(task_id, tenant=caller.tenant)
+    record = await manager.aio.get(task_id, tenant=caller.tenant)
+    error = public_error(record.error, with_traceback=caller.operator)
+    return TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=error)
 
 
 @router.post("/{task_id}/cancel/", response_model=TaskStatus, summary="Cancel a task")
@@ -200,7 +210,9 @@ async def retry_task(task_id: str, manager: Manager, tenant: Tenant) -> JSONResp
 
 
 @router.get("/{task_id}/timeline", summary="State changes and progress steps, oldest first")
-async def timeline(task_id: str, manager: Manager, tenant: Tenant, after: int = 0) -> dict[str, Any]:
+async def timeline(
+    task_id: str, manager: Manager, tenant: Tenant, after: Annotated[int, Query(ge=0, le=2**62)] = 0
+) -> dict[str, Any]:
     events = await manager.aio.events(task_id, tenant=tenant, after_seq=after)
     return {
         "task_id": task_id,
@@ -258,7 +270,7 @@ async def task_events(task_id: str, request: Request, app: App, tenant: Tenant) 
 
 
 #: seed 002's paths (``/api/tasks/{id}/status``, ``/cancel``), answered by the same handlers
-legacy_router = SlashRouter(prefix="/api/tasks", tags=["tasks (seed 002 paths)"])
+legacy_router = SlashRouter(prefix="/api/tasks", tags=["tasks"])
 legacy_router.add_api_route("/{task_id}/status", get_status, methods=["GET"], response_model=TaskStatus)
 legacy_router.add_api_route("/{task_id}/cancel", cancel_task, methods=["POST"], response_model=TaskStatus)
 legacy_router.add_api_route("/{task_id}", get_task, methods=["GET"], response_model=TaskPublic)
