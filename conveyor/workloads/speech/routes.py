@@ -34,11 +34,12 @@ from fastapi import Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from conveyor.api import tokens
 from conveyor.api.deps import App, Manager, Operator, Tenant, get_tenant
 from conveyor.api.routes.tasks import read_json_object
 from conveyor.api.routing import SlashRouter
 from conveyor.app import Conveyor
-from conveyor.errors import ConveyorError, InvalidParams
+from conveyor.errors import AuthenticationError, ConveyorError, InvalidParams
 from conveyor.records import FINAL_STATES, TaskRecord, new_task_id
 from conveyor.workloads.speech import db
 from conveyor.workloads.speech.config import SpeechSettings
@@ -415,13 +416,39 @@ async def _follow(websocket: WebSocket, app: Conveyor, task_id: str, tenant: str
         await app.hub.wait_async(task_id, STREAM_POLL)
 
 
+class _KeyOnly:
+    """What ``get_caller`` reads of a request, carrying a key given in a WebSocket's URL as a header."""
+
+    def __init__(self, websocket: WebSocket, key: str) -> None:
+        self.headers = {"x-api-key": key}
+        self.query_params: dict[str, str] = {}
+        self.url = websocket.url
+
+
+def _socket_tenant(websocket: WebSocket, app: Conveyor) -> str:
+    """The caller's tenant: the usual headers, or in the URL (a browser's WebSocket sends no headers)
+    ``?stream_token=`` from ``POST /api/v1/session/stream-token``, or ``?api_key=`` for older clients."""
+    if websocket.headers.get("authorization") or websocket.headers.get("x-api-key"):
+        return get_tenant(cast(Request, websocket), app)
+    token = websocket.query_params.get("stream_token")
+    if token and (app.settings.api_keys or app.settings.operator_keys):
+        claims = tokens.verify(app.settings, token)
+        if claims is None:
+            raise AuthenticationError("the stream token is not valid or has expired; ask for a new one")
+        return claims[0]
+    key = websocket.query_params.get("api_key")
+    if key:
+        return get_tenant(cast(Request, _KeyOnly(websocket, key)), app)
+    return get_tenant(cast(Request, websocket), app)
+
+
 @router.websocket("/api/speech/stream/{resource_id}")
 async def speech_stream(websocket: WebSocket, resource_id: str) -> None:
     """Audio chunks in (binary frames, bare base64 text, or ``{"type": "audio", "data": ...}``);
     ``end`` submits ``process_speak_audio``; progress and the transcript come back on the socket.
 
-    ``?user_name=`` (or ``{"type": "start", "user_name": ...}``) names the reader; ``?api_key=``
-    or the usual headers authenticate. The socket stays open for further readings.
+    ``?user_name=`` (or ``{"type": "start", "user_name": ...}``) names the reader; the usual
+    headers, ``?stream_token=`` or ``?api_key=`` authenticate. The socket stays open for further readings.
     """
     from conveyor.aio import get_task_manager
 
@@ -432,7 +459,7 @@ async def speech_stream(websocket: WebSocket, resource_id: str) -> None:
     settings = _settings(app)
     try:
         try:
-            tenant = get_tenant(cast(Request, websocket), app)
+            tenant = _socket_tenant(websocket, app)
             engine = _engine(app)
             resource = await anyio.to_thread.run_sync(lambda: db.find_resource(engine, resource_id, tenant))
         except ConveyorError as e:

@@ -233,6 +233,11 @@ def test_the_stream_refuses_unknown_resources_missing_keys_and_bad_frames(
         assert ws.receive_json()["code"] == "resource_not_found"
     with client.websocket_connect(f"/api/speech/stream/{resource_id}") as ws:
         assert ws.receive_json()["code"] == "unauthorized"
+    with client.websocket_connect(f"/api/speech/stream/{resource_id}?stream_token=forged.sig") as ws:
+        assert ws.receive_json()["code"] == "unauthorized"
+    token = client.post("/api/v1/session/stream-token", headers=ALPHA).json()["token"]
+    with client.websocket_connect(f"/api/speech/stream/{resource_id}?stream_token={token}") as ws:
+        assert ws.receive_json()["type"] == "ready"  # a browser's socket: no headers, a short-lived token
     with client.websocket_connect(f"/api/speech/stream/{resource_id}", headers=BETA) as ws:
         assert ws.receive_json()["code"] == "resource_not_found"  # another tenant's: as if unknown
     with client.websocket_connect(f"/api/speech/stream/{resource_id}", headers=ALPHA) as ws:
