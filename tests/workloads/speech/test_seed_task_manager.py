@@ -179,3 +179,14 @@ def test_the_hybrid_executor_routes_heavy_tasks_by_name_and_the_rest_in_process(
     assert app.executor.route(registry.get("calculate_rating")) == "celery"  # named
     assert app.executor.route(registry.get("process_speak_audio")) == "celery"  # heavy=True
     assert app.executor.route(registry.get("cleanup_sessions")) == "local"
+
+
+def test_with_the_broker_down_a_heavy_task_runs_in_process_and_its_record_says_so(make_app: AppFactory) -> None:
+    """Hybrid, no broker reachable: calculate_all_ratings (heavy) runs locally; executor and message record it."""
+    app = make_app(executor="hybrid", heavy_tasks="calculate_all_ratings", broker_url="redis://127.0.0.1:16799/0")
+    task_id = app.manager.submit("calculate_all_ratings")
+    record = app.manager.wait(task_id, timeout=60)
+    assert record.state is Status.SUCCESS
+    assert record.executor == "local"
+    events = [e.message for e in app.manager.events(task_id)]
+    assert "Broker unavailable; running in-process instead" in events
