@@ -255,6 +255,7 @@ class TaskManager:
         def start() -> None:
             if not once.acquire(blocking=False):
                 return
+            timer.cancel()
             try:
                 self.conveyor.executor.dispatch(record)
             except ExecutorError as e:
