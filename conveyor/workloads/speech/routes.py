@@ -539,7 +539,9 @@ async def speech_stream(websocket: WebSocket, resource_id: str) -> None:
     except _StreamError as e:
         await websocket.send_json({"type": "error", "code": e.code, "message": e.message, "field": e.field})
         await websocket.close(code=e.close or 1008)
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, OSError):
+        # The reader went away (OSError: the server's send found the socket closed). A submitted
+        # reading still finishes: its transcript and score are on the attempt.
         pass
     finally:
         if session_id is not None and engine is not None:
