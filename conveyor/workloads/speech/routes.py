@@ -546,6 +546,8 @@ async def speech_stream(websocket: WebSocket, resource_id: str) -> None:
     finally:
         if session_id is not None and engine is not None:
             sid, eng = session_id, engine
-            await anyio.to_thread.run_sync(
-                lambda: db.touch_session(eng, sid, ttl=settings.session_ttl_seconds, status="closed")
-            )
+            # Shielded: a server cancelling the handler of a dropped socket still closes its session.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(
+                    lambda: db.touch_session(eng, sid, ttl=settings.session_ttl_seconds, status="closed")
+                )

@@ -273,3 +273,24 @@ def test_a_stream_past_the_audio_limit_is_closed_with_a_clear_error(make_app: Ap
                 ws.receive_json()
     assert error["code"] == "payload_too_large"
     assert closed.value.code == 1009
+
+
+def test_a_reader_who_leaves_mid_task_still_gets_the_attempt_stored(sqlite_speech: tuple[TestClient, Conveyor]) -> None:
+    """The socket closes right after ``accepted``; the reading is transcribed and its session closed."""
+    client, app = sqlite_speech
+    text = "good morning everyone"
+    resource_id = create_resource(client, text, synthesize=False)
+    with client.websocket_connect(f"/api/speech/stream/{resource_id}", headers=ALPHA) as ws:
+        session_id = ws.receive_json()["session_id"]
+        for chunk in as_chunks(flite_wav(text)):
+            ws.send_text(chunk)
+        ws.send_text("end")
+        task_id = ws.receive_json()["task_id"]
+    record = wait_task(client, task_id)
+    assert record["status"] == "SUCCESS"
+    assert client.get(f"/api/attempts/{task_id}", headers=ALPHA).json()["transcript"] == text
+    from conveyor.workloads.speech import db
+
+    row = db.session(app.engine, session_id)
+    assert row is not None
+    assert row.status == "closed"
