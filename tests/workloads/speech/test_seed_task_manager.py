@@ -21,17 +21,37 @@ from conveyor import Conveyor, Settings
 from conveyor.aio import get_task_manager
 from conveyor.records import Status
 from tests.conftest import AppFactory
+from tests.workloads.speech.conftest import SpeechWorkers, fresh_redis_db
 
 
-@pytest.fixture
-def default_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Conveyor]:
-    """The process's default Conveyor, built from the environment as the seed's code gets it."""
+@pytest.fixture(
+    params=["local", pytest.param("hybrid", marks=[pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis])]
+)
+def default_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Conveyor]:
+    """The process's default Conveyor, built from the environment as the seed's code gets it.
+
+    ``local``: the seed's "BackgroundTasks" deployment, SQLite. ``hybrid``: its "Future Scaling",
+    ``CONVEYOR_HEAVY_TASKS`` as the seed lists them, a Celery worker on Redis, PostgreSQL.
+    """
     monkeypatch.setenv("CONVEYOR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("CONVEYOR_DATABASE_URL", f"sqlite:///{tmp_path / 'seed.db'}")
     monkeypatch.setenv("CONVEYOR_WORKLOADS", "system,speech")
     monkeypatch.setenv("CONVEYOR_CONCURRENCY", "2")
+    if request.param == "local":
+        monkeypatch.setenv("CONVEYOR_DATABASE_URL", f"sqlite:///{tmp_path / 'seed.db'}")
+    else:
+        database_url: str = request.getfixturevalue("clean_postgres_url")
+        broker = fresh_redis_db(request.getfixturevalue("private_redis"), 3)
+        workers: SpeechWorkers = request.getfixturevalue("speech_workers")
+        workers.start(broker, database_url)
+        monkeypatch.setenv("CONVEYOR_DATABASE_URL", database_url)
+        monkeypatch.setenv("CONVEYOR_EXECUTOR", "hybrid")
+        monkeypatch.setenv("CONVEYOR_BROKER_URL", broker)
+        monkeypatch.setenv(
+            "CONVEYOR_HEAVY_TASKS", "process_speak_audio,calculate_all_ratings,sync_impressions_from_redis"
+        )
     monkeypatch.setattr(conveyor.app, "_default", None)
     app = conveyor.app.get_conveyor()
+    assert app.settings.executor == request.param
     try:
         yield app
     finally:
@@ -71,6 +91,16 @@ async def test_background_task_execution(default_app: Conveyor) -> None:
     final = await task_manager.wait(task_id, timeout=30)
     assert final.status == "FAILURE"
     assert "test-resource-id" in (final.error or "")
+
+
+@pytest.mark.asyncio
+async def test_calculate_all_ratings_runs_where_heavy_tasks_say(default_app: Conveyor) -> None:
+    """Seed 002's "Same code, but configuration determines executor": heavy on Celery under hybrid."""
+    task_manager = get_task_manager()
+    task_id = await task_manager.submit("calculate_all_ratings")
+    final = await task_manager.wait(task_id, timeout=60)
+    assert final.status == "SUCCESS"
+    assert final.executor == ("celery" if default_app.settings.executor == "hybrid" else "local")
 
 
 # -- the same verbs, looked at closer --------------------------------------------------
