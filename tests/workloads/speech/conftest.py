@@ -145,6 +145,8 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             assert proc.poll() is None, "redis-server exited"
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
+    # The server that answered is ours, not one another run left on the port.
+    assert client.config_get("dir")["dir"] == str(folder), f"port {PRIVATE_REDIS_PORT} is taken by another Redis"
     client.close()
     try:
         yield f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}"
