@@ -63,3 +63,45 @@ def test_ids_and_filters_that_cannot_be_stored_are_refused_with_a_4xx(client: Te
     r = client.get(path)
     assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
     assert "error" in r.json()
+
+
+def test_a_wrong_method_on_an_api_path_is_a_json_405_with_the_routes_own_allow(client: TestClient) -> None:
+    """Not the dashboard mount's 405 (``Allow: GET, HEAD``); an unknown API path is a JSON 404."""
+    r = client.delete("/api/v1/tasks")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET, POST"
+    assert r.json()["error"]["code"] == "method_not_allowed"
+    assert client.put("/api/v1/tasks/abc/status/").headers["allow"] == "GET"
+    missing = client.get("/api/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+
+
+def test_a_chunked_upload_over_the_body_limit_is_413(make_app: AppFactory) -> None:
+    """No Content-Length to refuse early: the limit is met while the body streams, and the answer is 413."""
+    app = make_app(start=False, max_body_mb=0.01, workloads=["system", "documents"])
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\n' + b"x" * 50_000
+    body += b"\r\n--b--\r\n"
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(body), 1000):
+            yield body[i : i + 1000]
+
+    with TestClient(create_app(app, scheduler=False)) as c:
+        r = c.post(
+            "/api/documents/upload", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"}
+        )
+        assert r.status_code == 413, r.text
+        r = c.post("/api/v1/tasks", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+
+
+def test_openapi_describes_the_submit_body_the_errors_and_the_event_streams(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/v1/tasks", "/api/v1/tasks/submit/"):
+        post = paths[path]["post"]
+        schema = post["requestBody"]["content"]["application/json"]["schema"]
+        assert "task_type" in schema["required"]
+        assert {"400", "401", "413", "415", "422", "429", "503"} <= set(post["responses"])
+    for path in ("/api/v1/tasks/{task_id}/events", "/api/v1/events"):
+        assert "text/event-stream" in paths[path]["get"]["responses"]["200"]["content"]
