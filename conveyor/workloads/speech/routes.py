@@ -35,7 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from conveyor.api import tokens
-from conveyor.api.deps import App, Manager, Operator, Tenant, get_tenant
+from conveyor.api.deps import App, Manager, Operator, Tenant, get_caller_limited
 from conveyor.api.routes.tasks import read_json_object
 from conveyor.api.routing import SlashRouter
 from conveyor.app import Conveyor
@@ -423,13 +423,14 @@ class _KeyOnly:
         self.headers = {"x-api-key": key}
         self.query_params: dict[str, str] = {}
         self.url = websocket.url
+        self.app = websocket.app
 
 
 def _socket_tenant(websocket: WebSocket, app: Conveyor) -> str:
     """The caller's tenant: the usual headers, or in the URL (a browser's WebSocket sends no headers)
     ``?stream_token=`` from ``POST /api/v1/session/stream-token``, or ``?api_key=`` for older clients."""
     if websocket.headers.get("authorization") or websocket.headers.get("x-api-key"):
-        return get_tenant(cast(Request, websocket), app)
+        return get_caller_limited(cast(Request, websocket), app).tenant
     token = websocket.query_params.get("stream_token")
     if token and (app.settings.api_keys or app.settings.operator_keys):
         claims = tokens.verify(app.settings, token)
@@ -438,8 +439,8 @@ def _socket_tenant(websocket: WebSocket, app: Conveyor) -> str:
         return claims[0]
     key = websocket.query_params.get("api_key")
     if key:
-        return get_tenant(cast(Request, _KeyOnly(websocket, key)), app)
-    return get_tenant(cast(Request, websocket), app)
+        return get_caller_limited(cast(Request, _KeyOnly(websocket, key)), app).tenant
+    return get_caller_limited(cast(Request, websocket), app).tenant
 
 
 @router.websocket("/api/speech/stream/{resource_id}")
@@ -463,7 +464,7 @@ async def speech_stream(websocket: WebSocket, resource_id: str) -> None:
             engine = _engine(app)
             resource = await anyio.to_thread.run_sync(lambda: db.find_resource(engine, resource_id, tenant))
         except ConveyorError as e:
-            close = 4401 if e.status_code == 401 else 4503
+            close = {401: 4401, 429: 4429}.get(e.status_code, 4503)
             raise _StreamError(e.code, e.message, close=close) from None
         if resource is None:
             raise _StreamError("resource_not_found", f"No resource with id {resource_id!r}", close=4404)
