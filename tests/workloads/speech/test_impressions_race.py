@@ -34,8 +34,13 @@ def redis_speech(
 ) -> Iterator[tuple[TestClient, Conveyor, str]]:
     """PostgreSQL for the tables and totals, the tests' own Redis for the counters."""
     redis_url = fresh_redis_db(private_redis, 2)
+    # tenant_rate=0: the subject is counting, and 10,000 posts pass the default 200 requests/s
     app = speech_app(
-        make_app, clean_postgres_url, concurrency=1, workload_settings={"speech": {"redis_url": redis_url}}
+        make_app,
+        clean_postgres_url,
+        concurrency=1,
+        tenant_rate=0,
+        workload_settings={"speech": {"redis_url": redis_url}},
     )
     with TestClient(create_app(app, scheduler=False)) as client:
         yield client, app, redis_url
@@ -175,7 +180,7 @@ def test_the_embedded_counter_under_concurrent_posts_and_syncs_counts_exactly(
     make_app: AppFactory, clean_postgres_url: str, tmp_path: Path
 ) -> None:
     """No Redis: the pending table and its one-transaction flush, racing on PostgreSQL."""
-    app = speech_app(make_app, clean_postgres_url, concurrency=1)
+    app = speech_app(make_app, clean_postgres_url, concurrency=1, tenant_rate=0)
     with TestClient(create_app(app, scheduler=False)) as client:
         resource_id = create_resource(client, "hello", synthesize=False)
         failures: list[str] = []
