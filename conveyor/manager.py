@@ -30,6 +30,7 @@ from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord, new_ta
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery
 
 if TYPE_CHECKING:
+    from conveyor.aio import TaskResult
     from conveyor.executors.base import Executor
     from conveyor.hub import EventHub
     from conveyor.metrics import Metrics
@@ -42,6 +43,8 @@ __all__ = ["AsyncTaskManager", "TaskManager"]
 
 #: how often a waiter re-reads the store when no in-process event woke it
 POLL_INTERVAL = 0.5
+#: a task handed to a FastAPI BackgroundTasks that nobody runs starts after this many seconds anyway
+BACKGROUND_GRACE = 2.0
 #: a task id a caller may choose (the store's id column holds 36 characters)
 _TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,36}")
 MAX_PAGE = 500
@@ -130,8 +133,9 @@ class TaskManager:
 
         Positional arguments fill the params model's fields in order, as in
         ``submit("process_speak_audio", resource_id, chunks)``.
-        ``background_tasks`` is accepted for code written against FastAPI's
-        BackgroundTasks and ignored: the executor runs the task.
+        ``background_tasks`` (FastAPI's BackgroundTasks, seed 002): a task
+        that runs in-process starts once the response has been sent, as the
+        seed's BackgroundTasksExecutor did; one routed to Celery is sent at once.
         """
         tt = self.registry.get(task_type)
         bound = tt.bind(args, params)
@@ -143,6 +147,7 @@ class TaskManager:
             queue=queue,
             idempotency_key=idempotency_key,
             delay=delay,
+            background_tasks=background_tasks,
         )
         return record.id
 
@@ -156,6 +161,7 @@ class TaskManager:
         queue: str | None = None,
         idempotency_key: str | None = None,
         delay: float | None = None,
+        background_tasks: Any = None,
         task_id: str | None = None,
     ) -> TaskRecord:
         """Validate, write and dispatch one task; returns its record.
@@ -171,6 +177,7 @@ class TaskManager:
             queue=queue,
             idempotency_key=idempotency_key,
             delay=delay,
+            background_tasks=background_tasks,
             task_id=task_id,
         )[0]
 
@@ -184,6 +191,7 @@ class TaskManager:
         queue: str | None = None,
         idempotency_key: str | None = None,
         delay: float | None = None,
+        background_tasks: Any = None,
         task_id: str | None = None,
     ) -> builtins.list[TaskRecord]:
         """Submit many tasks of one type in one store transaction."""
@@ -252,12 +260,38 @@ class TaskManager:
         self.metrics.submitted(tt.name, len(records))
         for r in records:
             self.metrics.remember(r.id, r.type)
+            if background_tasks is not None and r.executor == "local":
+                self._dispatch_after_response(background_tasks, r)
+                continue
             try:
                 self.executor.dispatch(r)
             except ExecutorError as e:
                 self._refuse(r, e)
                 raise
         return records
+
+    def _dispatch_after_response(self, background_tasks: Any, record: TaskRecord) -> None:
+        """Start an in-process task from FastAPI's BackgroundTasks, after the response is sent.
+
+        Seed 002's WebSocket handler builds a ``BackgroundTasks()`` that no
+        response ever runs; a timer starts the task after ``BACKGROUND_GRACE``
+        seconds in that case, and whichever comes first wins.
+        """
+        once = threading.Lock()
+
+        def start() -> None:
+            if not once.acquire(blocking=False):
+                return
+            timer.cancel()
+            try:
+                self.executor.dispatch(record)
+            except ExecutorError as e:
+                self._refuse(record, e)
+
+        timer = threading.Timer(BACKGROUND_GRACE, start)
+        timer.daemon = True
+        timer.start()
+        background_tasks.add_task(start)
 
     def _refuse(self, record: TaskRecord, error: ExecutorError) -> None:
         """A stored task that could not be handed to any worker ends FAILURE, not limbo."""
@@ -288,8 +322,14 @@ class TaskManager:
             raise TaskNotFound(task_id)
         return record
 
-    #: seed 002's name for ``get``
-    get_result = get
+    def get_result(self, task_id: str, *, tenant: str | None = None) -> TaskResult | None:
+        """Seed 002's lookup: the task's ``.status``, ``.result`` and ``.error``, or None for an unknown id."""
+        from conveyor.aio import TaskResult
+
+        record = self.store.get(task_id)
+        if record is None or (tenant is not None and record.tenant != tenant):
+            return None
+        return TaskResult.of(record)
 
     def result(self, task_id: str, *, tenant: str | None = None) -> Any:
         """The value a finished task returned; TaskNotFinished while it runs."""

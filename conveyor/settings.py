@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     broker_url: str = "redis://127.0.0.1:6379/0"
     #: hybrid executor: task types sent to Celery besides those marked ``heavy``
     celery_task_types: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: seed 002's name for the same set (``CONVEYOR_HEAVY_TASKS=process_speak_audio,...``); both are honoured
+    heavy_tasks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: hybrid executor, broker down at submit time: run in-process (``local``) or answer 503 (``reject``)
     broker_down: Literal["local", "reject"] = "local"
     #: messages a Celery worker process reserves ahead (Celery's prefetch multiplier). 1 is
@@ -113,7 +115,7 @@ class Settings(BaseSettings):
     def _keys(cls, value: object) -> dict[str, str]:
         return _parse_api_keys(value)
 
-    @field_validator("workloads", "celery_task_types", mode="before")
+    @field_validator("workloads", "celery_task_types", "heavy_tasks", mode="before")
     @classmethod
     def _names(cls, value: object) -> list[str] | None:
         if value is None:

@@ -45,7 +45,7 @@ class HybridExecutor:
         self.store = store
         self.local = local
         self.celery = celery
-        self.celery_types = frozenset(settings.celery_task_types)
+        self.celery_types = frozenset(settings.celery_task_types) | frozenset(settings.heavy_tasks)
         self.fallback = settings.broker_down == "local"
         self._broker_down_until = 0.0
         self._lock = threading.Lock()
@@ -54,7 +54,9 @@ class HybridExecutor:
     # -- routing ---------------------------------------------------------------
 
     def route(self, task_type: TaskType) -> str:
-        if not (task_type.heavy or task_type.name in self.celery_types):
+        # A type is named by its canonical name or by any alias (seed 002 names ``process_speak_audio``).
+        names = {task_type.name, *getattr(task_type, "aliases", ())}
+        if not (task_type.heavy or names & self.celery_types):
             return "local"
         if self.fallback and self._broker_known_down():
             return "local"

@@ -1,0 +1,1 @@
+"""Tests of the speech workload (seed 002)."""
