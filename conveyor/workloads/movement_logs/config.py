@@ -26,6 +26,8 @@ class MovementLogsSettings(BaseSettings):
     batch_size: int = Field(default=5000, ge=1, le=100_000)
     #: seconds between scheduled batches (N)
     interval: float = Field(default=10.0, gt=0, le=86_400)
+    #: batches one scheduled run moves at most (it stops as soon as the queue is empty)
+    batches_per_run: int = Field(default=20, ge=1, le=10_000)
     #: logs one POST may carry as a JSON list
     max_list: int = Field(default=1000, ge=1, le=100_000)
     #: a claimed batch whose worker has not finished it within this many seconds is taken over
