@@ -97,8 +97,9 @@ def _write_pg(
     """(valid, inserted, rejected) of one batch on PostgreSQL, which parses the items itself.
 
     Items this API queued go as they are; others (pushed by hand) are checked
-    and completed in Python first. If some text is not JSON at all the COPY
-    fails, and the batch is written the slower way, every item parsed here.
+    and completed in Python first. If any item is not what it claims (the
+    statement fails), the batch is written the slower way, every item
+    checked here, and the bad ones set aside.
     """
     ready: list[str] = []
     bad: list[str] = []
@@ -115,7 +116,7 @@ def _write_pg(
 
     savepoint = conn.begin_nested()
     try:
-        valid, moved, rejected = db.write_items_pg(
+        moved = db.write_items_pg(
             conn, ready, batch_id=batch_id, stored_at=time.time(), chunk_size=chunk_size, on_chunk=on_chunk
         )
     except (sa.exc.DBAPIError, psycopg.Error) as e:
@@ -127,7 +128,7 @@ def _write_pg(
         )
         return len(rows), moved, bad
     savepoint.commit()
-    return valid, moved, bad + rejected
+    return len(ready), moved, bad
 
 
 def run_batch(

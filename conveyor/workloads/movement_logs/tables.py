@@ -40,6 +40,20 @@ logs_table = sa.Table(
     sa.Index("ix_movement_logs_tenant_timestamp", "tenant", "timestamp"),
 )
 
+#: PostgreSQL checks every stored row itself: the batch hands it the queue's JSON unparsed (db.write_items_pg)
+LOG_CHECK_PG = (
+    "track_id >= 0 AND user_id <> '' AND state <> '' AND store <> '' AND jsonb_typeof(bbox) = 'array' "
+    "AND jsonb_array_length(bbox) = 4 AND (bbox->>0)::float8 < (bbox->>2)::float8 "
+    "AND (bbox->>1)::float8 < (bbox->>3)::float8"
+)
+sa.event.listen(
+    logs_table,
+    "after_create",
+    sa.DDL(f"ALTER TABLE movement_logs ADD CONSTRAINT ck_movement_logs_valid CHECK ({LOG_CHECK_PG})").execute_if(
+        dialect="postgresql"
+    ),
+)
+
 queue_table = sa.Table(
     "movement_logs_queue",
     metadata,
