@@ -10,3 +10,4 @@ from __future__ import annotations
 __all__ = ["BUILTIN"]
 
 BUILTIN: tuple[str, ...] = ("documents",)
+BUILTIN += ("movement_logs",)
