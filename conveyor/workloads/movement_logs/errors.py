@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor.errors import ConveyorError, RequestError, StoreError, TaskNotFound
+from conveyor.errors import NotFound, RequestError, StoreError
 
 __all__ = ["InvalidJson", "InvalidPage", "LogQueueUnavailable"]
 
@@ -13,14 +13,13 @@ class InvalidJson(RequestError):
     code = "invalid_json"
 
 
-class InvalidPage(TaskNotFound):
+class InvalidPage(NotFound):
     """A page past the last one: DRF answers 404 ``Invalid page.``; so do we, naming the field."""
 
     code = "invalid_page"
 
     def __init__(self, page: int, pages: int) -> None:
-        ConveyorError.__init__(
-            self,
+        super().__init__(
             f"Invalid page: page {page} is past the last page ({pages})",
             details=[{"field": "page", "message": f"must be at most {pages}", "type": "range"}],
         )

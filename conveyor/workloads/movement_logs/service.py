@@ -27,7 +27,10 @@ def workload_settings(holder: Any) -> MovementLogsSettings:
     """This workload's settings from a Conveyor or a worker's resources (``workload_settings(name)``)."""
     getter = getattr(holder, "workload_settings", None)
     if getter is not None:
-        value = getter(WORKLOAD)
+        try:
+            value = getter(WORKLOAD)
+        except ConfigurationError:  # not loaded here (a CLI over another set): the environment's values
+            return MovementLogsSettings()
         if isinstance(value, MovementLogsSettings):
             return value
     return MovementLogsSettings()

@@ -32,12 +32,14 @@ def redis_url(db: int = LOGS_DB) -> str:
 
 
 def empty_log_tables(url: str) -> None:
-    """Create the workload's tables if they are missing and empty them."""
-    from conveyor.stores.sql import create_engine_for
+    """Migrate the database (the core's and this workload's branch) and empty the workload's tables."""
+    from conveyor.stores.sql import create_engine_for, upgrade
+    from conveyor.workloads.movement_logs import workload
     from conveyor.workloads.movement_logs.tables import metadata
 
+    assert workload.migrations is not None
     engine = create_engine_for(url.replace("postgresql://", "postgresql+psycopg://"))
-    metadata.create_all(engine)
+    upgrade(engine, migrations={"movement_logs": workload.migrations})
     with engine.begin() as conn:
         for table in reversed(metadata.sorted_tables):
             conn.execute(table.delete())
