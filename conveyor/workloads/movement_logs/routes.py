@@ -8,22 +8,24 @@ tenant; the queue itself is one for the whole deployment, as in the seed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio.to_thread
 import sqlalchemy as sa
-from fastapi import Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from conveyor.api.deps import App, Manager, Operator, Tenant
 from conveyor.api.routing import SlashRouter
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, InvalidParams
-from conveyor.workloads.movement_logs import db
+from conveyor.workloads.movement_logs import db, metrics
 from conveyor.workloads.movement_logs.config import MovementLogsSettings
 from conveyor.workloads.movement_logs.errors import InvalidJson, InvalidPage, LogQueueUnavailable
 from conveyor.workloads.movement_logs.models import encode_item, parse_body
@@ -32,7 +34,17 @@ from conveyor.workloads.movement_logs.service import open_queue, workload_settin
 
 __all__ = ["router"]
 
-router = SlashRouter(prefix="/api/logs", tags=["movement logs"])
+
+@contextlib.asynccontextmanager
+async def _lifespan(api: FastAPI) -> AsyncIterator[None]:
+    """Runs inside the app's own lifespan (FastAPI merges a router's): the metrics collector joins /metrics."""
+    conveyor = getattr(api.state, "conveyor", None)
+    if conveyor is not None:
+        metrics.install(conveyor)
+    yield
+
+
+router = SlashRouter(prefix="/api/logs", tags=["movement logs"], lifespan=_lifespan)
 
 _ADD_BODY = {
     "requestBody": {

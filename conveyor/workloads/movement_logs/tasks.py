@@ -17,7 +17,7 @@ from conveyor.registry import task
 from conveyor.workloads.movement_logs.batch import BatchResult, run_batches
 from conveyor.workloads.movement_logs.service import open_queue, workload_settings
 
-__all__ = ["ProcessBatch", "process_batch"]
+__all__ = ["ProcessBatch", "process_batch", "process_movement_logs_batch"]
 
 
 class ProcessBatch(BaseModel):
@@ -71,3 +71,7 @@ def process_batch(ctx: TaskContext, batch_size: int | None = None, max_batches: 
     out["queue_length"] = queue.length()
     ctx.progress(100, f"Moved {result.moved} logs ({result.duplicates} already stored) in {result.batches} batches")
     return out
+
+
+#: seed 003's name: ``from ...tasks import process_movement_logs_batch; process_movement_logs_batch.delay().get()``
+process_movement_logs_batch = process_batch
