@@ -32,7 +32,8 @@ def _conveyor(*, executor: bool) -> Conveyor:
     from conveyor.settings import Settings
 
     settings = Settings()
-    if "movement_logs" not in settings.workloads:
+    # None loads every built-in workload that can load here; a list given by name must include this one.
+    if settings.workloads is not None and "movement_logs" not in settings.workloads:
         settings = settings.model_copy(update={"workloads": [*settings.workloads, "movement_logs"]})
     if executor and settings.executor == "local":
         # One worker process is enough for a round trip.

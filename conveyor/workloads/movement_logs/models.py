@@ -108,9 +108,9 @@ def parse_body(data: Any, max_list: int) -> tuple[list[MovementIn], bool]:
         try:
             return [MovementIn.model_validate(data)], False
         except ValidationError as e:
-            details = _details(e, "")
+            named = _details(e, "")
             raise InvalidParams(
-                f"Invalid movement log: {', '.join(d['field'] for d in details)}", details=details
+                f"Invalid movement log: {', '.join(d['field'] for d in named)}", details=named
             ) from None
     if isinstance(data, list):
         if not data:

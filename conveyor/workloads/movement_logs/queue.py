@@ -166,7 +166,8 @@ class RedisLogQueue:
                 return 0
             pipe = self.client.pipeline(transaction=False)
             for batch_id in ids:
-                pipe.llen(self.processing_prefix + batch_id.decode())
+                name = batch_id.decode() if isinstance(batch_id, bytes) else str(batch_id)
+                pipe.llen(self.processing_prefix + name)
             return sum(int(n) for n in pipe.execute())
 
     def dead_letters(self) -> int:
@@ -272,8 +273,7 @@ class SqlLogQueue:
         rows = conn.execute(
             queue_table.delete().where(q.seq.in_(oldest.scalar_subquery())).returning(q.seq, q.payload)
         ).all()
-        rows.sort(key=lambda r: r[0])
-        return [r[1] for r in rows]
+        return [r[1] for r in sorted(rows, key=lambda r: int(r[0]))]
 
 
 def _event_id_of(item: str) -> str:

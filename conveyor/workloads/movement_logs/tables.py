@@ -49,9 +49,9 @@ LOG_CHECK_PG = (
 sa.event.listen(
     logs_table,
     "after_create",
-    sa.DDL(f"ALTER TABLE movement_logs ADD CONSTRAINT ck_movement_logs_valid CHECK ({LOG_CHECK_PG})").execute_if(
-        dialect="postgresql"
-    ),
+    sa.DDL(  # type: ignore[no-untyped-call]
+        f"ALTER TABLE movement_logs ADD CONSTRAINT ck_movement_logs_valid CHECK ({LOG_CHECK_PG})"
+    ).execute_if(dialect="postgresql"),
 )
 
 queue_table = sa.Table(

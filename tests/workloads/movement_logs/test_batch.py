@@ -37,11 +37,14 @@ def test_every_queued_log_is_stored_once_and_a_rerun_adds_nothing(
     assert (result.batches, result.moved, result.duplicates, result.invalid) == (3, 2500, 0, 0)
     ids = stored_ids(engine)
     assert sorted(ids) == sorted(json.loads(i)["event_id"] for i in items)
-    assert queue.length() == 0 and queue.processing() == 0
+    assert queue.length() == 0
+    assert queue.processing() == 0
     again = run_batches(engine, queue, max_items=1000, max_batches=10)
-    assert again.batches == 0 and db.count_logs(engine) == 2500
+    assert again.batches == 0
+    assert db.count_logs(engine) == 2500
     history = db.batch_history(engine)
-    assert [h["moved"] for h in history] and sum(h["moved"] for h in history) == 2500
+    assert [h["moved"] for h in history]
+    assert sum(h["moved"] for h in history) == 2500
 
 
 def test_a_stored_log_keeps_every_field_of_the_seed_body(engine: sa.Engine, queue: RedisLogQueue | SqlLogQueue) -> None:
@@ -82,7 +85,9 @@ def test_a_batch_whose_worker_died_before_its_commit_is_taken_over_after_its_lea
     queue = RedisLogQueue(redis_url(), lease_seconds=0.3)
     queue.push([item(i) for i in range(50)], time.time())
     dead = queue.claim("dead-batch", 30)
-    assert len(dead.items) == 30 and queue.processing() == 30 and queue.length() == 20
+    assert len(dead.items) == 30
+    assert queue.processing() == 30
+    assert queue.length() == 20
     first = run_batch(engine, queue, max_items=100)
     assert (first.moved, first.recovered) == (20, 0), "a live lease is left alone"
     deadline = time.monotonic() + 5
@@ -92,7 +97,8 @@ def test_a_batch_whose_worker_died_before_its_commit_is_taken_over_after_its_lea
             break
         time.sleep(0.05)
     assert (result.moved, result.recovered) == (30, 1)
-    assert db.count_logs(engine) == 50 and queue.processing() == 0
+    assert db.count_logs(engine) == 50
+    assert queue.processing() == 0
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.sum(batches_table.c.recovered))).scalar_one() == 1
 
@@ -112,7 +118,8 @@ def test_a_batch_that_committed_but_never_let_go_is_written_again_without_double
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert (result.moved, result.duplicates, result.recovered) == (0, 40, 1)
-    assert db.count_logs(engine) == 40 and queue.processing() == 0
+    assert db.count_logs(engine) == 40
+    assert queue.processing() == 0
 
 
 def test_a_failed_write_leaves_the_sql_queue_as_it_was(engine: sa.Engine) -> None:
@@ -125,7 +132,8 @@ def test_a_failed_write_leaves_the_sql_queue_as_it_was(engine: sa.Engine) -> Non
 
     with pytest.raises(RuntimeError):
         run_batch(engine, queue, max_items=100, chunk_size=5, progress=explode)
-    assert queue.length() == 10 and db.count_logs(engine) == 0
+    assert queue.length() == 10
+    assert db.count_logs(engine) == 0
     assert run_batch(engine, queue, max_items=100).moved == 10
 
 
@@ -137,9 +145,13 @@ def test_hand_pushed_items_are_stored_or_set_aside_never_lost(engine: sa.Engine)
     queue.client.lpush("movement_logs", seed, "not json", json.dumps({**SEED_BODY, "bbox": [5, 5, 1, 1]}))
     result = run_batch(engine, queue, max_items=10)
     assert (result.moved, result.invalid) == (1, 2)
-    assert queue.dead_letters() == 2 and queue.length() == 0 and queue.processing() == 0
+    assert queue.dead_letters() == 2
+    assert queue.length() == 0
+    assert queue.processing() == 0
     total, rows = db.list_logs(engine, db.LogFilter(tenant="local"), limit=5, offset=0)
-    assert total == 1 and rows[0].event_id.startswith("raw-") and rows[0].timestamp == 1796119200.0
+    assert total == 1
+    assert rows[0].event_id.startswith("raw-")
+    assert rows[0].timestamp == 1796119200.0
     # Pushed again by hand (the same text): its id is derived from the text, so it is stored once.
     queue.client.lpush("movement_logs", seed)
     assert run_batch(engine, queue, max_items=10).duplicates == 1
@@ -161,7 +173,9 @@ def test_a_canonical_looking_item_with_a_wrong_field_is_set_aside(engine: sa.Eng
 def test_clear_drops_what_waits_and_says_how_many(queue: RedisLogQueue | SqlLogQueue) -> None:
     """The clear-queue action: the count dropped, then an empty queue."""
     queue.push([item(i) for i in range(7)], time.time())
-    assert queue.clear() == 7 and queue.length() == 0 and queue.clear() == 0
+    assert queue.clear() == 7
+    assert queue.length() == 0
+    assert queue.clear() == 0
 
 
 def test_the_oldest_item_age_is_read_from_the_queue(queue: RedisLogQueue | SqlLogQueue) -> None:
@@ -170,4 +184,5 @@ def test_the_oldest_item_age_is_read_from_the_queue(queue: RedisLogQueue | SqlLo
     queue.push([item(1)], time.time())
     first = queue.oldest_enqueued_at()
     queue.push([item(2)], time.time() + 5)
-    assert first is not None and queue.oldest_enqueued_at() == pytest.approx(first, abs=0.01)
+    assert first is not None
+    assert queue.oldest_enqueued_at() == pytest.approx(first, abs=0.01)
