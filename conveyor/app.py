@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from conveyor.executors.local import LocalExecutor
 
-__all__ = ["Conveyor", "get_conveyor", "get_task_manager"]
+__all__ = ["Conveyor", "get_conveyor", "get_task_manager", "set_default_conveyor"]
 
 log = logging.getLogger("conveyor")
 
@@ -188,6 +189,15 @@ class Conveyor:
             self.store.close()
             self._started = False
 
+    @contextlib.contextmanager
+    def as_default(self) -> Iterator[Conveyor]:
+        """Make this app the process's default (what ``fn.delay()`` and ``get_task_manager()`` use) for a while."""
+        previous = set_default_conveyor(self)
+        try:
+            yield self
+        finally:
+            set_default_conveyor(previous)
+
     def __enter__(self) -> Conveyor:
         return self.start()
 
@@ -232,6 +242,18 @@ class Conveyor:
 
 _default: Conveyor | None = None
 _default_lock = threading.Lock()
+
+
+def set_default_conveyor(conveyor: Conveyor | None) -> Conveyor | None:
+    """Install ``conveyor`` as the process's default app; returns the one it replaces.
+
+    A Celery worker installs the app it runs (``conveyor.worker``), so task
+    code there that calls ``fn.delay()`` submits through the worker's store.
+    """
+    global _default
+    with _default_lock:
+        previous, _default = _default, conveyor
+    return previous
 
 
 def get_conveyor() -> Conveyor:

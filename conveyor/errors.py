@@ -158,9 +158,16 @@ class InvalidParams(TaskError):
     code = "invalid_params"
 
     @classmethod
-    def for_field(cls, field: str, message: str) -> InvalidParams:
-        """One field's error, named the way the 422 body names every field."""
-        return cls(f"Invalid request: {field}", details=[{"field": field, "message": message, "type": "value"}])
+    def for_field(
+        cls, field: str, message: str, *, type: str = "value", summary: str | None = None, **extra: Any
+    ) -> InvalidParams:
+        """One field's error, named the way the 422 body names every field.
+
+        ``summary`` replaces the top-level message (``Invalid request: <field>``);
+        ``extra`` keys join the field's detail (e.g. ``known_types``).
+        """
+        detail = {"field": field, "message": message, "type": type, **extra}
+        return cls(summary or f"Invalid request: {field}", details=[detail])
 
 
 class TaskFailed(TaskError):

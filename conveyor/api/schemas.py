@@ -66,7 +66,7 @@ def _links(task_id: str, prefix: str) -> dict[str, str]:
 
 
 class TaskStatus(BaseModel):
-    """The light answer polled by progress bars (seed 004's shape)."""
+    """The light answer polled by progress bars."""
 
     task_id: str
     status: str

@@ -29,38 +29,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.errors import MissingExtra, StoreError
-from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
+from conveyor.records import FINAL_STATES, RECORD_FIELDS, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
 
 __all__ = ["RedisStore"]
 
-_FIELDS = [
-    "id",
-    "type",
-    "queue",
-    "tenant",
-    "state",
-    "progress",
-    "message",
-    "meta",
-    "params",
-    "result",
-    "error",
-    "attempts",
-    "max_retries",
-    "priority",
-    "idempotency_key",
-    "executor",
-    "worker",
-    "lease_expires_at",
-    "cancel_requested",
-    "eta",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "expires_at",
-    "updated_at",
-]
+#: the hash fields of a record: every TaskRecord field
+_FIELDS = list(RECORD_FIELDS)
 
 #: how long the throughput sets keep a finish: the longest window the stats ask for
 FIN_KEEP = 86_400

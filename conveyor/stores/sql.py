@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
 from conveyor.errors import StoreError
-from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
+from conveyor.records import FINAL_STATES, RECORD_FIELDS, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
 
 __all__ = ["SqlStore", "create_engine_for", "metadata", "tasks_table", "upgrade"]
@@ -113,6 +113,8 @@ def _claim_statements() -> tuple[sa.Update, sa.Insert, sa.Select[Any]]:
 _FINAL = [s.value for s in FINAL_STATES]
 _UNFINISHED = [s.value for s in UNFINISHED_STATES]
 _COLUMNS = [c.name for c in tasks_table.columns]
+# The table is the record: a field added to TaskRecord needs its column (and a migration).
+assert set(_COLUMNS) == set(RECORD_FIELDS), "conveyor_tasks and TaskRecord disagree"
 _CLAIM, _CLAIM_STEP, _CLAIM_PG = _claim_statements()
 _JSON_COLUMNS = frozenset({"meta", "params", "result", "error"})
 _EVENT_COLUMNS = ("task_id", "at", "kind", "state", "progress", "message")
@@ -207,34 +209,7 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
 
 
 def _record(row: sa.Row[Any]) -> TaskRecord:
-    m = row._mapping
-    return TaskRecord(
-        id=m["id"],
-        type=m["type"],
-        queue=m["queue"],
-        tenant=m["tenant"],
-        state=Status(m["state"]),
-        progress=m["progress"],
-        message=m["message"],
-        meta=m["meta"] or {},
-        params=m["params"] or {},
-        result=m["result"],
-        error=m["error"],
-        attempts=m["attempts"],
-        max_retries=m["max_retries"],
-        priority=m["priority"],
-        idempotency_key=m["idempotency_key"],
-        executor=m["executor"],
-        worker=m["worker"],
-        lease_expires_at=m["lease_expires_at"],
-        cancel_requested=bool(m["cancel_requested"]),
-        eta=m["eta"],
-        created_at=m["created_at"],
-        started_at=m["started_at"],
-        finished_at=m["finished_at"],
-        expires_at=m["expires_at"],
-        updated_at=m["updated_at"],
-    )
+    return TaskRecord.from_dict(row._mapping)
 
 
 def _row(r: TaskRecord) -> dict[str, Any]:

@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conveyor import Conveyor
-from conveyor.errors import ConfigurationError
 from conveyor.api.main import create_app
+from conveyor.errors import ConfigurationError
 from tests.conftest import AppFactory
 from tests.documents_samples import HTML, ITALIAN, make_docx, make_encrypted_pdf, make_pdf
 

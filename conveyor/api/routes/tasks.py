@@ -85,9 +85,8 @@ async def submit_from_body(
     name = body.get("task_type", body.get("type"))
     if not isinstance(name, str) or not name:
         known = registry.names(public=not caller.operator)
-        raise InvalidParams(
-            "task_type is required",
-            details=[{"field": "task_type", "message": "field required", "type": "missing", "known_types": known}],
+        raise InvalidParams.for_field(
+            "task_type", "field required", type="missing", summary="task_type is required", known_types=known
         )
     if "params" in body:
         params = body["params"]
@@ -113,7 +112,12 @@ async def submit(request: Request, manager: Manager, caller: Who) -> JSONRespons
     return JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.links["self"]})
 
 
-@router.post("/submit/", status_code=202, response_model=TaskCreated, summary="Submit a task (seed 004 shape)")
+@router.post(
+    "/submit/",
+    status_code=202,
+    response_model=TaskCreated,
+    summary="Submit a task (flat body)",
+)
 async def submit_flat(request: Request, manager: Manager, caller: Who) -> JSONResponse:
     return await submit(request, manager, caller)
 
@@ -135,9 +139,10 @@ async def list_tasks(
         try:
             states.append(Status(s.upper()))
         except ValueError:
-            raise InvalidParams(
-                f"Invalid request: status {s!r}",
-                details=[{"field": "status", "message": f"must be one of {', '.join(x.value for x in Status)}"}],
+            raise InvalidParams.for_field(
+                "status",
+                f"must be one of {', '.join(x.value for x in Status)}",
+                summary=f"Invalid request: status {s!r}",
             ) from None
     query = TaskQuery(
         tenant=tenant,
@@ -258,7 +263,7 @@ async def task_events(task_id: str, request: Request, app: App, tenant: Tenant) 
 
 
 #: seed 002's paths (``/api/tasks/{id}/status``, ``/cancel``), answered by the same handlers
-legacy_router = SlashRouter(prefix="/api/tasks", tags=["tasks (seed 002 paths)"])
+legacy_router = SlashRouter(prefix="/api/tasks", tags=["tasks"])
 legacy_router.add_api_route("/{task_id}/status", get_status, methods=["GET"], response_model=TaskStatus)
 legacy_router.add_api_route("/{task_id}/cancel", cancel_task, methods=["POST"], response_model=TaskStatus)
 legacy_router.add_api_route("/{task_id}", get_task, methods=["GET"], response_model=TaskPublic)
