@@ -110,9 +110,9 @@ def test_the_seed_client_posts_a_log_processes_and_finds_it_with_every_field(
     assert log["stored_at"] >= log["received_at"]
 
 
-def test_every_route_answers_with_and_without_the_trailing_slash(logs: tuple[TestClient, Conveyor]) -> None:
+def test_every_route_answers_with_and_without_the_trailing_slash(embedded: tuple[TestClient, Conveyor]) -> None:
     """The seed writes /add-movement/; a client that drops the slash is served the same, with no redirect."""
-    client, _app = logs
+    client, _app = embedded
     assert client.post("/api/logs/add-movement", json=SEED_BODY, headers=ALPHA).status_code == 202
     for path in ("movements", "queue-status", "health", "batches"):
         for suffix in ("", "/"):
@@ -197,9 +197,9 @@ def test_movements_come_in_drf_pages_newest_first(logs: tuple[TestClient, Convey
         assert r.json()["error"]["details"][0]["field"] == next(iter(query))
 
 
-def test_movements_filter_by_user_store_state_track_and_time(logs: tuple[TestClient, Conveyor]) -> None:
+def test_movements_filter_by_user_store_state_track_and_time(embedded: tuple[TestClient, Conveyor]) -> None:
     """Each filter narrows the count; since/until take ISO-8601 or epoch seconds."""
-    client, _app = logs
+    client, _app = embedded
     t0 = 1_796_000_000
     items = [
         {
@@ -232,9 +232,9 @@ def test_movements_filter_by_user_store_state_track_and_time(logs: tuple[TestCli
     assert count(since="2026-11-30T00:53:23Z", until="2026-11-30T01:53:26+01:00") == 3
 
 
-def test_another_tenant_sees_none_of_a_tenants_logs(logs: tuple[TestClient, Conveyor]) -> None:
+def test_another_tenant_sees_none_of_a_tenants_logs(embedded: tuple[TestClient, Conveyor]) -> None:
     """Logs carry their poster's tenant: beta's list is empty after alpha's log is stored."""
-    client, _app = logs
+    client, _app = embedded
     client.post("/api/logs/add-movement/", json=SEED_BODY, headers=ALPHA)
     process(client)
     assert client.get("/api/logs/movements/", headers=ALPHA).json()["count"] == 1
@@ -265,9 +265,11 @@ def test_queue_status_reports_length_age_processing_and_the_last_batch(logs: tup
     assert history["results"][0]["id"] == result["batch_ids"][0]
 
 
-def test_clear_queue_is_an_operators_action_that_says_how_many_it_dropped(logs: tuple[TestClient, Conveyor]) -> None:
+def test_clear_queue_is_an_operators_action_that_says_how_many_it_dropped(
+    embedded: tuple[TestClient, Conveyor],
+) -> None:
     """A tenant's key is 403 and drops nothing; an operator's drops the queue and counts it."""
-    client, _app = logs
+    client, _app = embedded
     client.post("/api/logs/add-movement/", json=[SEED_BODY] * 4, headers=ALPHA)
     r = client.post("/api/logs/clear-queue/", headers=ALPHA)
     assert r.status_code == 403
@@ -287,9 +289,9 @@ def test_health_has_exactly_the_seeds_shape(logs: tuple[TestClient, Conveyor]) -
     assert r.json() == {"redis": True, "celery": True, "database": True, "overall_status": "healthy"}
 
 
-def test_test_celery_reports_a_worker_answering_and_the_round_trip(logs: tuple[TestClient, Conveyor]) -> None:
+def test_test_celery_reports_a_worker_answering_and_the_round_trip(embedded: tuple[TestClient, Conveyor]) -> None:
     """Embedded mode: the local pool answers the ping; the time and the worker are reported."""
-    client, _app = logs
+    client, _app = embedded
     r = client.get("/api/logs/test-celery/", headers=ALPHA)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -300,9 +302,9 @@ def test_test_celery_reports_a_worker_answering_and_the_round_trip(logs: tuple[T
     assert body["worker"]["pid"]
 
 
-def test_the_batch_task_is_internal_to_tenants_but_runs_from_process(logs: tuple[TestClient, Conveyor]) -> None:
+def test_the_batch_task_is_internal_to_tenants_but_runs_from_process(embedded: tuple[TestClient, Conveyor]) -> None:
     """A tenant cannot submit logs.process_batch through /api/v1/tasks; /process/ runs it and its status is theirs."""
-    client, _app = logs
+    client, _app = embedded
     r = client.post("/api/v1/tasks", json={"type": "logs.process_batch", "params": {}}, headers=ALPHA)
     assert r.status_code in (400, 404), r.text
     r = client.post("/api/logs/process/", headers=ALPHA, params={"max_batches": 0})
@@ -310,9 +312,9 @@ def test_the_batch_task_is_internal_to_tenants_but_runs_from_process(logs: tuple
     assert r.json()["error"]["details"][0]["field"] == "max_batches"
 
 
-def test_metrics_carry_the_queue_length_and_the_batch_figures(logs: tuple[TestClient, Conveyor]) -> None:
+def test_metrics_carry_the_queue_length_and_the_batch_figures(embedded: tuple[TestClient, Conveyor]) -> None:
     """/metrics: the queue's length while logs wait, then the moved total after a batch."""
-    client, _app = logs
+    client, _app = embedded
     client.post("/api/logs/add-movement/", json=[SEED_BODY] * 2, headers=ALPHA)
     text = client.get("/metrics").text
     assert "conveyor_movement_logs_queue_length{backend=" in text
