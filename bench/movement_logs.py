@@ -39,6 +39,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# At module level: the endpoints' annotations are strings (PEP 563) that FastAPI resolves here.
+from fastapi import FastAPI, Request
+
 REPO = Path(__file__).resolve().parents[1]
 SEED_BODY = {"user_id": "USER123", "track_id": 1, "bbox": [100, 100, 200, 200], "state": "walking", "store": "Store A"}
 AIM_RATIO = 0.9
@@ -51,7 +54,6 @@ AIM_DRAIN = 50_000.0
 def bare_async_app() -> Any:
     """What a hand-written endpoint does at the least: one LPUSH, async."""
     import redis.asyncio
-    from fastapi import FastAPI, Request
 
     client = redis.asyncio.Redis.from_url(os.environ["BENCH_REDIS"])
     app = FastAPI()
@@ -68,7 +70,6 @@ def bare_async_app() -> Any:
 def bare_sync_app() -> Any:
     """The same with the sync client, as a Django view would do it."""
     import redis
-    from fastapi import FastAPI
 
     client = redis.Redis.from_url(os.environ["BENCH_REDIS"])
     app = FastAPI()

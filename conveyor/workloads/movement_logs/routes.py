@@ -21,42 +21,55 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
-from conveyor.api.deps import App, Manager, Operator, Tenant
+from conveyor.api.deps import App, Manager, Operator, Tenant, get_app, get_tenant
 from conveyor.api.routing import SlashRouter
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, InvalidParams
 from conveyor.workloads.movement_logs import db, metrics
 from conveyor.workloads.movement_logs.config import MovementLogsSettings
 from conveyor.workloads.movement_logs.errors import InvalidJson, InvalidPage, LogQueueUnavailable
-from conveyor.workloads.movement_logs.models import encode_item, parse_body
+from conveyor.workloads.movement_logs.models import MovementIn, encode_item, parse_body
 from conveyor.workloads.movement_logs.queue import QueueUnavailable, RedisLogQueue, SqlLogQueue
-from conveyor.workloads.movement_logs.service import open_queue, workload_settings
+from conveyor.workloads.movement_logs.service import open_queue, redis_url_for, workload_settings
 
 __all__ = ["router"]
 
 
 @contextlib.asynccontextmanager
 async def _lifespan(api: FastAPI) -> AsyncIterator[None]:
-    """Runs inside the app's own lifespan (FastAPI merges a router's): the metrics collector joins /metrics."""
+    """Runs inside the app's own lifespan (FastAPI merges a router's).
+
+    The metrics collector joins /metrics, and on a Redis queue the producer
+    route gets an asyncio client of this event loop's own, so a push costs
+    no hop to a worker thread; it is closed when the app stops.
+    """
     conveyor = getattr(api.state, "conveyor", None)
+    client: Any = None
     if conveyor is not None:
         metrics.install(conveyor)
-    yield
+        url = redis_url_for(conveyor.settings, workload_settings(conveyor))
+        if url is not None:
+            import redis.asyncio
+
+            client = redis.asyncio.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    api.state.movement_logs_redis = client
+    try:
+        yield
+    finally:
+        api.state.movement_logs_redis = None
+        if client is not None:
+            await client.aclose()
 
 
 router = SlashRouter(prefix="/api/logs", tags=["movement logs"], lifespan=_lifespan)
 
+_MOVEMENT_SCHEMA = MovementIn.model_json_schema()
 _ADD_BODY = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {
-                "schema": {
-                    "oneOf": [
-                        {"$ref": "#/components/schemas/MovementIn"},
-                        {"type": "array", "items": {"$ref": "#/components/schemas/MovementIn"}},
-                    ]
-                },
+                "schema": {"oneOf": [_MOVEMENT_SCHEMA, {"type": "array", "items": _MOVEMENT_SCHEMA}]},
                 "example": {
                     "user_id": "USER123",
                     "track_id": 1,
@@ -102,18 +115,32 @@ async def _run(fn: Any, *args: Any) -> Any:
         raise LogQueueUnavailable(f"the movement logs queue is unavailable: {e}") from None
 
 
+async def _apush(client: Any, name: str, items: list[str]) -> int:
+    """One LPUSH of every item (all or none) on the app's asyncio client; the new length."""
+    import redis
+
+    try:
+        return int(await client.lpush(name, *items))
+    except redis.RedisError as e:
+        raise LogQueueUnavailable(f"the movement logs queue is unavailable: Redis: {e}") from None
+
+
 @router.post(
     "/add-movement/",
     status_code=202,
     summary="Queue a movement log (or a JSON list of them)",
     openapi_extra=_ADD_BODY,
 )
-async def add_movement(request: Request, app: App, tenant: Tenant) -> JSONResponse:
+async def add_movement(request: Request) -> JSONResponse:
     """Seed 003's body; answers at once with the event id and the queue length.
 
     A JSON list of up to ``CONVEYOR_MOVEMENT_LOGS_MAX_LIST`` logs is queued all
     or none: one bad item refuses the list and nothing of it is queued.
     """
+    # The hot path: the app and the caller are read here rather than through FastAPI's
+    # dependencies, which run plain functions in worker threads (two thread hops a request).
+    app = get_app(request)
+    tenant = get_tenant(request, app)
     raw = await request.body()
     if not raw.strip():
         raise InvalidParams.for_field("body", "the body is empty; send a movement log as JSON")
@@ -127,7 +154,12 @@ async def add_movement(request: Request, app: App, tenant: Tenant) -> JSONRespon
     logs, is_list = parse_body(data, wl.max_list)
     received = time.time()
     encoded = [encode_item(log, tenant, received) for log in logs]
-    length = await _run(queue.push, [text for _, text in encoded], received)
+    items = [text for _, text in encoded]
+    client = getattr(request.app.state, "movement_logs_redis", None)
+    if client is not None and isinstance(queue, RedisLogQueue):
+        length = await _apush(client, queue.name, items)
+    else:
+        length = await _run(queue.push, items, received)
     if not is_list:
         return JSONResponse(
             {
