@@ -324,3 +324,16 @@ def test_metrics_carry_the_queue_length_and_the_batch_figures(embedded: tuple[Te
     process(client)
     text = client.get("/metrics").text
     assert "conveyor_movement_logs_moved_total 2.0" in text.splitlines()
+
+
+def test_the_dashboard_page_is_listed_and_served(embedded: tuple[TestClient, Conveyor]) -> None:
+    """GET /api/v1/workloads names the page; /workloads/movement_logs/page.js is the ES module with nav and routes."""
+    client, _app = embedded
+    listed = client.get("/api/v1/workloads", headers=ALPHA)
+    assert listed.status_code == 200
+    assert "movement_logs" in listed.text
+    page = client.get("/workloads/movement_logs/page.js")
+    assert page.status_code == 200
+    assert "export const nav" in page.text
+    assert "export const routes" in page.text
+    assert "/api/logs/queue-status/" in page.text
