@@ -32,8 +32,7 @@ workload = Workload(
     needs_sql=True,
     modules=("conveyor.workloads.movement_logs.tasks",),
     router="conveyor.workloads.movement_logs.routes:router",
-    # The interval is read once, when the workload is declared: a schedule is fixed for a process's life.
-    periodic_jobs=(PeriodicJob("movement-logs-batch", "logs.process_batch", every=MovementLogsSettings().interval),),
+    periodic_jobs=(_schedule,),
     settings=MovementLogsSettings,
     migrations=Path(__file__).with_name("migrations"),
     dashboard=Path(__file__).with_name("dashboard"),

@@ -337,3 +337,22 @@ def test_the_dashboard_page_is_listed_and_served(embedded: tuple[TestClient, Con
     assert "export const nav" in page.text
     assert "export const routes" in page.text
     assert "/api/logs/queue-status/" in page.text
+
+
+def test_the_scheduled_job_submits_the_batch_every_interval_and_it_drains_the_queue(
+    embedded: tuple[TestClient, Conveyor],
+) -> None:
+    """The workload's periodic job is logs.process_batch every INTERVAL s; one slot fired moves what waits."""
+    from conveyor.scheduler import submit_slot
+    from conveyor.workloads.movement_logs import workload
+
+    client, app = embedded
+    (job,) = workload.periodic_jobs
+    assert (job.task_type, job.every, job.params) == ("logs.process_batch", 10.0, {"max_batches": 20})
+    client.post("/api/logs/add-movement/", json=[SEED_BODY] * 7, headers=ALPHA)
+    record = submit_slot(app.manager, job, job.slot_at_or_before(time.time()))
+    assert record is not None
+    done = app.manager.wait(record.id, timeout=30)
+    assert done.state.value == "SUCCESS"
+    assert done.result["moved"] == 7
+    assert queue_length(client) == 0
