@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     #: the whole deployment's queues and workers. With no API keys at all the local
     #: caller is an operator.
     operator_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    #: signs short-lived stream tokens (SSE URLs); unset: derived from the API keys.
+    #: Give every API replica the same value.
+    secret_key: str = ""
     #: the tenant used when no keys are configured (loopback only)
     local_tenant: str = "local"
 

@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from conveyor.api import tokens
 from conveyor.app import Conveyor
 from conveyor.errors import AuthenticationError, Forbidden
 from conveyor.manager import TaskManager
@@ -51,9 +52,12 @@ def get_tenant(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> 
 def get_caller(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> Caller:
     """The caller behind the request's API key.
 
-    Keys come as ``Authorization: Bearer <key>``, ``X-API-Key: <key>``, or
-    ``?api_key=`` (for EventSource in browsers, which cannot set headers).
-    With no keys configured every caller is the one local tenant.
+    Keys come as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+    Only on a live stream (a path ending in ``/events``, which a browser's
+    EventSource opens without headers) may the URL carry the credential:
+    ``?stream_token=`` (from ``POST /api/v1/session/stream-token``), or
+    ``?api_key=`` for older clients. With no keys configured every caller is
+    the one local tenant.
     """
     keys = app.settings.api_keys
     operators = app.settings.operator_keys
@@ -65,7 +69,13 @@ def get_caller(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> 
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             supplied = value.strip()
-    if not supplied:
+    if not supplied and is_stream(request):
+        token = request.query_params.get("stream_token")
+        if token:
+            claims = tokens.verify(app.settings, token)
+            if claims is None:
+                raise AuthenticationError("the stream token is not valid or has expired; ask for a new one")
+            return Caller(claims[0], operator=claims[1])
         supplied = request.query_params.get("api_key")
     if not supplied:
         raise AuthenticationError("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
@@ -81,6 +91,11 @@ def get_caller(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> 
     if found is None:
         raise AuthenticationError("the API key is not valid")
     return found
+
+
+def is_stream(request: Request) -> bool:
+    """A Server-Sent Events route: the only kind whose URL may carry a credential."""
+    return request.url.path.rstrip("/").endswith("/events")
 
 
 def require_operator(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:

@@ -20,7 +20,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
-from conveyor.errors import StoreError
+from conveyor.errors import InvalidParams, StoreError
 from conveyor.records import FINAL_STATES, RECORD_FIELDS, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
 
@@ -254,6 +254,11 @@ class SqlStore:
             yield
         except exc.IntegrityError:
             raise
+        except exc.DataError as e:
+            # A value the column cannot hold (too long, out of range): the caller's input, not an outage.
+            raise InvalidParams.for_field(
+                "params", "holds a value the database cannot store", type="data", summary="Invalid request: a value"
+            ) from e
         except (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError) as e:
             raise StoreError(f"database unavailable: {_short(e)}") from e
         except exc.DBAPIError as e:

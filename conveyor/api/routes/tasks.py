@@ -12,15 +12,29 @@ from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from conveyor.api.deps import App, Caller, Manager, Tenant, Who
+from conveyor.api.guard import check_text
 from conveyor.api.routing import SlashRouter
-from conveyor.api.schemas import TaskCreated, TaskPublic, TaskResult, TasksPublic, TaskStatus, iso
+from conveyor.api.schemas import (
+    COMMON_ERRORS,
+    EVENT_STREAM,
+    NOT_FOUND,
+    SUBMIT_ERRORS,
+    SUBMIT_REQUEST,
+    TaskCreated,
+    TaskPublic,
+    TaskResult,
+    TasksPublic,
+    TaskStatus,
+    iso,
+    public_error,
+)
 from conveyor.errors import InvalidParams, RequestError, UnsupportedMediaType
 from conveyor.records import Status, TaskRecord
 from conveyor.stores.base import TaskQuery
 
 __all__ = ["legacy_router", "read_json_object", "router", "submit_from_body"]
 
-router = SlashRouter(prefix="/api/v1/tasks", tags=["tasks"])
+router = SlashRouter(prefix="/api/v1/tasks", tags=["tasks"], responses={**COMMON_ERRORS, **NOT_FOUND})
 
 #: body keys that are submit options, not params of the task
 OPTION_KEYS = frozenset({"task_type", "type", "params", "priority", "queue", "idempotency_key", "delay"})
@@ -52,6 +66,7 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         raise RequestError(f"unreadable JSON: {type(e).__name__}: {str(e)[:120]}") from None
     if not isinstance(data, dict):
         raise RequestError(f"the body must be a JSON object, not {type(data).__name__}")
+    check_text(data)
     return data
 
 
@@ -103,7 +118,14 @@ async def submit_from_body(
     return await manager.aio.submit_task(name, params, tenant=caller.tenant, **options)
 
 
-@router.post("", status_code=202, response_model=TaskCreated, summary="Submit a task")
+@router.post(
+    "",
+    status_code=202,
+    response_model=TaskCreated,
+    summary="Submit a task",
+    openapi_extra=SUBMIT_REQUEST,
+    responses=SUBMIT_ERRORS,
+)
 async def submit(request: Request, manager: Manager, caller: Who) -> JSONResponse:
     """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once."""
     body = await read_json_object(request)
@@ -114,6 +136,8 @@ async def submit(request: Request, manager: Manager, caller: Who) -> JSONRespons
 
 @router.post(
     "/submit/",
+    openapi_extra=SUBMIT_REQUEST,
+    responses=SUBMIT_ERRORS,
     status_code=202,
     response_model=TaskCreated,
     summary="Submit a task (flat body)",
@@ -165,8 +189,10 @@ def _split(value: str | None) -> list[str]:
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="A task's full record")
-async def get_task(task_id: str, manager: Manager, tenant: Tenant) -> TaskPublic:
-    return TaskPublic.of(await manager.aio.get(task_id, tenant=tenant))
+async def get_task(task_id: str, manager: Manager, caller: Who) -> TaskPublic:
+    """The error's traceback is shown to operators only."""
+    record = await manager.aio.get(task_id, tenant=caller.tenant)
+    return TaskPublic.of(record, with_traceback=caller.operator)
 
 
 @router.get("/{task_id}/status/", response_model=TaskStatus, summary="Status and progress (light, for polling)")
@@ -175,11 +201,12 @@ async def get_status(task_id: str, manager: Manager, tenant: Tenant) -> TaskStat
 
 
 @router.get("/{task_id}/result/", response_model=TaskResult, summary="The result of a finished task")
-async def get_result(task_id: str, manager: Manager, tenant: Tenant) -> TaskResult:
-    """409 while the task has not finished; a failed task answers with its error."""
-    await manager.aio.result(task_id, tenant=tenant)
-    record = await manager.aio.get(task_id, tenant=tenant)
-    return TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=record.error)
+async def get_result(task_id: str, manager: Manager, caller: Who) -> TaskResult:
+    """409 while the task has not finished; a failed task answers with its error (traceback for operators)."""
+    await manager.aio.result(task_id, tenant=caller.tenant)
+    record = await manager.aio.get(task_id, tenant=caller.tenant)
+    error = public_error(record.error, with_traceback=caller.operator)
+    return TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=error)
 
 
 @router.post("/{task_id}/cancel/", response_model=TaskStatus, summary="Cancel a task")
@@ -205,7 +232,9 @@ async def retry_task(task_id: str, manager: Manager, tenant: Tenant) -> JSONResp
 
 
 @router.get("/{task_id}/timeline", summary="State changes and progress steps, oldest first")
-async def timeline(task_id: str, manager: Manager, tenant: Tenant, after: int = 0) -> dict[str, Any]:
+async def timeline(
+    task_id: str, manager: Manager, tenant: Tenant, after: Annotated[int, Query(ge=0, le=2**62)] = 0
+) -> dict[str, Any]:
     events = await manager.aio.events(task_id, tenant=tenant, after_seq=after)
     return {
         "task_id": task_id,
@@ -224,7 +253,7 @@ async def timeline(task_id: str, manager: Manager, tenant: Tenant, after: int = 
     }
 
 
-@router.get("/{task_id}/events", summary="Live progress and state changes (Server-Sent Events)")
+@router.get("/{task_id}/events", summary="Live progress and state changes (Server-Sent Events)", responses=EVENT_STREAM)
 async def task_events(task_id: str, request: Request, app: App, tenant: Tenant) -> EventSourceResponse:
     """A ``progress`` event for the current state, then one per step of the task's timeline, then ``end``.
 
