@@ -34,6 +34,18 @@ class MovementIn(BaseModel):
     #: a client that retries a POST may send its own id: the log is then stored once however often it arrives
     event_id: str | None = Field(default=None, pattern=EVENT_ID_PATTERN)
 
+    @field_validator("user_id", "state", "store")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        # Neither can be stored: PostgreSQL refuses NUL in text, and a lone surrogate is not UTF-8.
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode (no lone surrogates)") from None
+        return value
+
     @field_validator("bbox")
     @classmethod
     def _box(cls, value: list[Any]) -> list[Any]:
@@ -173,6 +185,7 @@ def _fast_row(data: dict[str, Any]) -> dict[str, Any] | None:
         and 0 < len(store) <= 200
         and type(when) in (int, float)
         and type(received) in (int, float)
+        and "\x00" not in f"{event_id}{tenant}{user_id}{state}{store}"
     ):
         return None
     return {

@@ -316,13 +316,13 @@ def test_metrics_carry_the_queue_length_and_the_batch_figures(embedded: tuple[Te
     """/metrics: the queue's length while logs wait, then the moved total after a batch."""
     client, _app = embedded
     client.post("/api/logs/add-movement/", json=[SEED_BODY] * 2, headers=ALPHA)
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=OPS).text
     assert "conveyor_movement_logs_queue_length{backend=" in text
     assert any(
         line.startswith("conveyor_movement_logs_queue_length") and line.endswith(" 2.0") for line in text.splitlines()
     )
     process(client)
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=OPS).text
     assert "conveyor_movement_logs_moved_total 2.0" in text.splitlines()
 
 

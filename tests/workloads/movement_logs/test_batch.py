@@ -186,3 +186,16 @@ def test_the_oldest_item_age_is_read_from_the_queue(queue: RedisLogQueue | SqlLo
     queue.push([item(2)], time.time() + 5)
     assert first is not None
     assert queue.oldest_enqueued_at() == pytest.approx(first, abs=0.01)
+
+
+@pytest.mark.redis
+def test_text_postgresql_cannot_store_is_set_aside_not_retried_forever(engine: sa.Engine) -> None:
+    """A NUL in a hand-pushed item (plain, or shaped like the API's own) goes to the dead list; the batch goes on."""
+    queue = RedisLogQueue(redis_url())
+    good = json.loads(item(1))
+    shaped = json.dumps({**good, "event_id": "n1", "store": "A\u0000B"}, separators=(",", ":"))
+    plain = json.dumps({**SEED_BODY, "store": "A\u0000B"})
+    queue.client.lpush("movement_logs", json.dumps(good, separators=(",", ":")), shaped, plain)
+    result = run_batch(engine, queue, max_items=10)
+    assert (result.moved, result.invalid) == (1, 2)
+    assert queue.processing() == 0

@@ -30,6 +30,8 @@ from tests.workloads.movement_logs.conftest import SEED_BODY
         ({"user_id": "u" * 101}, "user_id", "at most 100"),
         ({"state": "s" * 51}, "state", "at most 50"),
         ({"store": 5}, "store", "string"),
+        ({"store": "Store\x00A"}, "store", "NUL"),
+        ({"user_id": "U\ud800"}, "user_id", "unicode"),
         ({"timestamp": "yesterday"}, "timestamp", "datetime"),
         ({"timestamp": "1990-01-01T00:00:00Z"}, "timestamp", "between 2000 and 2100"),
         ({"event_id": "has spaces"}, "event_id", "pattern"),
