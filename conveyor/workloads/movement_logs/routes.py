@@ -296,14 +296,15 @@ def _status(app: Conveyor) -> dict[str, Any]:
     }
 
 
-@router.get("/queue-status/", summary="Queue length, oldest item, in-flight items, last batch, next run")
-async def queue_status(app: App, _tenant: Tenant) -> dict[str, Any]:
+@router.get("/queue-status/", summary="Queue length, oldest item, in-flight items, last batch, next run (operators)")
+async def queue_status(app: App, _operator: Operator) -> dict[str, Any]:
+    """The one queue of the whole deployment: like /api/v1/queues, an operator's view (local mode included)."""
     status: dict[str, Any] = await _run(_status, app)
     return status
 
 
-@router.get("/batches/", summary="The latest batches: when, how many, how long")
-async def batches(app: App, _tenant: Tenant, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> dict[str, Any]:
+@router.get("/batches/", summary="The latest batches: when, how many, how long (operators)")
+async def batches(app: App, _operator: Operator, limit: Annotated[int, Query(ge=1, le=500)] = 20) -> dict[str, Any]:
     engine = _sql(app)
     rows = await anyio.to_thread.run_sync(db.batch_history, engine, limit)
     return {"count": len(rows), "results": [_batch_public(b) for b in rows]}

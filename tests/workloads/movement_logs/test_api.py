@@ -83,7 +83,7 @@ def process(client: TestClient, headers: dict[str, str] = ALPHA, **query: Any) -
 
 
 def queue_length(client: TestClient) -> int:
-    length: int = client.get("/api/logs/queue-status/", headers=ALPHA).json()["queue_length"]
+    length: int = client.get("/api/logs/queue-status/", headers=OPS).json()["queue_length"]
     return length
 
 
@@ -116,7 +116,7 @@ def test_every_route_answers_with_and_without_the_trailing_slash(embedded: tuple
     assert client.post("/api/logs/add-movement", json=SEED_BODY, headers=ALPHA).status_code == 202
     for path in ("movements", "queue-status", "health", "batches"):
         for suffix in ("", "/"):
-            r = client.get(f"/api/logs/{path}{suffix}", headers=ALPHA, follow_redirects=False)
+            r = client.get(f"/api/logs/{path}{suffix}", headers=OPS, follow_redirects=False)
             assert r.status_code == 200, (path, suffix, r.text)
     assert client.post("/api/logs/process", headers=ALPHA, follow_redirects=False).status_code == 202
     assert client.post("/api/logs/clear-queue", headers=OPS, follow_redirects=False).status_code == 200
@@ -246,7 +246,7 @@ def test_queue_status_reports_length_age_processing_and_the_last_batch(logs: tup
     """Before a batch: the length and the oldest age; after: an empty queue and the batch's figures."""
     client, _app = logs
     client.post("/api/logs/add-movement/", json=[SEED_BODY] * 3, headers=ALPHA)
-    status = client.get("/api/logs/queue-status/", headers=ALPHA).json()
+    status = client.get("/api/logs/queue-status/", headers=OPS).json()
     assert status["queue_length"] == 3
     assert status["processing"] == 0
     assert status["queue_name"] == "movement_logs"
@@ -254,15 +254,25 @@ def test_queue_status_reports_length_age_processing_and_the_last_batch(logs: tup
     assert status["last_batch"] is None
     assert status["batch_size"] == 5000
     result = process(client)
-    status = client.get("/api/logs/queue-status/", headers=ALPHA).json()
+    status = client.get("/api/logs/queue-status/", headers=OPS).json()
     assert status["queue_length"] == 0
     assert status["oldest_age_seconds"] is None
     last = status["last_batch"]
     assert (last["moved"], last["claimed"], last["task_id"]) == (3, 3, result["batch_ids"] and last["task_id"])
     assert last["duration_ms"] >= 0
-    history = client.get("/api/logs/batches/", headers=ALPHA).json()
+    history = client.get("/api/logs/batches/", headers=OPS).json()
     assert history["count"] == 1
     assert history["results"][0]["id"] == result["batch_ids"][0]
+
+
+def test_the_deployments_queue_figures_are_for_operators(embedded: tuple[TestClient, Conveyor]) -> None:
+    """queue-status and batches describe every tenant's traffic: a tenant's key is 403 there, as on /api/v1/queues."""
+    client, _app = embedded
+    for path in ("/api/logs/queue-status/", "/api/logs/batches/"):
+        r = client.get(path, headers=ALPHA)
+        assert r.status_code == 403, path
+        assert r.json()["error"]["code"] == "forbidden"
+        assert client.get(path, headers=OPS).status_code == 200
 
 
 def test_clear_queue_is_an_operators_action_that_says_how_many_it_dropped(

@@ -44,13 +44,20 @@ function movementLogsView(main) {
 
   async function refresh() {
     try {
+      // The queue's figures are an operator's; a tenant still sees its own logs.
+      const operatorOnly = (e) => {
+        if (e instanceof ApiError && e.status === 403) return null;
+        throw e;
+      };
       const [q, b, m] = await Promise.all([
-        api("/api/logs/queue-status/"),
-        api("/api/logs/batches/", { query: { limit: 10 } }),
+        api("/api/logs/queue-status/").catch(operatorOnly),
+        api("/api/logs/batches/", { query: { limit: 10 } }).catch(operatorOnly),
         api("/api/logs/movements/", { query: { page_size: 20 } }),
       ]);
       if (!alive) return;
-      clear(status).append(
+      if (q === null) {
+        clear(status).append(...fact("Queue", "Its figures are shown to operators only."));
+      } else clear(status).append(
         ...fact("Queue", `${q.queue_name} (${q.backend})`),
         ...fact("Waiting", fmtNumber(q.queue_length)),
         ...fact("Oldest waiting", q.oldest_age_seconds === null ? "–" : `${q.oldest_age_seconds.toFixed(1)} s`),
@@ -61,7 +68,9 @@ function movementLogsView(main) {
         ...fact("Next run", q.next_run_at ? fmtTime(q.next_run_at) : "no scheduler here"),
       );
       clear(batches).append(
-        b.count === 0
+        b === null
+          ? h("p", { class: "summary" }, "The batch history is shown to operators only.")
+          : b.count === 0
           ? h("p", { class: "summary" }, "No batch has moved anything yet.")
           : table(
               "The latest batches, newest first",
