@@ -30,7 +30,7 @@ from tests.conftest import CeleryWorkers
 from tests.faults.services import PrivateRedis, wait_port
 from tests.workloads.movement_logs.conftest import SEED_BODY, empty_log_tables
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow]
 
 N = int(os.environ.get("CONVEYOR_TEST_LOGS_N", "20000"))
 #: this workload's private servers live on ports 16400-16499 (other engineers' tests use others)
@@ -159,6 +159,8 @@ def run_until_empty(url: str, queue: redis.Redis, timeout: float = 120) -> list[
             time.sleep(0.2)  # a dead batch's lease (2 s) has to pass before it is taken over
 
 
+@pytest.mark.redis
+@pytest.mark.postgres
 def test_logs_posted_concurrently_are_stored_exactly_once_when_the_worker_is_killed_mid_batch(
     tmp_path: Path, clean_postgres_url: str, workers: LogWorkers
 ) -> None:
@@ -201,6 +203,8 @@ def test_logs_posted_concurrently_are_stored_exactly_once_when_the_worker_is_kil
         broker.stop()
 
 
+@pytest.mark.redis
+@pytest.mark.postgres
 def test_logs_posted_concurrently_survive_a_redis_restart_between_posting_and_processing(
     tmp_path: Path, clean_postgres_url: str
 ) -> None:
@@ -231,3 +235,25 @@ def test_logs_posted_concurrently_survive_a_redis_restart_between_posting_and_pr
     finally:
         server.kill(signal.SIGTERM)
         logs_redis.stop()
+
+
+def test_conveyor_serve_alone_moves_posted_logs_on_its_schedule(tmp_path: Path) -> None:
+    """The embedded default (SQLite, the queue table, no Redis): with INTERVAL=1 the logs are stored unasked."""
+    server = serve(tmp_path, {"CONVEYOR_SCHEDULER": "true", "CONVEYOR_MOVEMENT_LOGS_INTERVAL": "1"})
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            r = http.post("/api/logs/add-movement/", json=[SEED_BODY] * 5)
+            assert r.status_code == 202
+            ids = set(r.json()["event_ids"])
+            deadline = time.monotonic() + 30
+            while (page := http.get("/api/logs/movements/").json())["count"] < 5:
+                assert time.monotonic() < deadline, page
+                time.sleep(0.2)
+            assert {row["event_id"] for row in page["results"]} == ids
+            status = http.get("/api/logs/queue-status/").json()
+            assert status["backend"] == "sql"
+            assert status["queue_length"] == 0
+            assert status["interval_seconds"] == 1.0
+            assert status["next_run_at"] is not None
+    finally:
+        server.kill(signal.SIGTERM)
