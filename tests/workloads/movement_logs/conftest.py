@@ -13,7 +13,13 @@ import sqlalchemy as sa
 
 from tests.conftest import REDIS_URL, require_service
 
-SEED_BODY = {"user_id": "USER123", "track_id": 1, "bbox": [100, 100, 200, 200], "state": "walking", "store": "Store A"}
+SEED_BODY: dict[str, Any] = {
+    "user_id": "USER123",
+    "track_id": 1,
+    "bbox": [100, 100, 200, 200],
+    "state": "walking",
+    "store": "Store A",
+}
 #: Redis database of these tests on the Redis they are given (CONVEYOR_TEST_REDIS)
 LOGS_DB = 9
 
