@@ -19,6 +19,9 @@ What is measured, all in one run on this machine:
   PostgreSQL (a fresh database) by ``run_batches`` in batches of 5,000,
   checked for count and ids; beside a plain psycopg ``executemany`` of the
   same rows into the same (emptied) table.
+* ``--attribution`` instead: one POST through the bare app, through the
+  workload's router alone in a bare FastAPI app, and through the full
+  Conveyor app, each called in process as an ASGI app (no sockets).
 """
 
 from __future__ import annotations
@@ -270,6 +273,80 @@ def drain(n: int, redis_url: str, pg_admin: str) -> tuple[float, float]:
     return ours, plain
 
 
+# -- where the time of one add-movement goes (in process, no sockets) ----------------------------
+
+
+async def _asgi_rate(api: Any, path: str, n: int) -> float:
+    """Microseconds a POST of the seed's body takes through ``api`` called as an ASGI app."""
+    body = json.dumps(SEED_BODY).encode()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    for _ in range(100):
+        await api(dict(scope), receive, send)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await api(dict(scope), receive, send)
+    if sent[-2].get("status") != 202:
+        raise RuntimeError(f"{path}: {sent[-1]}")
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def attribution(redis_url: str, n: int = 1000, rounds: int = 3) -> None:
+    """The bare endpoint, the workload's router alone in a bare app, and the full Conveyor app."""
+    os.environ["BENCH_REDIS"] = redis_url
+    os.environ["CONVEYOR_MOVEMENT_LOGS_REDIS_URL"] = redis_url
+    from conveyor import Conveyor, Settings
+    from conveyor.api.errors import install_error_handlers
+    from conveyor.api.main import create_app
+    from conveyor.workloads.movement_logs.routes import router
+
+    conveyor = Conveyor(
+        Settings(
+            data_dir=Path(tempfile.mkdtemp(prefix="conveyor-logs-bench-")),
+            workloads=["system", "movement_logs"],
+            scheduler=False,
+            concurrency=1,
+        )
+    )
+    full = create_app(conveyor)
+    alone = FastAPI()
+    alone.state.conveyor = conveyor
+    install_error_handlers(alone)
+    alone.include_router(router)
+    bare = bare_async_app()
+
+    async def run() -> None:
+        async with full.router.lifespan_context(full), alone.router.lifespan_context(alone):
+            for _ in range(rounds):
+                b = await _asgi_rate(bare, "/push", n)
+                a = await _asgi_rate(alone, "/api/logs/add-movement/", n)
+                f = await _asgi_rate(full, "/api/logs/add-movement/", n)
+                print(f"  bare async LPUSH {b:6.0f} µs   workload router alone {a:6.0f} µs   full app {f:6.0f} µs")
+
+    asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20_000)
@@ -278,8 +355,14 @@ def main() -> None:
     parser.add_argument("--drain", type=int, default=100_000)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/8")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--attribution", action="store_true", help="only: where one add-movement's time goes")
     args = parser.parse_args()
     import redis as redis_lib
+
+    if args.attribution:
+        print("# one POST of the seed's body, ASGI apps called in process (no sockets), µs a request")
+        attribution(args.redis)
+        return
 
     redis_lib.Redis.from_url(args.redis).flushdb()
     data = tempfile.mkdtemp(prefix="conveyor-logs-bench-")
