@@ -13,7 +13,7 @@ from conveyor import __version__
 from conveyor.api import accesslog
 from conveyor.api.errors import install_error_handlers
 from conveyor.api.guard import InputGuardMiddleware
-from conveyor.api.limits import BodyLimitMiddleware
+from conveyor.api.limits import BodyLimitMiddleware, TenantLimits
 from conveyor.api.routes import session, stats, system, task_types, tasks, workloads
 from conveyor.app import Conveyor
 
@@ -51,6 +51,8 @@ def create_app(conveyor: Conveyor | None = None, *, manage: bool = True, schedul
         lifespan=lifespan,
     )
     app.state.conveyor = conveyor
+    settings = conveyor.settings
+    app.state.limits = TenantLimits(settings.tenant_rate, settings.tenant_burst, settings.tenant_max_streams)
     accesslog.install()
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=conveyor.settings.max_body_bytes)

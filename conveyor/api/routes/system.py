@@ -11,7 +11,7 @@ from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
-from conveyor.api.deps import App, Operator, Tenant, get_caller
+from conveyor.api.deps import App, Operator, Who, get_caller, stream_slot
 from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import EVENT_STREAM, QueuePublic, QueuesPublic, TaskStatus, iso
 from conveyor.app import Conveyor
@@ -99,13 +99,22 @@ async def metrics(app: App, _operator: Operator) -> Response:
 async def many_events(
     request: Request,
     app: App,
-    tenant: Tenant,
+    caller: Who,
     ids: Annotated[str, Query(description="comma-separated task ids (at most 200)")],
 ) -> EventSourceResponse:
     """A ``progress`` event each time one of the watched tasks changes; the stream stays open."""
     watched = [i.strip() for i in ids.split(",") if i.strip()][:MAX_WATCHED]
+    tenant = caller.tenant
+    release = stream_slot(request, caller)
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for event in follow():
+                yield event
+        finally:
+            release()
+
+    async def follow() -> AsyncIterator[dict[str, Any]]:
         seen: dict[str, tuple[Any, ...]] = {}
         while True:
             records = await anyio.to_thread.run_sync(app.store.get_many, watched)

@@ -11,7 +11,7 @@ from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
-from conveyor.api.deps import App, Caller, Manager, Tenant, Who
+from conveyor.api.deps import App, Caller, Manager, Tenant, Who, stream_slot
 from conveyor.api.guard import check_text
 from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import (
@@ -115,6 +115,9 @@ async def submit_from_body(
     if not caller.operator:
         registry.get_public(name)
     options = _options(body, header_key)
+    cap = manager.conveyor.settings.tenant_max_priority
+    if not caller.operator and options["priority"] is not None and options["priority"] > cap:
+        raise InvalidParams.for_field("priority", f"must be between 0 and {cap} for a tenant (operators: up to 9)")
     return await manager.aio.submit_task(name, params, tenant=caller.tenant, **options)
 
 
@@ -254,17 +257,26 @@ async def timeline(
 
 
 @router.get("/{task_id}/events", summary="Live progress and state changes (Server-Sent Events)", responses=EVENT_STREAM)
-async def task_events(task_id: str, request: Request, app: App, tenant: Tenant) -> EventSourceResponse:
+async def task_events(task_id: str, request: Request, app: App, caller: Who) -> EventSourceResponse:
     """A ``progress`` event for the current state, then one per step of the task's timeline, then ``end``.
 
     The stream reads the timeline (every state change, and the progress
     between them) rather than the record, so no step is skipped even when the
     task runs in another process and this stream only polls.
     """
+    tenant = caller.tenant
     first = await app.manager.aio.get(task_id, tenant=tenant)  # 404 before the stream opens
     poll = STREAM_POLL if app.settings.executor == "local" else REMOTE_POLL
+    release = stream_slot(request, caller)
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for event in follow():
+                yield event
+        finally:
+            release()
+
+    async def follow() -> AsyncIterator[dict[str, Any]]:
         record = first
         events = await app.manager.aio.events(task_id, tenant=tenant)
         last_seq = events[-1].seq if events else 0
