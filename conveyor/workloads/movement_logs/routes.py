@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
-from conveyor.api.deps import App, Manager, Operator, Tenant, get_app, get_tenant
+from conveyor.api.deps import App, Manager, Operator, Tenant, get_app, get_caller_limited
 from conveyor.api.routing import SlashRouter
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, InvalidParams
@@ -140,7 +140,7 @@ async def add_movement(request: Request) -> JSONResponse:
     # The hot path: the app and the caller are read here rather than through FastAPI's
     # dependencies, which run plain functions in worker threads (two thread hops a request).
     app = get_app(request)
-    tenant = get_tenant(request, app)
+    tenant = get_caller_limited(request, app).tenant  # the rate limit applies as on every route
     raw = await request.body()
     if not raw.strip():
         raise InvalidParams.for_field("body", "the body is empty; send a movement log as JSON")
