@@ -9,5 +9,5 @@ from __future__ import annotations
 
 __all__ = ["BUILTIN"]
 
-BUILTIN: tuple[str, ...] = ("documents",)
+BUILTIN: tuple[str, ...] = ("documents", "images")
 BUILTIN += ("movement_logs",)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
+from starlette.datastructures import FormData
 
 from conveyor.api.deps import App, Caller, Manager, Tenant, Who, stream_slot
 from conveyor.api.guard import check_text
@@ -28,11 +30,31 @@ from conveyor.api.schemas import (
     iso,
     public_error,
 )
-from conveyor.errors import InvalidParams, RequestError, UnsupportedMediaType
+from conveyor.errors import InvalidParams, RequestError, TaskNotFound, UnknownTaskType, UnsupportedMediaType
 from conveyor.records import Status, TaskRecord
 from conveyor.stores.base import TaskQuery
 
-__all__ = ["legacy_router", "read_json_object", "router", "submit_from_body"]
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+
+__all__ = ["SubmitHook", "legacy_router", "read_json_object", "router", "submit_from_body", "submit_hook"]
+
+#: ``hook(app, task_type, body, form=..., body_bytes=...) -> body``: a task type that reads its
+#: own submit body (files of a multipart form, its own size limits and cross-field checks)
+SubmitHook = Callable[..., Awaitable[dict[str, Any]]]
+_submit_hooks: dict[str, SubmitHook] = {}
+
+
+def submit_hook(*task_types: str) -> Callable[[SubmitHook], SubmitHook]:
+    """Register ``hook`` for the named task types (canonical names) on ``POST /api/v1/tasks[/submit/]``."""
+
+    def register(hook: SubmitHook) -> SubmitHook:
+        for name in task_types:
+            _submit_hooks[name] = hook
+        return hook
+
+    return register
+
 
 router = SlashRouter(prefix="/api/v1/tasks", tags=["tasks"], responses={**COMMON_ERRORS, **NOT_FOUND})
 
@@ -88,8 +110,27 @@ def _options(body: dict[str, Any], header_key: str | None) -> dict[str, Any]:
     return {"priority": priority, "queue": queue, "delay": delay, "idempotency_key": key}
 
 
+async def read_form(request: Request) -> FormData:
+    """A multipart or urlencoded body: files as UploadFile, other fields as text. Close it after use."""
+    try:
+        return await request.form(max_part_size=int(request.app.state.conveyor.settings.max_body_bytes))
+    except Exception as e:  # starlette's MultiPartException, a malformed boundary
+        raise RequestError(f"unreadable form body: {str(e)[:200]}") from None
+
+
+def _is_form(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "").lower()
+    return content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
+
+
 async def submit_from_body(
-    manager: Manager, caller: Caller, body: dict[str, Any], header_key: str | None
+    manager: Manager,
+    caller: Caller,
+    body: dict[str, Any],
+    header_key: str | None,
+    *,
+    form: bool = False,
+    body_bytes: int | None = None,
 ) -> TaskRecord:
     """Both body shapes: ``{task_type, params: {...}}`` and the flat ``{task_type, ...params}``.
 
@@ -103,6 +144,16 @@ async def submit_from_body(
         raise InvalidParams.for_field(
             "task_type", "field required", type="missing", summary="task_type is required", known_types=known
         )
+    if not caller.operator:
+        registry.get_public(name)
+    hook = _hook_for(manager.conveyor, name)
+    if hook is not None:
+        body = await hook(manager.conveyor, name, body, form=form, body_bytes=body_bytes)
+    elif form:
+        raise UnsupportedMediaType(
+            f"task type {name!r} takes a JSON body: send it as application/json, not a form",
+            details={"task_type": name},
+        )
     if "params" in body:
         params = body["params"]
         if not isinstance(params, dict):
@@ -112,13 +163,21 @@ async def submit_from_body(
             raise InvalidParams.for_field(extra[0], "unknown field; task params go inside 'params'")
     else:
         params = {k: v for k, v in body.items() if k not in OPTION_KEYS}
-    if not caller.operator:
-        registry.get_public(name)
+    if form:
+        check_text(params)
     options = _options(body, header_key)
     cap = manager.conveyor.settings.tenant_max_priority
     if not caller.operator and options["priority"] is not None and options["priority"] > cap:
         raise InvalidParams.for_field("priority", f"must be between 0 and {cap} for a tenant (operators: up to 9)")
     return await manager.aio.submit_task(name, params, tenant=caller.tenant, **options)
+
+
+def _hook_for(app: Conveyor, name: str) -> SubmitHook | None:
+    try:
+        canonical = app.registry.get(name).name
+    except UnknownTaskType:
+        return None  # the manager answers it, listing the known types
+    return _submit_hooks.get(canonical)
 
 
 @router.post(
@@ -130,9 +189,25 @@ async def submit_from_body(
     responses=SUBMIT_ERRORS,
 )
 async def submit(request: Request, manager: Manager, caller: Who) -> JSONResponse:
-    """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once."""
-    body = await read_json_object(request)
-    record = await submit_from_body(manager, caller, body, request.headers.get("idempotency-key"))
+    """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once.
+
+    A task type with a submit hook may also take a multipart form (its files) on this route.
+    """
+    form = await read_form(request) if _is_form(request) else None
+    declared = request.headers.get("content-length", "")
+    try:
+        body = dict(form.items()) if form is not None else await read_json_object(request)
+        record = await submit_from_body(
+            manager,
+            caller,
+            body,
+            request.headers.get("idempotency-key"),
+            form=form is not None,
+            body_bytes=int(declared) if declared.isdigit() else None,
+        )
+    finally:
+        if form is not None:
+            await form.close()  # its files spool to temporary files
     created = TaskCreated.of(record)
     return JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.links["self"]})
 
@@ -205,9 +280,17 @@ async def get_status(task_id: str, manager: Manager, tenant: Tenant) -> TaskStat
 
 @router.get("/{task_id}/result/", response_model=TaskResult, summary="The result of a finished task")
 async def get_result(task_id: str, manager: Manager, caller: Who) -> TaskResult:
-    """409 while the task has not finished; a failed task answers with its error (traceback for operators)."""
-    await manager.aio.result(task_id, tenant=caller.tenant)
-    record = await manager.aio.get(task_id, tenant=caller.tenant)
+    """409 while the task has not finished; a failed task answers with its error (traceback for operators);
+    404 once its result has expired."""
+    tenant = caller.tenant
+    await manager.aio.result(task_id, tenant=tenant)
+    record = await manager.aio.get(task_id, tenant=tenant)
+    if record.expires_at is not None and record.expires_at <= time.time():
+        # Kept until the next purge on SQL; gone at once on Redis. Either way: expired.
+        expired = TaskNotFound(task_id)
+        expired.message = f"the result of task {task_id!r} has expired"
+        expired.details = {"task_id": task_id, "expired_at": iso(record.expires_at)}
+        raise expired
     error = public_error(record.error, with_traceback=caller.operator)
     return TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=error)
 
