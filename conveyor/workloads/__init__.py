@@ -11,3 +11,4 @@ __all__ = ["BUILTIN"]
 
 BUILTIN: tuple[str, ...] = ("documents", "images")
 BUILTIN += ("speech",)
+BUILTIN += ("movement_logs",)
