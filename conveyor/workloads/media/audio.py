@@ -32,7 +32,12 @@ Audio = NDArray[np.float32]
 Progress = Callable[[float, str], None]
 
 #: containers soundfile writes itself; m4a goes through ffmpeg's AAC encoder
-_SOUNDFILE_FORMATS = {"wav": ("WAV", "PCM_24"), "flac": ("FLAC", "PCM_24"), "ogg": ("OGG", "VORBIS"), "mp3": ("MP3", None)}
+_SOUNDFILE_FORMATS = {
+    "wav": ("WAV", "PCM_24"),
+    "flac": ("FLAC", "PCM_24"),
+    "ogg": ("OGG", "VORBIS"),
+    "mp3": ("MP3", None),
+}
 AUDIO_FORMATS = ("wav", "flac", "ogg", "mp3", "m4a")
 
 
@@ -113,7 +118,21 @@ def decode(path: Path, *, ffmpeg: str = "ffmpeg") -> tuple[Audio, int]:
     if not probe.has_audio or probe.channels < 1 or probe.sample_rate < 1:
         raise MediaError(f"the file has no audio stream the decoder can read (libsndfile: {sf_error})")
     run = subprocess.run(
-        [ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-f", "f32le", "-acodec", "pcm_f32le", "-"],
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-nostdin",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-f",
+            "f32le",
+            "-acodec",
+            "pcm_f32le",
+            "-",
+        ],
         capture_output=True,
         check=False,
     )
@@ -184,7 +203,7 @@ def highpass(x: Audio, rate: int, hz: float) -> Audio:
 
 
 def _frames(n: int, rate: int) -> tuple[int, int]:
-    size = 1 << max(8, int(round(math.log2(rate * 0.032))))  # ~32 ms windows
+    size = 1 << max(8, round(math.log2(rate * 0.032)))  # ~32 ms windows
     return size, size // 4
 
 
@@ -194,7 +213,9 @@ def _stft(x: NDArray[np.float32], size: int, hop: int, window: NDArray[np.float3
     return np.fft.rfft(x[idx] * window, axis=1).astype(np.complex64)
 
 
-def _istft(spec: NDArray[np.complex64], size: int, hop: int, window: NDArray[np.float32], n: int) -> NDArray[np.float32]:
+def _istft(
+    spec: NDArray[np.complex64], size: int, hop: int, window: NDArray[np.float32], n: int
+) -> NDArray[np.float32]:
     frames = np.fft.irfft(spec, n=size, axis=1).astype(np.float32) * window
     out = np.zeros(n, dtype=np.float32)
     norm = np.zeros(n, dtype=np.float32)
@@ -203,7 +224,7 @@ def _istft(spec: NDArray[np.complex64], size: int, hop: int, window: NDArray[np.
         s = i * hop
         out[s : s + size] += frames[i]
         norm[s : s + size] += w2
-    return out / np.maximum(norm, 1e-6)
+    return np.asarray(out / np.maximum(norm, np.float32(1e-6)), dtype=np.float32)
 
 
 def noise_profile(x: Audio, rate: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -241,7 +262,7 @@ def denoise(x: Audio, rate: int, strength: float, *, check: Callable[[], None] |
         return x
     open_db = mean_db + 1.5 * np.maximum(std_db, 1.0)
     floor = 1.0 - strength
-    freq_smooth = max(1, int(round(100.0 / (rate / size))))
+    freq_smooth = max(1, round(100.0 / (rate / size)))
     out = np.empty_like(x)
     block = int(rate * 20)
     margin = size * 4

@@ -38,9 +38,7 @@ def insert(engine: sa.Engine, **values: Any) -> None:
 def set_job(engine: sa.Engine, task_id: str, job_id: str) -> None:
     """Link the row to its task record, unless the task got there first."""
     with engine.begin() as conn:
-        conn.execute(
-            correction_tasks.update().where(c.task_id == task_id, c.job_id.is_(None)).values(job_id=job_id)
-        )
+        conn.execute(correction_tasks.update().where(c.task_id == task_id, c.job_id.is_(None)).values(job_id=job_id))
 
 
 def claim(engine: sa.Engine, task_id: str, tenant: str, job_id: str, **values: Any) -> sa.Row[Any] | None:

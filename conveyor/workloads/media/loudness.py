@@ -14,9 +14,9 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import soxr
 from numpy.typing import NDArray
 from pyloudnorm.iirfilter import IIRfilter
-import soxr
 from scipy.signal import lfilter
 
 __all__ = ["Measurement", "integrated", "loudness_range", "measure", "noise_floor", "segment_energy", "true_peak"]
@@ -39,7 +39,7 @@ def _filters(rate: int) -> list[tuple[NDArray[np.float64], NDArray[np.float64]]]
 
 def segment_energy(x: Audio, rate: int) -> tuple[NDArray[np.float64], int]:
     """Channel-weighted K-weighted energy of each 100 ms segment, and the samples per segment."""
-    hop = max(1, int(round(SEGMENT * rate)))
+    hop = max(1, round(SEGMENT * rate))
     n, channels = x.shape
     gains = [(_CHANNEL_GAIN[c] if c < 5 else 1.0) for c in range(channels)]
     filters = _filters(rate)

@@ -132,10 +132,10 @@ def _precheck(path: Path, asked: str | None, settings: MediaSettings) -> tuple[s
             "(jpeg, png, webp, tiff, heic) or a video (mp4, mov, mkv, webm, avi)",
             details={"field": "file"},
         )
-    kind, fmt = found
-    if asked is not None and asked != kind and not (asked == "audio" and kind == "video"):
-        raise UnsupportedMedia(f"the file is {kind} ({fmt}), not {asked}", details={"field": "media_type"})
-    kind = asked or kind
+    sniffed, fmt = found
+    if asked is not None and asked != sniffed and not (asked == "audio" and sniffed == "video"):
+        raise UnsupportedMedia(f"the file is {sniffed} ({fmt}), not {asked}", details={"field": "media_type"})
+    kind: str = asked or sniffed
     with contextlib.suppress(MediaError):
         if kind == "image":
             _precheck_image(path, settings)
@@ -284,7 +284,9 @@ def _submit(
     )
 
 
-@router.post("/", status_code=202, summary="Queue a correction (upload or a path in storage)", openapi_extra=_SUBMIT_BODY)
+@router.post(
+    "/", status_code=202, summary="Queue a correction (upload or a path in storage)", openapi_extra=_SUBMIT_BODY
+)
 async def create_correction(request: Request, app: App, tenant: Tenant) -> JSONResponse:
     """Answers at once with the correction's ``task_id``; poll ``GET /corr/tasks/<task_id>/``."""
     settings = _settings(app)
@@ -332,7 +334,9 @@ async def create_correction(request: Request, app: App, tenant: Tenant) -> JSONR
         if upload.path is None:
             given = upload.fields.get("input")
             if not given:
-                raise InvalidParams.for_field("file", "upload the media in the multipart field 'file' (or name 'input')")
+                raise InvalidParams.for_field(
+                    "file", "upload the media in the multipart field 'file' (or name 'input')"
+                )
             src = storage.resolve_inside(root, given, "input")
             storage.remove_tree(upload_dir)
             filename = src.name

@@ -175,7 +175,7 @@ def process_correction(
     ctx: TaskContext,
     task_id: str,
     media_type: str | None,
-    input: str,  # noqa: A002 - the seed's parameter name
+    input: str,
     output_folder: str | None = None,
     options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -214,7 +214,7 @@ def process_correction(
         work = folder / f".partial-{ctx.task_id}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        dest, report = _run(ctx, settings, src, kind, fmt, parsed, work, task_id)
+        _dest, report = _run(ctx, settings, src, kind, fmt, parsed, work, task_id)
         ctx.raise_if_cancelled()
         files = _publish(work, folder)
         work = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import subprocess
 import tempfile
@@ -79,9 +80,10 @@ def run_ffmpeg(
     cmd = [binary, "-hide_banner", "-nostdin", "-y", "-progress", "pipe:1", "-nostats", *args]
     started = time.monotonic()
     try:
-        with open(log_path, "wb") as err, subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1
-        ) as proc:
+        with (
+            open(log_path, "wb") as err,
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1) as proc,
+        ):
             try:
                 assert proc.stdout is not None
                 for line in proc.stdout:
@@ -139,13 +141,15 @@ def measure_loudness(
     return _loudnorm_json(stderr)
 
 
-def _figures(measured: dict[str, Any], prefix: str = "input") -> dict[str, float]:
-    def num(key: str) -> float:
-        value = measured.get(f"{prefix}_{key}")
+def _figures(measured: dict[str, Any], prefix: str = "input") -> dict[str, float | None]:
+    """loudnorm's figures as numbers; its "-inf" for silence becomes None (JSON has no infinity)."""
+
+    def num(key: str) -> float | None:
         try:
-            return round(float(value), 2)
-        except (TypeError, ValueError):
-            return float("-inf")
+            value = float(str(measured.get(f"{prefix}_{key}")))
+        except ValueError:
+            return None
+        return round(value, 2) if math.isfinite(value) else None
 
     return {"integrated_lufs": num("i"), "loudness_range_lu": num("lra"), "true_peak_dbtp": num("tp")}
 
@@ -210,7 +214,8 @@ def correct_video(
             duration=probe.duration, progress=report_progress(5, 25, msg), check=check,
         )  # fmt: skip
         report.before.update(_figures(measured))
-        if float(measured.get("input_i", "-inf")) <= -70.0:
+        level = _figures(measured)["integrated_lufs"]
+        if level is None or level <= -70.0:
             report.steps.append("loudness: the sound is silent, left as it is")
         else:
             loudnorm = (

@@ -99,7 +99,7 @@ def photo() -> np.ndarray:
 
 
 def cast_and_rotated_jpeg(dest: Path, *, noise: float = 5.0) -> np.ndarray:
-    """The photo with a warm cast and noise, stored turned a quarter with EXIF orientation 6; returns the upright original."""
+    """The photo with a warm cast and noise, stored turned with EXIF orientation 6; returns the upright original."""
     from PIL import Image
 
     upright = photo()

@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("cv2", reason="the media extra is not installed: pip install 'conveyor[media]'")
 
-from conveyor.workloads.media import audio, image, loudness, video  # noqa: E402
-from conveyor.workloads.media.errors import MediaError  # noqa: E402
-from conveyor.workloads.media.probe import sniff, sniff_file  # noqa: E402
-from tests.workloads.media import samples  # noqa: E402
+from conveyor.workloads.media import audio, image, loudness, video
+from conveyor.workloads.media.errors import MediaError
+from conveyor.workloads.media.probe import sniff, sniff_file
+from tests.workloads.media import samples
 
 
 def test_our_meter_agrees_with_pyloudnorm_and_ffmpeg_on_speech(tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ def test_true_peak_sees_the_peak_between_samples() -> None:
 
 
 def test_quiet_noisy_speech_comes_out_at_the_target_under_the_ceiling_with_less_noise(tmp_path: Path) -> None:
-    """Speech with noise at -35 LUFS: ebur128 reads the output within 0.5 LU of -16, true peak <= -1 dBTP, floor lower."""
+    """Noisy speech at -35 LUFS: ebur128 reads the output within 0.5 LU of -16, true peak <= -1 dBTP, floor lower."""
     src = samples.noisy_quiet_speech(tmp_path / "noisy.wav", lufs=-35.0)
     before = samples.ebur128(src)
     assert abs(before["I"] + 35.0) < 0.5
@@ -72,7 +72,8 @@ def test_a_clipped_loud_recording_is_brought_down_under_the_ceiling(tmp_path: Pa
         src, tmp_path / "out", "c", "flac", audio.AudioOptions(denoise=False), target=-16.0, ceiling=-1.0
     )
     after = samples.ebur128(dest)
-    assert abs(after["I"] + 16.0) <= 0.5 and after["TP"] <= -1.0
+    assert abs(after["I"] + 16.0) <= 0.5
+    assert after["TP"] <= -1.0
     assert report.before["true_peak_dbtp"] > -0.5
 
 
@@ -83,7 +84,8 @@ def test_lossy_outputs_still_meet_the_target_and_ceiling(tmp_path: Path, fmt: st
     options = audio.AudioOptions(sample_rate=44100, channels=2)
     dest, report = audio.correct_audio(src, tmp_path / "out", "n", fmt, options, target=-16.0, ceiling=-1.0)
     after = samples.ebur128(dest)
-    assert abs(after["I"] + 16.0) <= 0.5 and after["TP"] <= -1.0
+    assert abs(after["I"] + 16.0) <= 0.5
+    assert after["TP"] <= -1.0
     assert report.sample_rate == {"before": 8000, "after": 44100}
     assert report.channels == {"before": 1, "after": 2}
 
@@ -101,7 +103,8 @@ def test_a_dead_stereo_channel_gets_the_live_one_and_silence_is_trimmed(tmp_path
         src, tmp_path / "out", "o", "wav", audio.AudioOptions(trim_silence=True), target=-16.0, ceiling=-1.0
     )
     out, _ = sf.read(str(dest), always_2d=True)
-    assert out.shape[1] == 2 and np.allclose(out[:, 0], out[:, 1], atol=1e-4)
+    assert out.shape[1] == 2
+    assert np.allclose(out[:, 0], out[:, 1], atol=1e-4)
     assert out.shape[0] / rate < left.shape[0] / rate - 1.5
     assert any("silent" in s for s in report.steps)
 
@@ -131,21 +134,25 @@ def test_a_tilted_colour_cast_photo_comes_out_upright_with_less_cast_and_no_less
     src = tmp_path / "photo.jpg"
     upright = samples.cast_and_rotated_jpeg(src)
     with Image.open(src) as stored:
-        assert stored.size == (256, 256) and stored.getexif()[0x0112] == 6
+        assert stored.size == (256, 256)
+        assert stored.getexif()[0x0112] == 6
         before = np.asarray(stored.convert("RGB"))
     dest, report = image.correct_image(src, tmp_path / "out", "p", "jpeg", image.ImageOptions(), max_megapixels=10)
     with Image.open(dest) as out_img:
         out = np.asarray(out_img.convert("RGB"))
-        assert 0x0112 not in out_img.getexif() and 0x010F not in out_img.getexif()
+        assert 0x0112 not in out_img.getexif()
+        assert 0x010F not in out_img.getexif()
     grey = out.astype(np.float32).mean(axis=2)
     truth = upright.astype(np.float32).mean(axis=2)
     wrong = np.asarray(Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)).astype(np.float32).mean(axis=2)
     assert np.corrcoef(grey.ravel(), truth.ravel())[0, 1] > 0.9 > np.corrcoef(grey.ravel(), wrong.ravel())[0, 1]
     cast_before, cast_after = image.colour_cast(before), image.colour_cast(out)
-    assert cast_after < cast_before * 0.5 and cast_before - cast_after > 8
+    assert cast_after < cast_before * 0.5
+    assert cast_before - cast_after > 8
     assert image.contrast(out) >= image.contrast(before) - 0.5
     assert report.after["noise_sigma"] < report.before["noise_sigma"]
-    assert report.orientation == 6 and "white_balance" in report.steps
+    assert report.orientation == 6
+    assert "white_balance" in report.steps
 
 
 def test_keeping_metadata_keeps_the_camera_but_resets_the_orientation(tmp_path: Path) -> None:
@@ -157,10 +164,13 @@ def test_keeping_metadata_keeps_the_camera_but_resets_the_orientation(tmp_path: 
     options = image.ImageOptions(keep_metadata=True, format="png", max_width=128, sharpen=True)
     dest, report = image.correct_image(src, tmp_path / "out", "p", "png", options, max_megapixels=10)
     with Image.open(dest) as out:
-        assert out.format == "PNG" and out.size == (128, 128)
+        assert out.format == "PNG"
+        assert out.size == (128, 128)
         exif = out.getexif()
-        assert exif[0x010F] == "Conveyor test camera" and exif.get(0x0112) == 1
-    assert "resize" in report.steps and "sharpen" in report.steps
+        assert exif[0x010F] == "Conveyor test camera"
+        assert exif.get(0x0112) == 1
+    assert "resize" in report.steps
+    assert "sharpen" in report.steps
 
 
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path: Path) -> None:
@@ -170,7 +180,7 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path: Path
     src = tmp_path / "bomb.png"
     Image.new("1", (20000, 20000)).save(src, optimize=True)
     assert src.stat().st_size < 200_000
-    with pytest.raises(MediaError, match="megapixels|bomb"):
+    with pytest.raises(MediaError, match=r"megapixels|bomb"):
         image.correct_image(src, tmp_path / "out", "b", "png", image.ImageOptions(), max_megapixels=50)
 
 
@@ -192,8 +202,10 @@ def test_a_quiet_rotated_clip_becomes_an_upright_web_mp4_on_target(tmp_path: Pat
     assert abs(samples.ebur128(dest)["I"] + 16.0) <= 1.0
     assert abs(samples.probe_duration(dest) - samples.probe_duration(src)) <= 0.1
     head = dest.read_bytes()[:4096]
-    assert head.find(b"moov") != -1 and (head.find(b"mdat") == -1 or head.find(b"moov") < head.find(b"mdat"))
-    assert report.after["video_codec"] == "h264" and report.after["audio_codec"] == "aac"
+    assert head.find(b"moov") != -1
+    assert head.find(b"mdat") == -1 or head.find(b"moov") < head.find(b"mdat")
+    assert report.after["video_codec"] == "h264"
+    assert report.after["audio_codec"] == "aac"
     assert (report.after["width"], report.after["height"]) == (120, 160)
     assert report.before["integrated_lufs"] < -40
 
