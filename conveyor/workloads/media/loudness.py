@@ -17,7 +17,7 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 from pyloudnorm.iirfilter import IIRfilter
-from scipy.signal import lfilter
+from scipy.signal import sosfilt
 
 __all__ = ["Measurement", "integrated", "loudness_range", "measure", "noise_floor", "segment_energy", "true_peak"]
 
@@ -31,10 +31,15 @@ SEGMENT = 0.1
 _SLICE = 1 << 18
 
 
-def _filters(rate: int) -> list[tuple[NDArray[np.float64], NDArray[np.float64]]]:
+def _sos(rate: int) -> NDArray[np.float64]:
+    """Both K-weighting stages as one second-order-sections cascade (one pass over the samples)."""
     shelf = IIRfilter(3.99984385397, 0.7071752369554193, 1681.9744509555319, rate, "high_shelf_DeMan")
     hp = IIRfilter(0.0, 0.5003270373253953, 38.13547087613982, rate, "high_pass_DeMan")
-    return [(np.asarray(shelf.b), np.asarray(shelf.a)), (np.asarray(hp.b), np.asarray(hp.a))]
+    rows = []
+    for stage in (shelf, hp):
+        b, a = np.asarray(stage.b, dtype=np.float64), np.asarray(stage.a, dtype=np.float64)
+        rows.append(np.concatenate([b / a[0], a / a[0]]))
+    return np.asarray(rows)
 
 
 def segment_energy(x: Audio, rate: int) -> tuple[NDArray[np.float64], int]:
@@ -42,8 +47,8 @@ def segment_energy(x: Audio, rate: int) -> tuple[NDArray[np.float64], int]:
     hop = max(1, round(SEGMENT * rate))
     n, channels = x.shape
     gains = [(_CHANNEL_GAIN[c] if c < 5 else 1.0) for c in range(channels)]
-    filters = _filters(rate)
-    states = [[np.zeros(max(len(a), len(b)) - 1) for (b, a) in filters] for _ in range(channels)]
+    sos = _sos(rate)
+    states = [np.zeros((sos.shape[0], 2)) for _ in range(channels)]
     segments = n // hop
     energy = np.zeros(segments)
     step = (_SLICE // hop) * hop
@@ -51,9 +56,7 @@ def segment_energy(x: Audio, rate: int) -> tuple[NDArray[np.float64], int]:
         stop = min(start + step, segments * hop)
         acc = np.zeros(stop - start)
         for c in range(channels):
-            y = x[start:stop, c].astype(np.float64)
-            for i, (b, a) in enumerate(filters):
-                y, states[c][i] = lfilter(b, a, y, zi=states[c][i])
+            y, states[c] = sosfilt(sos, x[start:stop, c].astype(np.float64), zi=states[c])
             acc += gains[c] * y * y
         energy[start // hop : stop // hop] = acc.reshape(-1, hop).sum(axis=1)
     return energy, hop
@@ -118,7 +121,7 @@ def _abs_max(x: NDArray[np.float32]) -> NDArray[np.float32]:
     return out
 
 
-def oversampled_peaks(x: Audio) -> NDArray[np.float32]:
+def oversampled_peaks(x: Audio, quality: str = "HQ") -> NDArray[np.float32]:
     """Per input sample, the highest absolute value of the 4x oversampled signal across channels.
 
     soxr interpolates (a linear-phase band-limited filter, so the output lines
@@ -131,7 +134,7 @@ def oversampled_peaks(x: Audio) -> NDArray[np.float32]:
     for start in range(0, n, _SLICE):
         stop = min(n, start + _SLICE)
         lo, hi = max(0, start - pad), min(n, stop + pad)
-        up = soxr.resample(np.ascontiguousarray(x[lo:hi], dtype=np.float32), 1, 4, quality="HQ")
+        up = soxr.resample(np.ascontiguousarray(x[lo:hi], dtype=np.float32), 1, 4, quality=quality)
         want = (stop - start) * 4
         up = up[(start - lo) * 4 : (start - lo) * 4 + want]
         seg = _abs_max(up)
