@@ -2,44 +2,35 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor import resources
+from pydantic import BaseModel
+
 from conveyor.errors import ConfigurationError
 from conveyor.executors.base import Executor
 from conveyor.hub import EventHub
 from conveyor.manager import TaskManager
 from conveyor.metrics import Metrics
 from conveyor.registry import Registry, default_registry
+from conveyor.resources import Resources
 from conveyor.settings import Settings
-from conveyor.stores.base import Change, Store, open_store
+from conveyor.stores import open_store
+from conveyor.stores.base import Change, Store
 from conveyor.stores.writer import BufferedWriter
+from conveyor.workload import WorkloadSet, load_workloads
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from conveyor.executors.local import LocalExecutor
 
-__all__ = ["Conveyor", "get_conveyor", "get_task_manager", "load_workloads"]
+__all__ = ["Conveyor", "get_conveyor", "get_task_manager"]
 
 log = logging.getLogger("conveyor")
-
-
-def load_workloads(names: Sequence[str]) -> list[Any]:
-    """Import ``conveyor.workloads.<name>`` (or a dotted module path) for each name."""
-    modules = []
-    for name in names:
-        module_name = name if "." in name else f"conveyor.workloads.{name}"
-        try:
-            modules.append(importlib.import_module(module_name))
-        except ModuleNotFoundError as e:
-            if e.name == module_name:
-                raise ConfigurationError(f"unknown workload {name!r} (no module {module_name})") from e
-            raise
-    return modules
 
 
 class Conveyor:
@@ -57,12 +48,21 @@ class Conveyor:
         store: Store | None = None,
         executor: Executor | None = None,
         load: bool = True,
+        workload_settings: Mapping[str, Mapping[str, Any] | BaseModel] | None = None,
     ) -> None:
         self.settings = settings or Settings()
-        self.workloads = load_workloads(self.settings.workloads) if load else []
+        self.workloads = (
+            load_workloads(self.settings.workloads, store_kind=self.settings.store_kind, settings=workload_settings)
+            if load
+            else WorkloadSet([], {})
+        )
+        for name, reason in self.workloads.skipped.items():
+            log.warning("workload %s is not loaded: %s", name, reason)
         self.registry = registry if registry is not None else default_registry
         self.store: Store = store or open_store(
-            self.settings.resolved_database_url, result_ttl=self.settings.effective_result_ttl
+            self.settings.resolved_database_url,
+            result_ttl=self.settings.effective_result_ttl,
+            migrations=self.workloads.migrations(),
         )
         self.hub = EventHub()
         self.metrics = Metrics()
@@ -70,7 +70,9 @@ class Conveyor:
         self._executor = executor
         self.manager = TaskManager(self)
         self.scheduler: Any = None
-        resources.install(resources.Resources(self.settings, store=self.store))
+        self.resources = Resources(
+            self.settings, store=self.store, workload_settings={w.name: w.settings for w in self.workloads}
+        )
         self._started = False
         self._started_pid: int | None = None
         self._lock = threading.Lock()
@@ -112,14 +114,20 @@ class Conveyor:
             on_worker_start=self._worker_started,
         )
 
-    def _worker_started(self) -> None:
+    def _worker_started(self) -> Resources:
         """Runs first in each forked local worker: connections the parent owns stay its own."""
-        after_fork = getattr(self.store, "after_fork", None)
-        if after_fork is not None:
-            after_fork()
-        # A fresh store: locks copied by fork may be held by a parent thread.
-        shared = self.store if self.store.kind == "memory" else None
-        resources.install(resources.Resources(self.settings, store=shared))
+        self.store.after_fork()
+        # Fresh connections: locks copied by fork may be held by a parent thread.
+        return self.resources.forked()
+
+    def workload_settings(self, name: str) -> Any:
+        """A loaded workload's settings object (``CONVEYOR_<NAME>_*``)."""
+        return self.resources.workload_settings(name)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQL engine of the store, for workloads' own tables; a clear error on a non-SQL store."""
+        return self.resources.engine
 
     def _flushed(self, changes: Sequence[Change]) -> None:
         self.metrics.record_changes(changes)
@@ -162,9 +170,7 @@ class Conveyor:
         with self._lock:
             if self._started_pid == pid:
                 return
-            after_fork = getattr(self.store, "after_fork", None)
-            if after_fork is not None:
-                after_fork()  # the parent's connections stay the parent's
+            self.store.after_fork()  # the parent's connections stay the parent's
             self.writer = BufferedWriter(self.store, interval=self.settings.flush_interval, on_flushed=self._flushed)
             self._started = False
         self.start(executor=False)
@@ -212,6 +218,7 @@ class Conveyor:
         if "broker" in executor:
             report["broker"] = executor["broker"]
         report["workers"] = {"status": "ok" if alive else "down", "alive": alive}
+        report["workloads"] = self.workloads.status()
         parts = [database["status"], executor["status"]]
         if "down" in parts:
             overall = "unhealthy"

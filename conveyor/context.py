@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from conveyor.errors import TaskCancelled
+from conveyor.errors import ConfigurationError, TaskCancelled
+
+if TYPE_CHECKING:
+    from conveyor.resources import Resources
 
 __all__ = ["ProgressSink", "TaskContext"]
 
@@ -27,7 +30,18 @@ class ProgressSink(Protocol):
 class TaskContext:
     """One run of one task: its identity, progress reporting and cancellation."""
 
-    __slots__ = ("_sink", "_workdir", "_workdir_root", "attempt", "logger", "queue", "task_id", "task_type", "tenant")
+    __slots__ = (
+        "_resources",
+        "_sink",
+        "_workdir",
+        "_workdir_root",
+        "attempt",
+        "logger",
+        "queue",
+        "task_id",
+        "task_type",
+        "tenant",
+    )
 
     def __init__(
         self,
@@ -39,6 +53,7 @@ class TaskContext:
         queue: str,
         sink: ProgressSink,
         workdir_root: Path,
+        resources: Resources | None = None,
     ) -> None:
         self.task_id = task_id
         self.task_type = task_type
@@ -49,6 +64,7 @@ class TaskContext:
         self._sink = sink
         self._workdir_root = workdir_root
         self._workdir: Path | None = None
+        self._resources = resources
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"conveyor.task.{task_type}"), {"task_id": task_id, "tenant": tenant}
         )
@@ -68,6 +84,13 @@ class TaskContext:
     def raise_if_cancelled(self) -> None:
         if self.cancelled:
             raise TaskCancelled(f"task {self.task_id} was cancelled")
+
+    @property
+    def resources(self) -> Resources:
+        """Settings, store, SQL engine and workload settings of the process running this task."""
+        if self._resources is None:
+            raise ConfigurationError("this task runs without resources (an executor built without a Conveyor)")
+        return self._resources
 
     @property
     def workdir(self) -> Path:

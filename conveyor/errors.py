@@ -8,12 +8,16 @@ details}}``::
     ├── ConfigurationError          500  settings that cannot work
     ├── MissingExtra                500  an optional dependency is not installed
     ├── AuthenticationError         401  no key, or a key nobody owns
+    ├── Forbidden                   403  an operator's action asked for by a tenant
+    ├── NotFound                    404  nothing of that id for this tenant (a workload's
+    │   │                                objects too: a document, a correction)
+    │   └── TaskNotFound            404  (also another tenant's task; a TaskError as well)
     ├── RequestError                400  a request the API cannot read
     │   ├── PayloadTooLarge         413
     │   └── UnsupportedMediaType    415
     ├── TaskError
-    │   ├── TaskNotFound            404  (also another tenant's task)
-    │   ├── UnknownTaskType         400
+    │   ├── UnknownTaskType         400  (also an internal type asked for over HTTP)
+    │   ├── TaskFailed              500  raised by ``handle.get()`` for a task that failed
     │   ├── InvalidParams           422  names each bad field
     │   ├── InvalidTransition       409  e.g. cancelling a finished task
     │   ├── TaskNotFinished         409  asking for a result too early
@@ -29,16 +33,21 @@ Inside a running task, three signals travel as exceptions:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conveyor.records import TaskRecord
 
 __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "ConveyorError",
     "ExecutorError",
+    "Forbidden",
     "InvalidParams",
     "InvalidTransition",
     "MissingExtra",
+    "NotFound",
     "PayloadTooLarge",
     "QuotaExceeded",
     "RequestError",
@@ -47,6 +56,7 @@ __all__ = [
     "StoreError",
     "TaskCancelled",
     "TaskError",
+    "TaskFailed",
     "TaskNotFinished",
     "TaskNotFound",
     "UnknownTaskType",
@@ -90,6 +100,18 @@ class AuthenticationError(ConveyorError):
     code = "unauthorized"
 
 
+class Forbidden(ConveyorError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(ConveyorError):
+    """Nothing of that id for this caller; another tenant's object answers the same."""
+
+    status_code = 404
+    code = "not_found"
+
+
 class RequestError(ConveyorError):
     status_code = 400
     code = "bad_request"
@@ -110,7 +132,7 @@ class TaskError(ConveyorError):
     code = "task_error"
 
 
-class TaskNotFound(TaskError):
+class TaskNotFound(NotFound, TaskError):
     status_code = 404
     code = "task_not_found"
 
@@ -139,6 +161,23 @@ class InvalidParams(TaskError):
     def for_field(cls, field: str, message: str) -> InvalidParams:
         """One field's error, named the way the 422 body names every field."""
         return cls(f"Invalid request: {field}", details=[{"field": field, "message": message, "type": "value"}])
+
+
+class TaskFailed(TaskError):
+    """A task ended FAILURE (or CANCELLED) and its caller asked for the result: ``details`` is its error."""
+
+    status_code = 500
+    code = "task_failed"
+
+    @classmethod
+    def of(cls, record: TaskRecord) -> TaskFailed:
+        error = record.error or {}
+        kind = error.get("type") or record.state.value
+        message = error.get("message") or record.message or record.state.value
+        return cls(
+            f"task {record.id} ended {record.state.value}: {kind}: {message}",
+            details={"task_id": record.id, "status": record.state.value, "error": error},
+        )
 
 
 class InvalidTransition(TaskError):

@@ -9,6 +9,7 @@ expects.
 from __future__ import annotations
 
 import builtins
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,8 @@ __all__ = ["AsyncTaskManager", "TaskManager"]
 
 #: how often a waiter re-reads the store when no in-process event woke it
 POLL_INTERVAL = 0.5
+#: a task id a caller may choose (the store's id column holds 36 characters)
+_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,36}")
 MAX_PAGE = 500
 
 
@@ -125,8 +128,13 @@ class TaskManager:
         queue: str | None = None,
         idempotency_key: str | None = None,
         delay: float | None = None,
+        task_id: str | None = None,
     ) -> TaskRecord:
-        """Validate, write and dispatch one task; returns its record."""
+        """Validate, write and dispatch one task; returns its record.
+
+        ``task_id`` chooses the new task's id (Celery's ``apply_async(task_id=)``);
+        submitting again with an id that exists returns that task.
+        """
         return self.submit_many(
             task_type,
             [params or {}],
@@ -135,6 +143,7 @@ class TaskManager:
             queue=queue,
             idempotency_key=idempotency_key,
             delay=delay,
+            task_id=task_id,
         )[0]
 
     def submit_many(
@@ -147,6 +156,7 @@ class TaskManager:
         queue: str | None = None,
         idempotency_key: str | None = None,
         delay: float | None = None,
+        task_id: str | None = None,
     ) -> builtins.list[TaskRecord]:
         """Submit many tasks of one type in one store transaction."""
         app = self.conveyor
@@ -168,6 +178,14 @@ class TaskManager:
             existing = app.store.find_by_idempotency_key(tenant, idempotency_key)
             if existing is not None:
                 return [existing]
+        if task_id is not None:
+            if len(params_list) != 1 or not _TASK_ID.fullmatch(task_id):
+                raise InvalidParams.for_field("task_id", "names one task: 1-36 letters, digits, '-' or '_'")
+            existing = app.store.get(task_id)
+            if existing is not None:
+                if existing.tenant != tenant or existing.type != tt.name:
+                    raise InvalidParams.for_field("task_id", "is already the id of another task")
+                return [existing]
         validated = [tt.validate(p) for p in params_list]
         self._quota.check(self, tenant, len(validated))
         engine = app.executor.route(tt)
@@ -175,7 +193,7 @@ class TaskManager:
         t = now()
         records = [
             TaskRecord(
-                id=new_task_id(),
+                id=task_id or new_task_id(),
                 type=tt.name,
                 queue=queue or tt.queue,
                 tenant=tenant,
@@ -195,9 +213,12 @@ class TaskManager:
         try:
             app.store.insert(records)
         except DuplicateTask:
-            # Two submits raced on one idempotency key: the first one wins.
-            assert idempotency_key is not None
-            existing = app.store.find_by_idempotency_key(tenant, idempotency_key)
+            # Two submits raced on one idempotency key (or task id): the first one wins.
+            existing = (
+                app.store.get(task_id)
+                if task_id is not None
+                else app.store.find_by_idempotency_key(tenant, idempotency_key or "")
+            )
             if existing is None:
                 raise
             return [existing]

@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import functools
 import inspect
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from conveyor.errors import ConfigurationError, InvalidParams, UnknownTaskType
 
-__all__ = ["QUEUES", "Registry", "TaskType", "default_registry", "task"]
+if TYPE_CHECKING:
+    from conveyor.handle import TaskHandle
+
+__all__ = ["QUEUES", "Registry", "TaskFunction", "TaskType", "Visibility", "default_registry", "task"]
 
 #: the lanes the seeds use; any other name works too
 QUEUES = ("default", "documents", "media", "cpu", "gpu", "logs", "maintenance")
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: ``public``: tenants submit it over HTTP and see it in /api/v1/task-types;
+#: ``internal``: only the scheduler, operators and Python code may submit it
+#: (over HTTP a tenant gets the 404 of an unknown type)
+Visibility = Literal["public", "internal"]
 
 
 def _params_from_signature(name: str, fn: Callable[..., Any]) -> type[BaseModel]:
@@ -80,6 +91,9 @@ class TaskType:
     result_ttl: float | None = None
     #: heavy tasks go to Celery under the hybrid executor
     heavy: bool = False
+    #: other names clients may submit it by (a seed's own task names)
+    aliases: tuple[str, ...] = ()
+    visibility: Visibility = "public"
 
     @property
     def is_async(self) -> bool:
@@ -134,6 +148,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._types: dict[str, TaskType] = {}
+        self._aliases: dict[str, str] = {}
 
     def task(
         self,
@@ -152,7 +167,9 @@ class Registry:
         priority: int = 0,
         result_ttl: float | None = None,
         heavy: bool = False,
-    ) -> Callable[[F], F]:
+        aliases: Sequence[str] = (),
+        visibility: Visibility = "public",
+    ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]:
         """Register ``fn(ctx, **params)`` as a task type.
 
         ``params`` is a pydantic model validated at submit time; without one the
@@ -163,7 +180,10 @@ class Registry:
         if soft_time_limit and time_limit and soft_time_limit >= time_limit:
             raise ConfigurationError("soft_time_limit must be below time_limit")
 
-        def decorate(fn: F) -> F:
+        if visibility not in ("public", "internal"):
+            raise ConfigurationError(f"visibility must be 'public' or 'internal', not {visibility!r}")
+
+        def decorate(fn: Callable[P, R]) -> TaskFunction[P, R]:
             task_name = name or f"{fn.__module__}.{fn.__qualname__}"
             model = params or _params_from_signature(task_name, fn)
             doc = description if description is not None else inspect.getdoc(fn) or ""
@@ -184,9 +204,11 @@ class Registry:
                     priority=priority,
                     result_ttl=result_ttl,
                     heavy=heavy,
+                    aliases=tuple(aliases),
+                    visibility=visibility,
                 )
             )
-            return fn
+            return TaskFunction(fn, task_name, self)
 
         return decorate
 
@@ -201,19 +223,34 @@ class Registry:
             # same function; two different functions under one name is a bug.
             if not same_place:
                 raise ConfigurationError(f"task type {task_type.name!r} is registered twice")
+        for alias in task_type.aliases:
+            owner = self._aliases.get(alias, task_type.name)
+            if owner != task_type.name or (alias in self._types and alias != task_type.name):
+                raise ConfigurationError(f"alias {alias!r} of {task_type.name!r} is already a task type's name")
         self._types[task_type.name] = task_type
+        for alias in task_type.aliases:
+            self._aliases[alias] = task_type.name
 
     def get(self, name: str) -> TaskType:
+        """The task type registered under ``name`` or one of its aliases."""
         try:
-            return self._types[name]
+            return self._types[self._aliases.get(name, name)]
         except KeyError:
             raise UnknownTaskType(name, self.names()) from None
 
-    def names(self) -> list[str]:
-        return sorted(self._types)
+    def names(self, *, public: bool = False) -> list[str]:
+        """Every type's name; with ``public`` only those tenants may submit."""
+        return sorted(n for n, t in self._types.items() if not public or t.visibility == "public")
+
+    def get_public(self, name: str) -> TaskType:
+        """The type a tenant may submit by ``name``; an internal one answers as an unknown one does."""
+        tt = self._types.get(self._aliases.get(name, name))
+        if tt is None or tt.visibility != "public":
+            raise UnknownTaskType(name, self.names(public=True))
+        return tt
 
     def __contains__(self, name: object) -> bool:
-        return name in self._types
+        return name in self._types or name in self._aliases
 
     def __iter__(self) -> Iterator[TaskType]:
         return iter(sorted(self._types.values(), key=lambda t: t.name))
@@ -224,6 +261,7 @@ class Registry:
     def copy(self) -> Registry:
         clone = Registry()
         clone._types = dict(self._types)
+        clone._aliases = dict(self._aliases)
         return clone
 
 
@@ -231,6 +269,68 @@ class Registry:
 default_registry = Registry()
 
 
-def task(name: str | None = None, **options: Any) -> Callable[[F], F]:
+class TaskFunction(Generic[P, R]):
+    """A registered task function: call it as before, or submit it with Celery's producer verbs.
+
+    ``fn.delay(*args, **kwargs)`` and ``fn.apply_async(args, kwargs, ...)``
+    submit through the process's default task manager (``get_task_manager``)
+    and return a ``TaskHandle`` shaped like Celery's ``AsyncResult``, so code
+    written against Celery migrates by changing an import.
+    """
+
+    def __init__(self, fn: Callable[P, R], name: str, registry: Registry) -> None:
+        self.fn = fn
+        self.name = name
+        self.registry = registry
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    @property
+    def task_type(self) -> TaskType:
+        return self.registry.get(self.name)
+
+    def delay(self, *args: Any, **kwargs: Any) -> TaskHandle:
+        """Submit with these params (positional ones fill the params in order)."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime.datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        task_id: str | None = None,
+        tenant: str | None = None,
+    ) -> TaskHandle:
+        """Celery's ``apply_async``: ``countdown`` seconds or an ``eta``; ``task_id`` makes the submit idempotent."""
+        from conveyor.app import get_task_manager
+        from conveyor.handle import TaskHandle
+
+        manager = get_task_manager()
+        if eta is not None:
+            moment = eta if eta.tzinfo else eta.replace(tzinfo=datetime.UTC)
+            countdown = max(0.0, (moment - datetime.datetime.now(datetime.UTC)).total_seconds())
+        params = self.task_type.bind(tuple(args), dict(kwargs or {}))
+        record = manager.submit_task(
+            self.name,
+            params,
+            tenant=tenant,
+            priority=priority,
+            queue=queue,
+            idempotency_key=task_id,
+            delay=countdown,
+        )
+        return TaskHandle(record.id, manager, tenant=record.tenant)
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+
+def task(name: str | None = None, **options: Any) -> Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Register a task type in the default registry. See ``Registry.task``."""
     return default_registry.task(name, **options)

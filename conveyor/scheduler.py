@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING, Any
 from conveyor.errors import ConfigurationError, ConveyorError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from conveyor.manager import TaskManager
     from conveyor.records import TaskRecord
+    from conveyor.workload import LoadedWorkload
 
 __all__ = ["PeriodicJob", "Scheduler", "collect_jobs", "submit_slot"]
 
@@ -76,11 +79,9 @@ class PeriodicJob:
         return f"periodic:{self.name}:{int(slot)}"
 
 
-def collect_jobs(workloads: list[Any]) -> list[PeriodicJob]:
-    jobs: list[PeriodicJob] = []
-    for module in workloads:
-        jobs.extend(getattr(module, "periodic_jobs", []))
-    return jobs
+def collect_jobs(workloads: Iterable[LoadedWorkload]) -> list[PeriodicJob]:
+    """Every loaded workload's periodic jobs: the one table both schedulers run."""
+    return [job for w in workloads for job in w.declaration.periodic_jobs]
 
 
 def submit_slot(manager: TaskManager, job: PeriodicJob, slot: float) -> TaskRecord | None:

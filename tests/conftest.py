@@ -89,8 +89,8 @@ def _truncate_postgres(url: str) -> None:
         tables = (
             conn.execute(
                 sa.text(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'conveyor_%' "
-                    "AND tablename != 'conveyor_alembic_version'"
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                    "AND tablename NOT LIKE 'conveyor%alembic_version'"
                 )
             )
             .scalars()
@@ -166,12 +166,18 @@ def make_app(tmp_path: Path) -> Iterator[AppFactory]:
     """Build and start Conveyor apps; every one is stopped after the test."""
     apps: list[Conveyor] = []
 
-    def factory(*, start: bool = True, run_executor: bool = True, **overrides: Any) -> Conveyor:
+    def factory(
+        *,
+        start: bool = True,
+        run_executor: bool = True,
+        workload_settings: dict[str, dict[str, Any]] | None = None,
+        **overrides: Any,
+    ) -> Conveyor:
         overrides.setdefault("data_dir", tmp_path / f"data{len(apps)}")
         overrides.setdefault("concurrency", 2)
         overrides.setdefault("lease_seconds", 5.0)
         overrides.setdefault("shutdown_timeout", 5.0)
-        app = Conveyor(Settings(**overrides))
+        app = Conveyor(Settings(**overrides), workload_settings=workload_settings)
         apps.append(app)
         if start:
             app.start(executor=run_executor)

@@ -1,7 +1,14 @@
-"""Dependencies shared by the routes: the app, its manager, and the caller's tenant."""
+"""Dependencies shared by the routes: the app, its manager, and who is calling.
+
+A caller is a tenant (an API key in ``CONVEYOR_API_KEYS``) or an operator
+(a key in ``CONVEYOR_OPERATOR_KEYS``). Operators may run admin actions and
+internal task types; with no keys configured at all the one local caller is
+both its tenant and an operator.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 from typing import Annotated
@@ -9,10 +16,18 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from conveyor.app import Conveyor
-from conveyor.errors import AuthenticationError
+from conveyor.errors import AuthenticationError, Forbidden
 from conveyor.manager import TaskManager
 
-__all__ = ["App", "Manager", "Tenant", "get_app", "get_tenant"]
+__all__ = ["App", "Caller", "Manager", "Operator", "Tenant", "Who", "get_app", "get_caller", "get_tenant"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Caller:
+    """Whose request this is: the tenant that owns what it makes, and whether it may act as an operator."""
+
+    tenant: str
+    operator: bool
 
 
 def get_app(request: Request) -> Conveyor:
@@ -29,15 +44,21 @@ def _digest(key: str) -> bytes:
 
 
 def get_tenant(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> str:
-    """The tenant that owns the caller's API key.
+    """The tenant that owns the caller's API key (an operator's key names its own tenant)."""
+    return get_caller(request, app).tenant
+
+
+def get_caller(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> Caller:
+    """The caller behind the request's API key.
 
     Keys come as ``Authorization: Bearer <key>``, ``X-API-Key: <key>``, or
     ``?api_key=`` (for EventSource in browsers, which cannot set headers).
     With no keys configured every caller is the one local tenant.
     """
     keys = app.settings.api_keys
-    if not keys:
-        return app.settings.local_tenant
+    operators = app.settings.operator_keys
+    if not keys and not operators:
+        return Caller(app.settings.local_tenant, operator=True)
     supplied = request.headers.get("x-api-key")
     auth = request.headers.get("authorization")
     if not supplied and auth:
@@ -49,13 +70,29 @@ def get_tenant(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> 
     if not supplied:
         raise AuthenticationError("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
     digest = _digest(supplied)
-    for key, tenant in keys.items():
-        # Compare digests in constant time so the check leaks nothing about keys.
+    found: Caller | None = None
+    # Compare digests in constant time, and every key, so the check leaks nothing about keys.
+    for key, name in operators.items():
         if hmac.compare_digest(digest, _digest(key)):
-            return tenant
-    raise AuthenticationError("the API key is not valid")
+            found = Caller(name, operator=True)
+    for key, tenant in keys.items():
+        if hmac.compare_digest(digest, _digest(key)) and found is None:
+            found = Caller(tenant, operator=False)
+    if found is None:
+        raise AuthenticationError("the API key is not valid")
+    return found
+
+
+def require_operator(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    if not caller.operator:
+        raise Forbidden("this action needs an operator's API key (CONVEYOR_OPERATOR_KEYS)")
+    return caller
 
 
 App = Annotated[Conveyor, Depends(get_app)]
+#: who is calling (tenant and operator flag)
+Who = Annotated[Caller, Depends(get_caller)]
+#: an operator, or 403
+Operator = Annotated[Caller, Depends(require_operator)]
 Manager = Annotated[TaskManager, Depends(get_manager)]
 Tenant = Annotated[str, Depends(get_tenant)]

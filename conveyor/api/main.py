@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -13,7 +12,7 @@ from fastapi import FastAPI
 from conveyor import __version__
 from conveyor.api.errors import install_error_handlers
 from conveyor.api.limits import BodyLimitMiddleware
-from conveyor.api.routes import session, stats, system, task_types, tasks
+from conveyor.api.routes import session, stats, system, task_types, tasks, workloads
 from conveyor.app import Conveyor
 
 __all__ = ["create_app"]
@@ -58,19 +57,24 @@ def create_app(conveyor: Conveyor | None = None, *, manage: bool = True, schedul
     app.include_router(system.router)
     app.include_router(stats.router)
     app.include_router(session.router)
-    for module in conveyor.workloads:
-        router: Any = getattr(module, "router", None)
-        if router is not None:
-            app.include_router(router)
-    _mount_dashboard(app)
+    app.include_router(workloads.router)
+    for w in conveyor.workloads:
+        if w.router is not None:
+            app.include_router(w.router)
+    _mount_dashboard(app, conveyor)
     return app
 
 
-def _mount_dashboard(app: FastAPI) -> None:
+def _mount_dashboard(app: FastAPI, conveyor: Conveyor) -> None:
     from pathlib import Path
 
     from fastapi.staticfiles import StaticFiles
 
+    # Each workload's page folder first: the dashboard's own mount at / takes every other path.
+    for w in conveyor.workloads:
+        folder = w.declaration.dashboard
+        if folder is not None and folder.is_dir():
+            app.mount(f"{workloads.DASHBOARD_PREFIX}/{w.name}", StaticFiles(directory=folder), name=f"page-{w.name}")
     static = Path(__file__).resolve().parent.parent / "dashboard" / "static"
     if (static / "index.html").exists():
         app.mount("/", StaticFiles(directory=static, html=True), name="dashboard")

@@ -162,6 +162,8 @@ class TaskTypePublic(BaseModel):
     priority: int
     result_ttl: float | None
     heavy: bool
+    aliases: list[str] = []
+    visibility: str = "public"
 
     @classmethod
     def of(cls, t: TaskType) -> TaskTypePublic:
@@ -176,6 +178,8 @@ class TaskTypePublic(BaseModel):
             priority=t.priority,
             result_ttl=t.result_ttl,
             heavy=t.heavy,
+            aliases=list(t.aliases),
+            visibility=t.visibility,
         )
 
 

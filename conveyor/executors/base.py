@@ -68,6 +68,12 @@ class Executor(Protocol):
 
     def stats(self) -> dict[str, Any]: ...
 
+    def workers(self) -> list[dict[str, Any]]:
+        """The workers serving this executor: name, alive, active and reserved tasks."""
+
+    def broker_depths(self) -> dict[str, int] | None:
+        """Messages waiting in the broker per queue; None with no broker. ExecutorError while it is down."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outcome:

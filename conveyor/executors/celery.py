@@ -290,6 +290,7 @@ def _run_one(
         queue=record.queue,
         sink=sink,
         workdir_root=conveyor.settings.data_dir,
+        resources=conveyor.resources,
     )
     try:
         outcome = run_task(task_type, ctx, record.params, max_retries=record.max_retries)

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.context import TaskContext
 from conveyor.errors import ExecutorError
@@ -52,6 +52,9 @@ from conveyor.records import Status, TaskRecord, now
 from conveyor.registry import Registry, TaskType
 from conveyor.stores.base import Store
 from conveyor.stores.writer import BufferedWriter
+
+if TYPE_CHECKING:
+    from conveyor.resources import Resources
 
 __all__ = ["LocalExecutor", "local_worker_id"]
 
@@ -192,7 +195,7 @@ def _child_main(
     registry: Registry,
     workdir_root: Path,
     parent_pid: int,
-    on_start: Callable[[], None] | None,
+    on_start: Callable[[], Resources | None] | None,
 ) -> None:
     _set_parent_death_signal()
     _close_inherited_sockets(keep={conn.fileno(), control.fileno()})
@@ -201,8 +204,7 @@ def _child_main(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if os.getppid() != parent_pid:
         os._exit(1)
-    if on_start is not None:
-        on_start()
+    resources = on_start() if on_start is not None else None
     send_lock = threading.Lock()
     sink = _ChildSink(conn, send_lock)
 
@@ -244,6 +246,7 @@ def _child_main(
                 queue=queue,
                 sink=sink,
                 workdir_root=workdir_root,
+                resources=resources,
             )
             outcome = run_task(task_type, ctx, params, max_retries=max_retries, loop=loop)
         sink.drop_held()
@@ -317,7 +320,7 @@ class LocalExecutor:
         result_ttl: float = 0.0,
         shutdown_timeout: float = 30.0,
         worker_id: str | None = None,
-        on_worker_start: Callable[[], None] | None = None,
+        on_worker_start: Callable[[], Resources | None] | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -425,6 +428,10 @@ class LocalExecutor:
                 "failed": self.failed,
                 "worker_restarts": self.restarts,
             }
+
+    def broker_depths(self) -> None:
+        """No broker: the store's counts are the queue."""
+        return None
 
     def workers(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.records import Status, TaskEvent, TaskRecord
 
-__all__ = ["Change", "DuplicateTask", "Page", "QueueStats", "Store", "TaskQuery", "Throughput", "open_store"]
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["Change", "DuplicateTask", "Page", "QueueStats", "Store", "TaskQuery", "Throughput"]
 
 #: record fields a Change may set
 CHANGE_FIELDS = frozenset(
@@ -129,8 +132,15 @@ class Store(Protocol):
     #: a short name for health reports: "sqlite", "postgresql", "redis", "memory"
     kind: str
 
+    @property
+    def engine(self) -> Engine | None:
+        """The SQLAlchemy engine of a SQL store (workloads keep their own tables there); None elsewhere."""
+
     def open(self) -> None:
         """Connect and make sure the schema is current."""
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's connections (they stay the parent's)."""
 
     def close(self) -> None: ...
 
@@ -209,18 +219,3 @@ class Store(Protocol):
 
 class DuplicateTask(Exception):
     """An insert hit an existing (tenant, idempotency_key)."""
-
-
-def open_store(url: str, *, result_ttl: float = 0) -> Store:
-    """A store for a database URL: ``sqlite://``, ``postgresql+psycopg://``, ``redis://`` or ``memory://``."""
-    if url.startswith("memory://"):
-        from conveyor.stores.memory import MemoryStore
-
-        return MemoryStore()
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from conveyor.stores.redis import RedisStore
-
-        return RedisStore(url, default_ttl=result_ttl)
-    from conveyor.stores.sql import SqlStore
-
-    return SqlStore(url)

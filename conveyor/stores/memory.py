@@ -24,6 +24,10 @@ __all__ = ["MemoryStore"]
 
 class MemoryStore:
     kind = "memory"
+    engine = None
+
+    def after_fork(self) -> None:
+        """Nothing to forget: a forked child keeps the (copied) records, as a test's fork expects."""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()

@@ -275,6 +275,10 @@ def _event_json(e: TaskEvent) -> str:
 
 class RedisStore:
     kind = "redis"
+    engine = None
+
+    def after_fork(self) -> None:
+        """redis-py's pool notices a new process id and opens its own connections."""
 
     def __init__(self, url: str, *, default_ttl: float = 3600.0, prefix: str = "conveyor:") -> None:
         try:

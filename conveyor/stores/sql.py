@@ -11,7 +11,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,20 +144,49 @@ def create_engine_for(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=1800)
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Run the Alembic migrations up to ``revision``."""
+#: Alembic's version table, named so it never clashes with an application's own history
+VERSION_TABLE = "conveyor_alembic_version"
+#: revisions an older Conveyor wrote that now live elsewhere: a workload's
+#: tables were core revision 0002 before workloads had branches of their own
+_MOVED_REVISIONS = {"0002": "0001"}
+
+
+def upgrade(engine: Engine, revision: str = "head", *, migrations: Mapping[str, Path] | None = None) -> None:
+    """Run the core's Alembic migrations, then each workload's in ``migrations`` (name → folder).
+
+    Every workload keeps its own version table (``conveyor_<name>_alembic_version``),
+    so a database serves any set of workloads: one that is not loaded today
+    leaves its tables and its history alone, and a core upgrade never needs
+    to know it.
+    """
     from alembic import command
     from alembic.config import Config
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    histories = [(VERSION_TABLE, MIGRATIONS / "versions")]
+    histories += [(f"conveyor_{name}_alembic_version", folder) for name, folder in (migrations or {}).items()]
     # Two processes starting at once (an API and a worker on a fresh
     # database) must not both create the tables: one waits for the other.
     with _sqlite_file_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(7243001)"))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+        _restamp_moved(conn)
+        for version_table, folder in histories:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            cfg.set_main_option("path_separator", "os")
+            cfg.set_main_option("version_locations", str(folder))
+            cfg.attributes["connection"] = conn
+            cfg.attributes["version_table"] = version_table
+            command.upgrade(cfg, revision)
+
+
+def _restamp_moved(conn: sa.Connection) -> None:
+    """Point a version row at a revision that moved to where it now lives (see ``_MOVED_REVISIONS``)."""
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return
+    table = sa.table(VERSION_TABLE, sa.column("version_num"))
+    for old, new in _MOVED_REVISIONS.items():
+        conn.execute(table.update().where(table.c.version_num == old).values(version_num=new))
 
 
 @contextlib.contextmanager
@@ -213,8 +242,16 @@ def _row(r: TaskRecord) -> dict[str, Any]:
 
 
 class SqlStore:
-    def __init__(self, url: str, *, engine: Engine | None = None, migrate: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        engine: Engine | None = None,
+        migrate: bool = True,
+        migrations: Mapping[str, Path] | None = None,
+    ) -> None:
         self.url = url
+        self._migrations = dict(migrations or {})
         self.engine = engine or create_engine_for(url)
         self.kind = self.engine.dialect.name
         self._migrate = migrate
@@ -262,7 +299,7 @@ class SqlStore:
     def open(self) -> None:
         if self._migrate:
             with self._errors():
-                upgrade(self.engine)
+                upgrade(self.engine, migrations=self._migrations)
         if self.kind == "sqlite" and self._checkpointer is None and ":memory:" not in self.url:
             self._checkpoint_stop.clear()
             self._checkpointer = threading.Thread(target=self._checkpoints, name="conveyor-checkpoint", daemon=True)

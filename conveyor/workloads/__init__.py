@@ -1,6 +1,12 @@
-"""Workloads: task types plus their own HTTP routes, one subpackage or module each.
+"""Workloads: one package each, declaring a ``Workload`` (see ``conveyor.workload``).
 
-``system`` (always loaded) has the built-in types; the others are loaded by
-naming them in ``CONVEYOR_WORKLOADS``. A workload module may define
-``router`` (a FastAPI APIRouter) and ``periodic_jobs`` (a list of PeriodicJob).
+``system`` (always loaded) has the built-in types. ``BUILTIN`` lists the
+workloads that load by default wherever their extra is installed and their
+store needs are met; ``CONVEYOR_WORKLOADS`` names another set.
 """
+
+from __future__ import annotations
+
+__all__ = ["BUILTIN"]
+
+BUILTIN: tuple[str, ...] = ("documents",)

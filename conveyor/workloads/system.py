@@ -1,4 +1,8 @@
-"""Built-in task types: a round trip, a sleeper to try everything with, and upkeep."""
+"""Built-in task types: a round trip, a sleeper to try everything with, and upkeep.
+
+A plain module workload (no ``Workload`` declaration): importing it registers
+its types, and ``periodic_jobs`` is read from it.
+"""
 
 from __future__ import annotations
 
@@ -54,13 +58,11 @@ def sleep(ctx: TaskContext, seconds: float = 5.0, steps: int = 10, fail: bool = 
     return {"slept": round(time.monotonic() - started, 3), "steps": steps}
 
 
-@task("maintenance.purge_expired", queue="maintenance")
+@task("maintenance.purge_expired", queue="maintenance", visibility="internal")
 def purge_expired(ctx: TaskContext) -> dict[str, int]:
     """Delete finished task records whose result TTL has passed."""
-    from conveyor import resources
-
     ctx.progress(10, "Purging expired task records")
-    deleted = resources.current().store.purge_expired(time.time())
+    deleted = ctx.resources.store.purge_expired(time.time())
     return {"deleted": deleted}
 
 

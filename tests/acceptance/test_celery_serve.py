@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from conveyor import Settings, Status
-from conveyor.stores.base import open_store
+from conveyor.stores import open_store
 from tests.acceptance.server import Server
 from tests.conftest import CeleryWorkers, broker_url
 

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conveyor import Settings, Status, TaskRecord
-from conveyor.stores.base import open_store
+from conveyor.stores import open_store
 from tests.acceptance.server import Server
 from tests.browser.conftest import OpenPage, start_server
 

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conveyor import Conveyor
+from conveyor.errors import ConfigurationError
 from conveyor.api.main import create_app
 from tests.conftest import AppFactory
 from tests.documents_samples import HTML, ITALIAN, make_docx, make_encrypted_pdf, make_pdf
@@ -30,8 +31,7 @@ def docs(make_app: AppFactory, sql_database_url: str) -> Iterator[tuple[TestClie
         database_url=sql_database_url,
         api_keys="ka=alpha,kb=beta",
         workloads=["system", "documents"],
-        documents_max_upload_mb=1,
-        documents_quota_mb=3,
+        workload_settings={"documents": {"max_upload_mb": 1, "quota_mb": 3}},
     )
     with TestClient(create_app(app, scheduler=False)) as client:
         yield client, app
@@ -290,24 +290,27 @@ def test_markdown_keeps_its_kind(docs: tuple[TestClient, Conveyor]) -> None:
     assert Path(details["metadata_file"]).parent.joinpath(f"{r.json()['document_id']}.md").exists()
 
 
-def test_a_store_without_sql_answers_503_for_documents(make_app: AppFactory) -> None:
-    """The documents tables live in SQL: on the in-memory (or Redis) store the routes say so, not 500."""
-    app = make_app(start=False, database_url="memory://", workloads=["system", "documents"])
+def test_documents_on_a_store_without_sql_is_a_configuration_error(make_app: AppFactory) -> None:
+    """The documents tables live in SQL: naming the workload on the in-memory (or Redis) store fails at start-up."""
+    with pytest.raises(ConfigurationError, match="SQL store"):
+        make_app(start=False, database_url="memory://", workloads=["system", "documents"])
+    # Left to the defaults, it is simply not loaded, and /health says why.
+    app = make_app(start=False, database_url="memory://")
     with TestClient(create_app(app, scheduler=False)) as client:
-        r = client.post("/api/documents/upload", files={"file": ("a.txt", b"words " * 10)})
-        assert r.status_code == 503
-        assert r.json()["error"]["code"] == "documents_unavailable"
-        assert client.get("/api/documents").status_code == 503
+        assert client.get("/api/documents").status_code == 404
+        workloads = client.get("/health").json()["workloads"]
+        assert workloads["documents"]["status"] == "not loaded"
+        assert "SQL store" in workloads["documents"]["reason"]
 
 
 def test_the_migration_creates_the_tables_the_code_uses(docs: tuple[TestClient, Conveyor]) -> None:
-    """Alembic's 0002 and tables.py agree on every column, on SQLite and PostgreSQL."""
+    """The documents migration and tables.py agree on every column, on SQLite and PostgreSQL."""
     import sqlalchemy as sa
 
     from conveyor.workloads.documents.tables import chunks_table, documents_table
 
     _, app = docs
-    engine: sa.Engine = app.store.engine  # type: ignore[attr-defined]
+    engine = app.engine
     inspector = sa.inspect(engine)
     for table in (documents_table, chunks_table):
         migrated = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}

@@ -57,8 +57,7 @@ def docs(make_app: AppFactory, sql_database_url: str) -> Iterator[tuple[TestClie
         workloads=["system", "documents"],
         concurrency=1,
         prefetch=1,
-        documents_max_upload_mb=20,
-        documents_retention_days=1,
+        workload_settings={"documents": {"max_upload_mb": 20, "retention_days": 1}},
     )
     with TestClient(create_app(app, scheduler=False)) as client:
         yield client, app
@@ -167,7 +166,7 @@ def test_deleting_a_document_mid_run_leaves_no_row_chunk_or_file(docs: tuple[Tes
 
 
 def test_cleanup_through_a_worker_uses_the_apps_retention(docs: tuple[TestClient, Conveyor]) -> None:
-    """The worker process reads ``documents_retention_days`` (1 here) from its own app's settings."""
+    """The worker process reads the documents settings (retention 1 day here) from its own app's settings."""
     client, app = docs
     old = upload(client, "old.txt", b"old words " * 100)["document_id"]
     recent = upload(client, "recent.txt", b"recent words " * 100)["document_id"]

@@ -10,7 +10,8 @@ import pytest
 
 from conveyor import Settings, Status, TaskQuery, TaskRecord
 from conveyor.records import TaskEvent, now
-from conveyor.stores.base import Change, DuplicateTask, Store, open_store
+from conveyor.stores import open_store
+from conveyor.stores.base import Change, DuplicateTask, Store
 
 
 @pytest.fixture(

@@ -10,7 +10,7 @@ import pytest
 from conveyor import PeriodicJob, Status
 from conveyor.errors import ConfigurationError
 from conveyor.scheduler import Scheduler, collect_jobs
-from conveyor.workloads import system
+from conveyor.workload import load_workloads
 from tests.conftest import AppFactory
 
 
@@ -36,7 +36,7 @@ def test_a_job_needs_exactly_one_schedule() -> None:
 
 
 def test_the_system_workload_purges_expired_results_hourly() -> None:
-    jobs = {j.name: j for j in collect_jobs([system])}
+    jobs = {j.name: j for j in collect_jobs(load_workloads(["system"], store_kind="memory"))}
     assert jobs["purge-expired"].task_type == "maintenance.purge_expired"
     assert jobs["purge-expired"].every == 3600
 

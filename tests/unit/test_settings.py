@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from conveyor import Settings
+from conveyor.errors import ConfigurationError
 
 
 def test_a_plain_postgresql_url_uses_the_psycopg3_driver() -> None:
@@ -42,12 +43,22 @@ def test_a_malformed_api_key_entry_is_refused(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_the_documents_workload_is_on_by_default_where_it_can_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loaded by default with its extra and a SQL store; left out otherwise, unless named."""
-    import conveyor.settings as settings_module
+    """Loaded by default with its extra and a SQL store; left out otherwise (with the reason), unless named."""
+    import dataclasses
+
+    import conveyor.workloads.documents as documents
+    from conveyor.workload import load_workloads
 
     monkeypatch.delenv("CONVEYOR_WORKLOADS", raising=False)
-    assert Settings().workloads == ["system", "documents"]
-    assert Settings(database_url="redis://127.0.0.1:6379/3").workloads == ["system"]
-    monkeypatch.setitem(settings_module._WORKLOAD_NEEDS, "documents", ("a_module_nobody_installed",))
-    assert Settings().workloads == ["system"]
-    assert Settings(workloads="system,documents").workloads == ["system", "documents"]  # asked for: kept
+    assert Settings().workloads is None
+    assert load_workloads(None, store_kind="sql").names() == ["system", "documents"]
+    on_redis = load_workloads(None, store_kind="redis")
+    assert on_redis.names() == ["system"]
+    assert "SQL store" in on_redis.skipped["documents"]
+    lacking = dataclasses.replace(documents.workload, requires=("a_module_nobody_installed",))
+    monkeypatch.setattr(documents, "workload", lacking)
+    missing = load_workloads(None, store_kind="sql")
+    assert missing.names() == ["system"]
+    assert "pip install 'conveyor[documents]'" in missing.skipped["documents"]
+    with pytest.raises(ConfigurationError, match=r"conveyor\[documents\]"):
+        load_workloads(["system", "documents"], store_kind="sql")  # asked for: a loud error

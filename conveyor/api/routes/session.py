@@ -29,7 +29,7 @@ def session(request: Request, app: App) -> dict[str, Any]:
         "authenticated": authenticated,
         "tenant": tenant,
         # Only a caller with a key learns how the service is set up.
-        "workloads": list(app.settings.workloads) if authenticated else [],
+        "workloads": app.workloads.names() if authenticated else [],
         "executor": app.settings.executor if authenticated else None,
         "version": __version__,
     }

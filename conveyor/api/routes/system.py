@@ -50,21 +50,16 @@ async def queues(app: App, _tenant: Tenant) -> QueuesPublic:
 
 def _broker_depths(app: Conveyor) -> dict[str, int] | None:
     """The broker's queue depths, or None without a broker (local) or while it is down."""
-    executor: Any = app.executor
-    read = getattr(executor, "broker_depths", None)
-    if read is None:
-        return None
     try:
-        depths: dict[str, int] = read()
+        return app.executor.broker_depths()
     except ExecutorError:
         return None
-    return depths
 
 
 @router.get("/api/v1/workers", summary="Workers: alive, active and reserved tasks, processed counts")
 async def workers(app: App, _tenant: Tenant) -> dict[str, Any]:
-    executor: Any = app.executor
-    listing = executor.workers() if hasattr(executor, "workers") else []
+    executor = app.executor
+    listing = executor.workers()
     return {"executor": executor.name, "stats": executor.stats(), "data": listing, "count": len(listing)}
 
 

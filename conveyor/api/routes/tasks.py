@@ -11,7 +11,7 @@ from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
-from conveyor.api.deps import App, Manager, Tenant
+from conveyor.api.deps import App, Caller, Manager, Tenant, Who
 from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import TaskCreated, TaskPublic, TaskResult, TasksPublic, TaskStatus, iso
 from conveyor.errors import InvalidParams, RequestError, UnsupportedMediaType
@@ -73,11 +73,18 @@ def _options(body: dict[str, Any], header_key: str | None) -> dict[str, Any]:
     return {"priority": priority, "queue": queue, "delay": delay, "idempotency_key": key}
 
 
-async def submit_from_body(manager: Manager, tenant: str, body: dict[str, Any], header_key: str | None) -> TaskRecord:
-    """Both body shapes: ``{task_type, params: {...}}`` and seed 004's flat ``{task_type, ...params}``."""
+async def submit_from_body(
+    manager: Manager, caller: Caller, body: dict[str, Any], header_key: str | None
+) -> TaskRecord:
+    """Both body shapes: ``{task_type, params: {...}}`` and the flat ``{task_type, ...params}``.
+
+    A tenant may submit public task types only; an internal one (maintenance
+    that acts on every tenant) answers as an unknown type does.
+    """
+    registry = manager.conveyor.registry
     name = body.get("task_type", body.get("type"))
     if not isinstance(name, str) or not name:
-        known = manager.conveyor.registry.names()
+        known = registry.names(public=not caller.operator)
         raise InvalidParams(
             "task_type is required",
             details=[{"field": "task_type", "message": "field required", "type": "missing", "known_types": known}],
@@ -91,22 +98,24 @@ async def submit_from_body(manager: Manager, tenant: str, body: dict[str, Any], 
             raise InvalidParams.for_field(extra[0], "unknown field; task params go inside 'params'")
     else:
         params = {k: v for k, v in body.items() if k not in OPTION_KEYS}
+    if not caller.operator:
+        registry.get_public(name)
     options = _options(body, header_key)
-    return await manager.aio.submit_task(name, params, tenant=tenant, **options)
+    return await manager.aio.submit_task(name, params, tenant=caller.tenant, **options)
 
 
 @router.post("", status_code=202, response_model=TaskCreated, summary="Submit a task")
-async def submit(request: Request, manager: Manager, tenant: Tenant) -> JSONResponse:
+async def submit(request: Request, manager: Manager, caller: Who) -> JSONResponse:
     """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once."""
     body = await read_json_object(request)
-    record = await submit_from_body(manager, tenant, body, request.headers.get("idempotency-key"))
+    record = await submit_from_body(manager, caller, body, request.headers.get("idempotency-key"))
     created = TaskCreated.of(record)
     return JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.links["self"]})
 
 
 @router.post("/submit/", status_code=202, response_model=TaskCreated, summary="Submit a task (seed 004 shape)")
-async def submit_flat(request: Request, manager: Manager, tenant: Tenant) -> JSONResponse:
-    return await submit(request, manager, tenant)
+async def submit_flat(request: Request, manager: Manager, caller: Who) -> JSONResponse:
+    return await submit(request, manager, caller)
 
 
 @router.get("", response_model=TasksPublic, summary="List the caller's tasks")

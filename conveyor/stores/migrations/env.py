@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from alembic import context
 
-VERSION_TABLE = "conveyor_alembic_version"
+from conveyor.stores.sql import VERSION_TABLE
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - run through `alembic -x url=...`
@@ -26,7 +26,8 @@ if connection is None:  # pragma: no cover - run through `alembic -x url=...`
 else:
     context.configure(
         connection=connection,
-        version_table=VERSION_TABLE,
+        # the core's history, or one workload's (each has a version table of its own)
+        version_table=context.config.attributes.get("version_table", VERSION_TABLE),
         render_as_batch=connection.dialect.name == "sqlite",
     )
     context.run_migrations()

@@ -13,6 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conveyor.errors import SoftTimeLimitExceeded, TaskCancelled
+from conveyor.workloads.documents.errors import (
+    BadEncoding,
+    DocumentError,
+    EmptyText,
+    EncryptedPdf,
+    FileMissing,
+    OutputNotWritten,
+    UnreadableDocument,
+    UnsupportedType,
+)
 
 __all__ = [
     "BadEncoding",
@@ -30,38 +40,6 @@ __all__ = [
 ]
 
 SNIFF_BYTES = 8192
-
-
-class DocumentError(Exception):
-    code = "document_error"
-
-
-class FileMissing(DocumentError):
-    code = "file_missing"
-
-
-class UnsupportedType(DocumentError):
-    code = "unsupported_type"
-
-
-class EncryptedPdf(DocumentError):
-    code = "encrypted_pdf"
-
-
-class UnreadableDocument(DocumentError):
-    code = "unreadable"
-
-
-class EmptyText(DocumentError):
-    code = "empty_text"
-
-
-class BadEncoding(DocumentError):
-    code = "bad_encoding"
-
-
-class OutputNotWritten(DocumentError):
-    code = "output_not_written"
 
 
 #: NUL (PostgreSQL text cannot hold it) and lone surrogates (not encodable as UTF-8)

@@ -19,9 +19,11 @@ from conveyor.api.deps import App, Tenant
 from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import iso
 from conveyor.app import Conveyor
-from conveyor.errors import ConveyorError, InvalidParams, PayloadTooLarge, TaskNotFound, UnsupportedMediaType
+from conveyor.errors import ConveyorError, InvalidParams, PayloadTooLarge, UnsupportedMediaType
 from conveyor.records import Status, TaskRecord, new_task_id
 from conveyor.workloads.documents import db, storage
+from conveyor.workloads.documents.config import DocumentsSettings
+from conveyor.workloads.documents.errors import DocumentError, DocumentNotFound, DocumentsUnavailable
 from conveyor.workloads.documents.tables import chunks_table, documents_table
 from conveyor.workloads.documents.tasks import delete_document_files
 
@@ -55,20 +57,8 @@ _UPLOAD_BODY = {
 }
 
 
-class DocumentNotFound(TaskNotFound):
-    code = "document_not_found"
-
-    def __init__(self, document_id: str) -> None:
-        ConveyorError.__init__(self, f"No document with id {document_id!r}", details={"document_id": document_id})
-
-
-class DocumentsUnavailable(ConveyorError):
-    status_code = 503
-    code = "documents_unavailable"
-
-
 def _engine(app: Conveyor) -> sa.Engine:
-    engine: sa.Engine | None = getattr(app.store, "engine", None)
+    engine = app.store.engine
     if engine is None:
         raise DocumentsUnavailable(
             f"the documents workload keeps its tables in SQL; this server's store is {app.store.kind} "
@@ -108,19 +98,20 @@ async def upload(
     if overlap >= chunk_size:
         raise InvalidParams.for_field("overlap", "must be smaller than chunk_size")
     settings = app.settings
+    config: DocumentsSettings = app.workload_settings("documents")
     engine = _engine(app)
-    max_bytes = int(settings.documents_max_upload_mb * 1024 * 1024)
-    quota = int(settings.documents_quota_mb * 1024 * 1024)
+    max_bytes = int(config.max_upload_mb * 1024 * 1024)
+    quota = int(config.quota_mb * 1024 * 1024)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + MULTIPART_SLACK:
         raise PayloadTooLarge(
-            f"the upload is larger than the upload limit of {settings.documents_max_upload_mb:g} MiB",
+            f"the upload is larger than the upload limit of {config.max_upload_mb:g} MiB",
             details={"max_bytes": max_bytes, "limit": "upload limit"},
         )
     used = await anyio.to_thread.run_sync(db.usage, engine, tenant)
     if used >= quota:
         raise PayloadTooLarge(
-            f"tenant {tenant!r} has used its quota of {settings.documents_quota_mb:g} MiB",
+            f"tenant {tenant!r} has used its quota of {config.quota_mb:g} MiB",
             details={"quota_bytes": quota, "used_bytes": used, "limit": "tenant quota"},
         )
     document_id = new_task_id()
@@ -145,7 +136,7 @@ def _accept(
     app: Conveyor, engine: sa.Engine, tenant: str, saved: storage.SavedUpload, params: dict[str, Any]
 ) -> JSONResponse:
     """Check the type by content and the quota again, store the record, submit the task."""
-    from conveyor.workloads.documents.extract import DocumentError, sniff_file
+    from conveyor.workloads.documents.extract import sniff_file
 
     document_id = params["document_id"]
     if saved.size == 0:
@@ -158,11 +149,12 @@ def _accept(
             details={"filename": saved.filename},
         ) from None
     # Uploads running side by side each passed the first check; the sum must fit too.
-    quota = int(app.settings.documents_quota_mb * 1024 * 1024)
+    config: DocumentsSettings = app.workload_settings("documents")
+    quota = int(config.quota_mb * 1024 * 1024)
     used = db.usage(engine, tenant)
     if used + saved.size > quota:
         raise PayloadTooLarge(
-            f"tenant {tenant!r} would pass its quota of {app.settings.documents_quota_mb:g} MiB",
+            f"tenant {tenant!r} would pass its quota of {config.quota_mb:g} MiB",
             details={"quota_bytes": quota, "used_bytes": used, "limit": "tenant quota"},
         )
     final = saved.path.with_suffix(storage.extension_for(kind))

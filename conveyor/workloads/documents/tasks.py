@@ -5,9 +5,9 @@ are read), 20–80 % encoding (chunking, then each chunk's language, reported
 as they advance), 80 % saving, 100 % complete.
 
 Tasks run in worker processes and reach the database through
-``resources.current()``, which each worker process installs from its own
-app's settings (a forked local worker in ``Conveyor._worker_started``, a
-Celery worker when it builds its Conveyor).
+``ctx.resources``, which each worker process builds from its own app's
+settings (a forked local worker in ``Conveyor._worker_started``, a Celery
+worker when it builds its Conveyor).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from conveyor import resources
 from conveyor.context import TaskContext
 from conveyor.errors import SoftTimeLimitExceeded, TaskCancelled
 from conveyor.registry import task
 from conveyor.workloads.documents import db
+from conveyor.workloads.documents.config import DocumentsSettings
 from conveyor.workloads.documents.tables import chunks_table, documents_table
 
 __all__ = [
@@ -81,7 +81,7 @@ TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError, Ti
 )
 def process_document(ctx: TaskContext, document_id: str, chunk_size: int = 1200, overlap: int = 200) -> dict[str, Any]:
     """Extract, chunk (1,200 tokens, 200 overlap), detect language, and save an uploaded document."""
-    engine = resources.current().engine
+    engine = ctx.resources.engine
     doc = db.find(engine, document_id, ctx.tenant)
     if doc is None:
         # Deleted before it ran, or named by another tenant: nothing here to mark.
@@ -111,7 +111,7 @@ def process_document(ctx: TaskContext, document_id: str, chunk_size: int = 1200,
 
 
 def _describe(e: BaseException) -> str:
-    from conveyor.workloads.documents.extract import DocumentError
+    from conveyor.workloads.documents.errors import DocumentError
 
     if isinstance(e, DocumentError):
         return str(e)
@@ -277,7 +277,7 @@ def delete_document_files(stored_path: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@task("documents.cleanup", queue="maintenance", params=CleanupDocuments)
+@task("documents.cleanup", queue="maintenance", params=CleanupDocuments, visibility="internal")
 def cleanup_documents(ctx: TaskContext, retention_days: float | None = None) -> dict[str, int]:
     """Delete documents older than the retention period with their chunks and files; settle stuck ones.
 
@@ -285,8 +285,9 @@ def cleanup_documents(ctx: TaskContext, retention_days: float | None = None) -> 
     finish it, and removes upload folders that no document row owns (an upload
     interrupted between the file and the row).
     """
-    res = resources.current()
-    days = retention_days if retention_days is not None else res.settings.documents_retention_days
+    res = ctx.resources
+    config: DocumentsSettings = res.workload_settings("documents")
+    days = retention_days if retention_days is not None else config.retention_days
     cutoff = time.time() - days * 86400
     engine = res.engine
     d = documents_table.c

@@ -19,14 +19,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conveyor import resources
 from conveyor.context import TaskContext
 from conveyor.errors import TaskCancelled
 from conveyor.records import Status, TaskRecord, new_task_id
+from conveyor.resources import Resources
 from conveyor.settings import Settings
 from conveyor.stores.sql import SqlStore
-from conveyor.workloads.documents import db, storage
-from conveyor.workloads.documents.extract import DocumentError
+from conveyor.workloads.documents import db, storage, workload
+from conveyor.workloads.documents.config import DocumentsSettings
+from conveyor.workloads.documents.errors import DocumentError
 from conveyor.workloads.documents.tables import chunks_table
 from conveyor.workloads.documents.tasks import cleanup_documents, process_document
 from tests.documents_samples import ENGLISH, ITALIAN, make_pdf
@@ -50,6 +51,7 @@ class Recorder:
 class Env:
     settings: Settings
     store: SqlStore
+    resources: Resources
 
     @property
     def engine(self) -> sa.Engine:
@@ -87,6 +89,7 @@ class Env:
             queue="documents",
             sink=sink or Recorder(),
             workdir_root=self.settings.data_dir,
+            resources=self.resources,
         )
         return process_document(ctx, document_id=document_id, **params)
 
@@ -98,18 +101,14 @@ class Env:
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    settings = Settings(
-        data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'c.db'}", documents_retention_days=2
-    )
-    store = SqlStore(settings.resolved_database_url)
+    settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'c.db'}")
+    store = SqlStore(settings.resolved_database_url, migrations={"documents": workload.migrations})
     store.open()
-    previous = resources.current()
     # What a worker process has: resources built from its own app's settings.
-    resources.install(resources.Resources(settings, store=store))
+    res = Resources(settings, store=store, workload_settings={"documents": DocumentsSettings(retention_days=2)})
     try:
-        yield Env(settings, store)
+        yield Env(settings, store, res)
     finally:
-        resources.install(previous)
         store.close()
 
 
@@ -265,6 +264,7 @@ def _cleanup(env: Env, **params: Any) -> dict[str, int]:
         queue="maintenance",
         sink=Recorder(),
         workdir_root=env.settings.data_dir,
+        resources=env.resources,
     )
     return cleanup_documents(ctx, **params)
 

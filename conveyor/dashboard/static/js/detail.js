@@ -1,7 +1,6 @@
 // One task: its params, live progress, timeline, result or error, Cancel and Retry.
 
 import { ApiError, api, events } from "./api.js";
-import { documentPanel } from "./documents.js";
 import {
   FINAL,
   append,
@@ -36,7 +35,7 @@ export function detailView(root, { params: [taskId] }, ctx) {
   let timelineTimer = null;
   let lastSeq = 0;
   let alive = true;
-  let docPanel = null;
+  let workloadPanel = null;
   let renderedResultFor = null;
 
   const title = h("h1", {}, "Task");
@@ -121,18 +120,15 @@ export function detailView(root, { params: [taskId] }, ctx) {
     const key = `${task.status}:${task.finished_at}`;
     if (!hasResult || renderedResultFor === key) return;
     renderedResultFor = key;
-    if (docPanel) docPanel.dispose();
-    docPanel = null;
+    if (workloadPanel && workloadPanel.dispose) workloadPanel.dispose();
+    workloadPanel = null;
     clear(resultBody);
-    const documentId = task.type === "documents.process" && task.result && task.result.document_id;
-    if (documentId && ctx.hasWorkload("documents")) {
-      docPanel = documentPanel(documentId, { headingLevel: 3 });
-      append(
-        resultBody,
-        h("p", {}, h("a", { href: `#/documents/${encodeURIComponent(documentId)}` }, "Open the document")),
-        docPanel.element,
-        h("details", { class: "raw" }, h("summary", {}, "Raw result"), jsonTree(task.result)),
-      );
+    // A workload may show its own kind of result (a document, an image) on the task page.
+    for (const page of ctx.pages) {
+      const panel = typeof page.resultPanel === "function" ? page.resultPanel(task, ctx) : null;
+      if (!panel) continue;
+      workloadPanel = panel;
+      append(resultBody, ...panel.elements, h("details", { class: "raw" }, h("summary", {}, "Raw result"), jsonTree(task.result)));
       return;
     }
     append(resultBody, mediaList(task.result), jsonTree(task.result));
@@ -309,6 +305,6 @@ export function detailView(root, { params: [taskId] }, ctx) {
     stop();
     clearInterval(ticker);
     clearTimeout(timelineTimer);
-    if (docPanel) docPanel.dispose();
+    if (workloadPanel && workloadPanel.dispose) workloadPanel.dispose();
   };
 }

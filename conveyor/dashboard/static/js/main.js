@@ -2,7 +2,6 @@
 
 import { api, auth } from "./api.js";
 import { detailView } from "./detail.js";
-import { documentView } from "./documents.js";
 import { append, clear, errorText, h, uid } from "./dom.js";
 import { submitView } from "./submit.js";
 import { systemView } from "./system.js";
@@ -13,13 +12,15 @@ const nav = document.getElementById("nav");
 const account = document.getElementById("account");
 const announcer = document.getElementById("announcer");
 
-const ROUTES = [
+const CORE_ROUTES = [
   { re: /^\/(tasks)?$/, view: tasksView, nav: "tasks", title: "Tasks" },
   { re: /^\/tasks\/([^/]+)$/, view: detailView, nav: "tasks", title: "Task" },
   { re: /^\/submit$/, view: submitView, nav: "submit", title: "Submit" },
-  { re: /^\/documents\/([^/]+)$/, view: documentView, nav: "submit", title: "Document" },
   { re: /^\/system$/, view: systemView, nav: "system", title: "System" },
 ];
+
+/** The core's routes, then each loaded workload page's (see loadPages). */
+let ROUTES = CORE_ROUTES;
 
 let announceTimer = null;
 /** Say something to screen readers (role=status, polite). */
@@ -35,6 +36,8 @@ function announce(message) {
 const ctx = {
   session: null,
   announce,
+  /** The loaded workloads' page modules: { name, nav?, routes?, submitSections?, resultPanel? }. */
+  pages: [],
   _types: null,
   /** Every task type with its params schema, fetched once per session. */
   taskTypes() {
@@ -170,7 +173,46 @@ function showSignIn(message) {
   input.focus();
 }
 
-function start(session) {
+/**
+ * Import each loaded workload's page module (GET /api/v1/workloads names them):
+ * its routes join the router, its nav entry the nav bar, its stylesheet the page.
+ * A page that fails to load is left out; the rest of the dashboard works.
+ */
+async function loadPages() {
+  for (const a of nav.querySelectorAll("li[data-workload]")) a.remove();
+  let listing = { data: [] };
+  try {
+    listing = await api("/api/v1/workloads");
+  } catch (e) {
+    console.warn("workload pages are not available", e);
+  }
+  const pages = [];
+  const routes = [...CORE_ROUTES];
+  const navList = nav.querySelector("ul");
+  const systemItem = navList.querySelector('a[data-nav="system"]').parentElement;
+  for (const w of listing.data) {
+    if (!w.page) continue;
+    try {
+      const mod = await import(w.page);
+      pages.push({ name: w.name, ...mod });
+      for (const r of mod.routes || []) routes.push({ nav: w.name, ...r });
+      if (w.stylesheet && !document.querySelector(`link[data-workload="${w.name}"]`)) {
+        document.head.append(h("link", { rel: "stylesheet", href: w.stylesheet, "data-workload": w.name }));
+      }
+      if (mod.nav) {
+        navList.insertBefore(h("li", { "data-workload": w.name }, h("a", { href: mod.nav.href, "data-nav": w.name }, mod.nav.label)), systemItem);
+      }
+    } catch (e) {
+      console.warn(`the ${w.name} page did not load`, e);
+    }
+  }
+  ctx.pages = pages;
+  ROUTES = routes;
+}
+
+async function start(session) {
+  // Pages first: the router ignores hash changes until the session is set.
+  await loadPages();
   ctx.session = session;
   ctx._types = null;
   nav.hidden = false;

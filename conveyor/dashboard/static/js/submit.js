@@ -1,8 +1,7 @@
 // Submit: a form generated from the chosen task type's params schema, the
-// tasks submitted from this tab with live progress, and the documents upload.
+// tasks submitted from this tab with live progress, and each workload's own sections.
 
 import { ApiError, api, events } from "./api.js";
-import { uploadForm } from "./documents.js";
 import { FINAL, clear, errorText, fmtAge, fmtTime, h, progressBar, setBadge, setProgress, shortId, stateBadge, uid } from "./dom.js";
 import { schemaFields } from "./schemaform.js";
 
@@ -64,36 +63,16 @@ export function submitView(root, { query }, ctx) {
 
   root.append(h("h1", {}, "Submit"), h("div", { class: "grid-2 submit-grid" }, form, recentSection));
 
-  let upload = null;
-  let loadDocuments = async () => {};
-  if (ctx.hasWorkload("documents")) {
-    upload = uploadForm(ctx, () => loadDocuments());
-    const docsHeading = uid("docs");
-    const docsList = h("ul", { class: "doc-list" });
-    loadDocuments = async () => {
-      try {
-        const page = await api("/api/documents", { query: { limit: 10 } });
-        if (!alive) return;
-        clear(docsList).append(
-          ...page.data.map((d) =>
-            h("li", {}, h("a", { href: `#/documents/${encodeURIComponent(d.document_id)}` }, d.filename), ` · ${d.status} · ${d.total_chunks} chunks · `, h("time", { datetime: d.created_at, title: fmtTime(d.created_at) }, fmtAge(d.created_at))),
-          ),
-        );
-        if (!page.data.length) docsList.append(h("li", { class: "summary" }, "No documents yet."));
-      } catch {
-        // the list is a convenience; the upload itself reports its errors
-      }
-    };
-    const uploadHeading = uid("upload");
-    root.append(
-      h(
-        "div",
-        { class: "grid-2" },
-        h("section", { class: "card", "aria-labelledby": uploadHeading }, h("h2", { id: uploadHeading }, "Upload a document"), upload.element),
-        h("section", { class: "card", "aria-labelledby": docsHeading }, h("h2", { id: docsHeading }, "Recent documents"), docsList),
-      ),
-    );
-    loadDocuments();
+  // Workloads add their own sections (an upload form, their recent items) below the form.
+  const sectionCleanups = [];
+  for (const page of ctx.pages) {
+    if (typeof page.submitSections !== "function") continue;
+    try {
+      const done = page.submitSections(root, ctx, () => alive);
+      if (typeof done === "function") sectionCleanups.push(done);
+    } catch (e) {
+      console.warn("a workload's submit section failed", e);
+    }
   }
 
   function chooseType(name) {
@@ -272,6 +251,6 @@ export function submitView(root, { query }, ctx) {
   return () => {
     alive = false;
     stopWatching();
-    if (upload) upload.dispose();
+    for (const done of sectionCleanups) done();
   };
 }

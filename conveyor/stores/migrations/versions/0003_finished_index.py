@@ -1,7 +1,7 @@
 """An index for throughput: tasks finished since a time, per tenant.
 
 Revision ID: 0003
-Revises: 0002
+Revises: 0001 (it followed a workload's tables, which moved to that workload's branch)
 Create Date: 2026-11-24
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0003"
-down_revision = "0002"
+down_revision = "0001"
 branch_labels = None
 depends_on = None
 

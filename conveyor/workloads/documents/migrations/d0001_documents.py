@@ -1,7 +1,11 @@
-"""Documents workload: documents and their chunks (seed 001).
+"""Documents workload: documents and their chunks.
 
-Revision ID: 0002
-Revises: 0001
+The documents workload's own Alembic branch. Before workloads had branches
+these tables were core revision 0002; a database made then has them
+already (its version row is restamped to the core's 0001 by the store), so
+this revision creates them only where they are missing.
+
+Revision ID: documents_0001
 Create Date: 2026-11-22
 """
 
@@ -11,8 +15,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0002"
-down_revision = "0001"
+revision = "documents_0001"
+down_revision = None
 branch_labels = None
 depends_on = None
 
@@ -20,6 +24,8 @@ JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
 
 def upgrade() -> None:
+    if sa.inspect(op.get_bind()).has_table("conveyor_documents"):
+        return
     op.create_table(
         "conveyor_documents",
         sa.Column("id", sa.String(36), primary_key=True),

@@ -1,7 +1,9 @@
-// The documents workload: upload with progress to "ready", a document's metadata and its chunks.
+// The documents workload's dashboard page: upload with progress to "ready", a
+// document's metadata and its chunks. Loaded by the dashboard shell from
+// /api/v1/workloads; it uses the shell's helpers by absolute URL.
 
-import { ApiError, api, upload } from "./api.js";
-import { clear, errorText, fmtBytes, fmtNumber, fmtTime, h, progressBar, setProgress, shortId, uid } from "./dom.js";
+import { ApiError, api, upload } from "/js/api.js";
+import { clear, errorText, fmtAge, fmtBytes, fmtNumber, fmtTime, h, progressBar, setProgress, shortId, uid } from "/js/dom.js";
 
 const CHUNKS_PER_PAGE = 20;
 const STATUS_POLL = 500;
@@ -219,5 +221,51 @@ export function uploadForm(ctx, onUploaded) {
       alive = false;
       clearTimeout(timer);
     },
+  };
+}
+
+/** Document pages open from the Submit tab, so that tab stays current in the nav. */
+export const routes = [{ re: /^\/documents\/([^/]+)$/, view: documentView, nav: "submit", title: "Document" }];
+
+/** The Submit tab's upload form and the tenant's recent documents. */
+export function submitSections(root, ctx, isAlive) {
+  const docsHeading = uid("docs");
+  const docsList = h("ul", { class: "link-list" });
+  const loadDocuments = async () => {
+    try {
+      const page = await api("/api/documents", { query: { limit: 10 } });
+      if (!isAlive()) return;
+      clear(docsList).append(
+        ...page.data.map((d) =>
+          h("li", {}, h("a", { href: `#/documents/${encodeURIComponent(d.document_id)}` }, d.filename), ` · ${d.status} · ${d.total_chunks} chunks · `, h("time", { datetime: d.created_at, title: fmtTime(d.created_at) }, fmtAge(d.created_at))),
+        ),
+      );
+      if (!page.data.length) docsList.append(h("li", { class: "summary" }, "No documents yet."));
+    } catch {
+      // the list is a convenience; the upload itself reports its errors
+    }
+  };
+  const form = uploadForm(ctx, () => loadDocuments());
+  const uploadHeading = uid("upload");
+  root.append(
+    h(
+      "div",
+      { class: "grid-2" },
+      h("section", { class: "card", "aria-labelledby": uploadHeading }, h("h2", { id: uploadHeading }, "Upload a document"), form.element),
+      h("section", { class: "card", "aria-labelledby": docsHeading }, h("h2", { id: docsHeading }, "Recent documents"), docsList),
+    ),
+  );
+  loadDocuments();
+  return form.dispose || null;
+}
+
+/** A finished documents.process task shows its document (metadata and chunks) on the task page. */
+export function resultPanel(task) {
+  const documentId = task.type === "documents.process" && task.result && task.result.document_id;
+  if (!documentId) return null;
+  const panel = documentPanel(documentId, { headingLevel: 3 });
+  return {
+    elements: [h("p", {}, h("a", { href: `#/documents/${encodeURIComponent(documentId)}` }, "Open the document")), panel.element],
+    dispose: panel.dispose,
   };
 }
