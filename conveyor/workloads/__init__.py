@@ -9,4 +9,4 @@ from __future__ import annotations
 
 __all__ = ["BUILTIN"]
 
-BUILTIN: tuple[str, ...] = ("documents",)
+BUILTIN: tuple[str, ...] = ("documents", "media")
