@@ -212,7 +212,7 @@ def _frames(n: int, rate: int) -> tuple[int, int]:
 def _stft(x: NDArray[np.float32], size: int, hop: int, window: NDArray[np.float32]) -> NDArray[np.complex64]:
     frames = 1 + (x.size - size) // hop
     idx = np.arange(size)[None, :] + hop * np.arange(frames)[:, None]
-    return scipy.fft.rfft(x[idx] * window, axis=1).astype(np.complex64)
+    return np.asarray(scipy.fft.rfft(x[idx] * window, axis=1), dtype=np.complex64)
 
 
 def _istft(

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "correction_tasks_0001"
 down_revision = None
-branch_labels = ("media",)
+branch_labels = None
 depends_on = None
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
