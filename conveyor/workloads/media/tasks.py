@@ -24,7 +24,7 @@ from conveyor.errors import SoftTimeLimitExceeded, TaskCancelled
 from conveyor.registry import task
 from conveyor.workloads.media import db, storage
 from conveyor.workloads.media.config import MediaSettings
-from conveyor.workloads.media.errors import MediaError
+from conveyor.workloads.media.errors import MediaError, OutsideStorage
 from conveyor.workloads.media.probe import MEDIA_TYPES, sniff_file
 
 __all__ = ["ProcessCorrection", "default_format", "output_url", "process_correction", "validate_options"]
@@ -195,8 +195,11 @@ def process_correction(
     work: Path | None = None
     try:
         ctx.progress(1, "Checking the input")
-        src = storage.resolve_inside(root, input, "input")
-        folder = storage.resolve_inside(root, folder_given, "output_folder")
+        try:
+            src = storage.resolve_inside(root, input, "input")
+            folder = storage.resolve_inside(root, folder_given, "output_folder")
+        except OutsideStorage as e:
+            raise MediaError(e.message) from None
         if not src.is_file():
             raise MediaError(
                 f"File access issues: the input {input!r} does not exist in the tenant's storage "

@@ -40,7 +40,8 @@ def noisy_quiet_speech(dest: Path, *, lufs: float = -35.0, snr_db: float = 15.0,
     import pyloudnorm
     import soundfile as sf
 
-    voice, rate = speech(dest.with_name("voice.wav"))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    voice, rate = speech(dest.with_name(f".voice-{dest.stem}.wav"))
     pad = np.zeros((int(rate * seconds_pad), 1), dtype=np.float32)
     voice = np.concatenate([pad, voice, pad])
     rng = np.random.default_rng(7)

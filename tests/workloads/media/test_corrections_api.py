@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("cv2", reason="the media extra is not installed: pip install 'conveyor[media]'")
@@ -363,3 +364,56 @@ def test_cancel_and_delete_answer_as_the_seed_expects(corr: tuple[TestClient, Co
         assert answer.status_code == 404
         assert answer.json()["error"]["code"] == "correction_not_found"
     assert client.get(f"/corr/tasks/{task_id}/output/../../secret", headers=ALPHA).status_code == 404
+
+
+def test_ten_hours_submitted_from_python_fail_within_limits(corr: tuple[TestClient, Conveyor]) -> None:
+    """Past the route (the seed's positional submit by its alias), the task refuses the ten hours itself, quickly."""
+    client, app = corr
+    ten_hour_wav(tenant_root(app.settings.data_dir, "alpha") / "long.wav")
+    started = time.monotonic()
+    app.manager.submit("process_correction", "long-one", "audio", "long.wav", None, {}, tenant="alpha")
+    record = poll(client, "long-one")
+    assert record["status"] == "FAILURE"
+    assert "lasts 36000 s; the limit is 30 s" in record["error_message"]
+    assert time.monotonic() - started < 30
+
+
+def test_a_correction_id_of_another_tenant_is_not_taken_over(corr: tuple[TestClient, Conveyor], tmp_path: Path) -> None:
+    """A Python submit reusing another tenant's correction id fails and leaves that record alone."""
+    client, app = corr
+    photo = tmp_path / "p.jpg"
+    samples.cast_and_rotated_jpeg(photo)
+    task_id = submit(client, photo).json()["task_id"]
+    assert poll(client, task_id)["status"] == "SUCCESS"
+    job = app.manager.submit("process_correction", task_id, "image", "x.jpg", tenant="beta")
+    assert app.manager.wait(job, timeout=60).state.value == "FAILURE"
+    record = client.get(f"/corr/tasks/{task_id}/", headers=ALPHA).json()
+    assert record["status"] == "SUCCESS"
+    assert record["result"]["outputs"]
+
+
+def test_a_cancelled_correction_leaves_no_partial_output(corr: tuple[TestClient, Conveyor], tmp_path: Path) -> None:
+    """Cancelled while it runs: the record ends CANCELLED and the output folder holds nothing, hidden or not."""
+    import soundfile as sf
+
+    client, app = corr
+    rate = 48000
+    rng = np.random.default_rng(5)
+    t = np.arange(rate * 25, dtype=np.float32) / rate
+    tone = 0.05 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 0.5 * t) > 0)
+    long = (tone + 0.003 * rng.standard_normal(t.shape)).astype(np.float32)
+    src = tmp_path / "long.flac"
+    sf.write(str(src), np.stack([long, long], axis=1), rate)
+    task_id = submit(client, src).json()["task_id"]
+    deadline = time.monotonic() + 60
+    while client.get(f"/corr/tasks/{task_id}/", headers=ALPHA).json()["status"] != "PROCESSING":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    answer = client.post(f"/corr/tasks/{task_id}/cancel/", headers=ALPHA)
+    assert answer.status_code == 200, answer.text
+    record = poll(client, task_id)
+    assert record["status"] == "CANCELLED"
+    assert record["result"] is None
+    assert record["error_message"] == "the correction was cancelled"
+    folder = tenant_root(app.settings.data_dir, "alpha") / record["output_folder"]
+    assert not folder.exists() or not any(folder.rglob("*"))
