@@ -27,5 +27,5 @@ workload = Workload(
     router="conveyor.workloads.media.routes:router",
     settings=MediaSettings,
     migrations=_here / "migrations",
-    dashboard=None,
+    dashboard=_here / "dashboard",
 )
