@@ -96,14 +96,18 @@ function uploadForm(onDone) {
   const input = h("input", { type: "file", id: fileId, name: "file", accept: "audio/*,image/*,video/*", required: true });
   const type = h("select", { id: typeId, name: "media_type" }, h("option", { value: "" }, "Detect from the file"), h("option", { value: "audio" }, "Audio"), h("option", { value: "image" }, "Image"), h("option", { value: "video" }, "Video"));
   const button = h("button", { type: "submit", class: "button" }, "Correct");
-  const error = h("p", { class: "notice error", role: "alert" });
+  const error = h("p", { class: "notice error", role: "alert", hidden: true });
+  const say = (text) => {
+    error.textContent = text;
+    error.hidden = !text;
+  };
   const form = h("form", { class: "stack" }, h("label", { for: fileId }, "File"), input, h("label", { for: typeId }, "Media type"), type, button, error);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    error.textContent = "";
+    say("");
     const file = input.files && input.files[0];
     if (!file) {
-      error.textContent = "Choose a file to correct.";
+      say("Choose a file to correct.");
       input.focus();
       return;
     }
@@ -118,7 +122,7 @@ function uploadForm(onDone) {
       form.reset();
       onDone();
     } catch (err) {
-      error.textContent = errorText(err);
+      say(errorText(err));
     } finally {
       button.disabled = false;
     }
