@@ -10,14 +10,11 @@ import pytest
 pytest.importorskip("cv2", reason="the media extra is not installed: pip install 'conveyor[media]'")
 pytest.importorskip("playwright", reason="playwright is not installed")
 
-from playwright.sync_api import expect  # noqa: E402
+from playwright.sync_api import expect
 
-from tests.acceptance.server import Server  # noqa: E402
-from tests.browser.conftest import OpenPage, start_server  # noqa: E402
-
-# the browser tier's fixtures, used here from outside its folder
-from tests.browser.conftest import browser, open_page  # noqa: E402, F401
-from tests.workloads.media import samples  # noqa: E402
+from tests.acceptance.server import Server
+from tests.browser.conftest import OpenPage, start_server
+from tests.workloads.media import samples
 
 pytestmark = pytest.mark.browser
 
