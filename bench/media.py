@@ -79,6 +79,7 @@ def make_image(dest: Path, megapixels: float) -> Path:
 def _child(argv: list[str]) -> None:
     """One measured run in this process; prints JSON with seconds and peak RSS."""
     kind, src, out = argv[0], Path(argv[1]), Path(argv[2])
+    argv = [*argv, "-"]
     sys.path.insert(0, str(REPO))
     t0 = time.perf_counter()
     if kind == "audio":
@@ -94,13 +95,14 @@ def _child(argv: list[str]) -> None:
         _, ireport = correct_image(src, out, "bench", "jpeg", ImageOptions(), max_megapixels=100)
         extra = {"after": ireport.after, "steps": ireport.steps}
     else:
-        extra = _direct_image(src, out)
+        t0 = time.perf_counter()
+        extra = _direct_image(src, out, denoise=argv[3] == "denoise")
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "rss_mb": rss, **extra}))
 
 
-def _direct_image(src: Path, out: Path) -> dict[str, object]:
+def _direct_image(src: Path, out: Path, *, denoise: bool) -> dict[str, object]:
     """The same library calls as correct_image, in a row, with nothing measured."""
     import cv2
     import numpy as np
@@ -113,9 +115,9 @@ def _direct_image(src: Path, out: Path) -> dict[str, object]:
     for ch in (1, 2):
         lab[..., ch] -= (float(lab[..., ch].mean()) - 128.0) * light * 1.1
     rgb = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
-    if rgb.shape[0] * rgb.shape[1] > 4_000_000:
+    if denoise and rgb.shape[0] * rgb.shape[1] > 4_000_000:
         rgb = cv2.bilateralFilter(rgb, 5, 24, 3)
-    else:
+    elif denoise:
         rgb = cv2.fastNlMeansDenoisingColored(rgb, None, 6, 6, 3, 9)
     lab8 = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
     lab8[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab8[..., 0])
@@ -125,9 +127,32 @@ def _direct_image(src: Path, out: Path) -> dict[str, object]:
     return {}
 
 
-def run_child(kind: str, src: Path, out: Path) -> dict[str, float]:
+#: runs argv[1:] and reports that child's own peak RSS on its last stderr line (a fresh
+#: process has no other children, so RUSAGE_CHILDREN is that one command's)
+_WRAP = (
+    "import resource, subprocess, sys\n"
+    "run = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "sys.stdout.write(run.stdout); sys.stderr.write(run.stderr)\n"
+    "sys.stderr.write('\\nMAXRSS_KB=%d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.exit(run.returncode)\n"
+)
+
+
+def _measured(cmd: list[str]) -> tuple[float, float, str, str]:
+    """Run ``cmd``; its wall seconds, its own peak RSS (MB) and its output."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _WRAP, *cmd], capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(f"{cmd[:3]} failed: {proc.stderr[-2000:]}")
+    err, _, tail = proc.stderr.rpartition("MAXRSS_KB=")
+    return seconds, int(tail.strip()) / 1024, proc.stdout, err
+
+
+def run_child(kind: str, src: Path, out: Path, flags: str = "") -> dict[str, float]:
+    """One measured run in a fresh interpreter: seconds timed inside it, peak RSS of the whole process."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.media", "--child", kind, str(src), str(out)],
+        [sys.executable, "-m", "bench.media", "--child", kind, str(src), str(out), flags],
         cwd=REPO, capture_output=True, text=True, check=True,
     )  # fmt: skip
     data: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -136,24 +161,15 @@ def run_child(kind: str, src: Path, out: Path) -> dict[str, float]:
 
 def ffmpeg_two_pass(src: Path, out: Path) -> tuple[float, float]:
     """ffmpeg loudnorm, pass 1 then pass 2 (linear), to -16 LUFS / -1 dBTP; seconds and the larger peak RSS."""
-    t0 = time.perf_counter()
-    peaks = []
     args = ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-i", str(src)]
-    p1 = subprocess.Popen(
-        [*args, "-af", "loudnorm=I=-16:TP=-1:LRA=11:print_format=json", "-f", "null", "-"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    _, err = p1.communicate()
-    peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    s1, r1, _, err = _measured([*args, "-af", "loudnorm=I=-16:TP=-1:LRA=11:print_format=json", "-f", "null", "-"])
     m = json.loads(err[err.rindex("{") : err.rindex("}") + 1])
     ln = (
         f"loudnorm=I=-16:TP=-1:LRA=11:measured_I={m['input_i']}:measured_TP={m['input_tp']}"
         f":measured_LRA={m['input_lra']}:measured_thresh={m['input_thresh']}:offset={m['target_offset']}:linear=true"
     )
-    subprocess.run([*args, "-af", ln, "-ar", "48000", str(out)], check=True, capture_output=True)
-    seconds = time.perf_counter() - t0
-    peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-    return seconds, max(peaks)
+    s2, r2, _, _ = _measured([*args, "-af", ln, "-ar", "48000", str(out)])
+    return s1 + s2, max(r1, r2)
 
 
 def main() -> None:
@@ -170,7 +186,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-media-") as tmp:
         base = Path(tmp)
-        print(f"# media  repeat={args.repeat}  cores={os.cpu_count()}  (median wall time; peak RSS: the largest)")
+        load = os.getloadavg()[0]
+        print(f"# media  repeat={args.repeat}  cores={os.cpu_count()}  load={load:.1f}  (median wall; peak RSS: max)")
         for seconds in [float(s) for s in args.seconds.split(",") if s]:
             src = make_audio(base / f"speech-{seconds:g}.wav", seconds)
             ours = [run_child("audio", src, base / "out") for _ in range(args.repeat)]
@@ -185,14 +202,17 @@ def main() -> None:
                 f"  (ebur128: {meter['I']:.1f} LUFS, TP {meter['TP']:.1f} dBTP)"
             )
             print(
-                f"                         ffmpeg loudnorm 2-pass {seconds / ff_s:6.1f}x real time  peak {ff_mb:6.0f} MB"
+                f"{'':25}ffmpeg loudnorm 2-pass {seconds / ff_s:6.1f}x real time  peak {ff_mb:6.0f} MB"
                 f"   ratio conveyor/ffmpeg {ff_s / ours_s:.2f}x speed"
                 f"   aim >= {AIM_REALTIME:g}x: {'met' if seconds / ours_s >= AIM_REALTIME else 'NOT met'}"
             )
         for mp in [float(m) for m in args.megapixels.split(",") if m]:
             src = make_image(base / f"photo-{mp:g}.jpg", mp)
             ours = [run_child("image", src, base / "iout") for _ in range(args.repeat)]
-            direct = [run_child("direct", src, base / "dout") for _ in range(args.repeat)]
+            steps: list[str] = list(ours[0].get("steps", []))  # type: ignore[call-overload]
+            denoised = any(step.startswith("denoise") for step in steps)
+            flag = "denoise" if denoised else "-"
+            direct = [run_child("direct", src, base / "dout", flag) for _ in range(args.repeat)]
             o = statistics.median(r["seconds"] for r in ours)
             d = statistics.median(r["seconds"] for r in direct)
             print(
