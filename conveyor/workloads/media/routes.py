@@ -440,7 +440,10 @@ async def delete_correction(task_id: str, app: App, tenant: Tenant) -> Response:
             if folder != root.resolve():
                 folder.rmdir()
         with contextlib.suppress(ConveyorError):
-            storage.remove_tree(storage.resolve_inside(root, f"uploads/{task_id}", "input"))
+            upload = storage.resolve_inside(root, f"uploads/{task_id}", "input")
+            # only the correction's own folder, directly under uploads/, whatever its id looks like
+            if upload.parent == (root / "uploads").resolve():
+                storage.remove_tree(upload)
 
     await anyio.to_thread.run_sync(run)
     return Response(status_code=204)

@@ -37,7 +37,8 @@ class ProcessCorrection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    #: also a folder name (uploads/<task_id>, outputs/<task_id>): no leading dot, so never "." or ".."
+    task_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
     media_type: Literal["audio", "image", "video"] | None = None
     input: str = Field(min_length=1, max_length=4096, description="a path inside the tenant's storage")
     output_folder: str | None = Field(default=None, max_length=4096, description="default: outputs/<task_id>")

@@ -417,3 +417,16 @@ def test_a_cancelled_correction_leaves_no_partial_output(corr: tuple[TestClient,
     assert record["error_message"] == "the correction was cancelled"
     folder = tenant_root(app.settings.data_dir, "alpha") / record["output_folder"]
     assert not folder.exists() or not any(folder.rglob("*"))
+
+
+def test_a_python_caller_cannot_name_a_correction_after_a_folder_outside_its_own(
+    corr: tuple[TestClient, Conveyor],
+) -> None:
+    """A task_id of ".." (or one with a slash) is refused by the params model before anything runs."""
+    from conveyor.errors import InvalidParams
+
+    _, app = corr
+    for bad in ("..", ".hidden", "a/b", ""):
+        with pytest.raises(InvalidParams) as caught:
+            app.manager.submit("process_correction", bad, "audio", "x.wav", tenant="alpha")
+        assert caught.value.details[0]["field"] == "task_id"
