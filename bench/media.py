@@ -7,8 +7,8 @@ BS.1770 measurement before and after, loudness to -16 LUFS under a -1 dBTP
 true-peak ceiling, 24-bit WAV out) on noisy speech at 48 kHz stereo, as
 seconds of audio per second of wall time (x real time), beside ffmpeg's
 two-pass ``loudnorm`` (measure, then normalise, same file, same target) which
-does less (no noise reduction, no high-pass). Each run is its own process, so
-its peak resident memory (``ru_maxrss``) is the run's alone.
+does less (no noise reduction, no high-pass). Each run is its own process, whose
+resident memory is sampled every 10 ms (the peak includes the interpreter and its imports).
 
 Image: ``correct_image`` (EXIF orientation, white balance, denoise, CLAHE,
 JPEG out) in megapixels per second, beside the same Pillow and OpenCV calls
@@ -21,9 +21,9 @@ The aim: audio at 20x real time or faster on this machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -98,8 +98,7 @@ def _child(argv: list[str]) -> None:
         t0 = time.perf_counter()
         extra = _direct_image(src, out, denoise=argv[3] == "denoise")
     seconds = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "rss_mb": rss, **extra}))
+    print(json.dumps({"seconds": seconds, **extra}))
 
 
 def _direct_image(src: Path, out: Path, *, denoise: bool) -> dict[str, object]:
@@ -127,35 +126,37 @@ def _direct_image(src: Path, out: Path, *, denoise: bool) -> dict[str, object]:
     return {}
 
 
-#: runs argv[1:] and reports that child's own peak RSS on its last stderr line (a fresh
-#: process has no other children, so RUSAGE_CHILDREN is that one command's)
-_WRAP = (
-    "import resource, subprocess, sys\n"
-    "run = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-    "sys.stdout.write(run.stdout); sys.stderr.write(run.stderr)\n"
-    "sys.stderr.write('\\nMAXRSS_KB=%d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-    "sys.exit(run.returncode)\n"
-)
-
-
 def _measured(cmd: list[str]) -> tuple[float, float, str, str]:
-    """Run ``cmd``; its wall seconds, its own peak RSS (MB) and its output."""
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _WRAP, *cmd], capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - t0
+    """Run ``cmd``; its wall seconds, its peak resident memory (MB, sampled every 10 ms) and its output.
+
+    Sampled, not ``ru_maxrss``: a forked child's high-water mark starts at its
+    parent's, which would report the benchmark's own memory for every run.
+    """
+    import psutil
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=REPO)
+        watched = psutil.Process(proc.pid)
+        peak = 0
+        while proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, watched.memory_info().rss)
+            time.sleep(0.01)
+        seconds = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode:
-        raise RuntimeError(f"{cmd[:3]} failed: {proc.stderr[-2000:]}")
-    err, _, tail = proc.stderr.rpartition("MAXRSS_KB=")
-    return seconds, int(tail.strip()) / 1024, proc.stdout, err
+        raise RuntimeError(f"{cmd[:3]} failed: {stderr[-2000:]}")
+    return seconds, peak / (1024 * 1024), stdout, stderr
 
 
 def run_child(kind: str, src: Path, out: Path, flags: str = "") -> dict[str, float]:
-    """One measured run in a fresh interpreter: seconds timed inside it, peak RSS of the whole process."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.media", "--child", kind, str(src), str(out), flags],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    data: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    """One run in a fresh interpreter: seconds timed inside it (imports excluded), peak RSS of the process."""
+    _, peak, stdout, _ = _measured([sys.executable, "-m", "bench.media", "--child", kind, str(src), str(out), flags])
+    data: dict[str, float] = json.loads(stdout.strip().splitlines()[-1])
+    data["rss_mb"] = peak
     return data
 
 

@@ -169,8 +169,10 @@ def encode(x: Audio, rate: int, dest: Path, fmt: str, *, ffmpeg: str = "ffmpeg")
 
 
 def remove_dc(x: Audio) -> tuple[Audio, list[float]]:
+    """Each channel's mean taken out, in place (the array is the correction's own copy)."""
     offset = x.mean(axis=0, dtype=np.float64)
-    return (x - offset.astype(np.float32)), [round(float(v), 6) for v in offset]
+    x -= offset.astype(np.float32)
+    return x, [round(float(v), 6) for v in offset]
 
 
 def fix_channels(x: Audio, wanted: int | None) -> tuple[Audio, str | None]:
@@ -200,7 +202,14 @@ def resample(x: Audio, rate: int, new_rate: int) -> Audio:
 def highpass(x: Audio, rate: int, hz: float) -> Audio:
     """4th-order Butterworth high-pass: takes rumble and handling noise out below ``hz``."""
     sos = butter(4, hz, btype="highpass", fs=rate, output="sos")
-    return np.asarray(sosfilt(sos, x, axis=0), dtype=np.float32)
+    out = np.empty_like(x)
+    step = 1 << 18  # a slice at a time: sosfilt works in float64, which would double the file in memory
+    for c in range(x.shape[1]):
+        zi = np.zeros((sos.shape[0], 2))
+        for start in range(0, x.shape[0], step):
+            y, zi = sosfilt(sos, x[start : start + step, c], zi=zi)
+            out[start : start + step, c] = y
+    return out
 
 
 def _frames(n: int, rate: int) -> tuple[int, int]:
@@ -307,7 +316,9 @@ def trim_silence(x: Audio, rate: int) -> tuple[Audio, float]:
     return np.ascontiguousarray(trimmed), (x.shape[0] - trimmed.shape[0]) / rate
 
 
-def limit_true_peak(x: Audio, rate: int, ceiling_db: float) -> tuple[Audio, bool]:
+def limit_true_peak(
+    x: Audio, rate: int, ceiling_db: float, *, peaks: NDArray[np.float32] | None = None, gain: float = 1.0
+) -> tuple[Audio, bool]:
     """A look-ahead brick-wall limiter on the 4x oversampled peaks.
 
     The gain each sample needs is spread by a minimum filter (look-ahead and
@@ -316,31 +327,40 @@ def limit_true_peak(x: Audio, rate: int, ceiling_db: float) -> tuple[Audio, bool
     any sample within it needs, so no peak passes the ceiling. Windows this
     short let a heavily limited file (a recording clipped at the source, or
     speech with a high crest factor) still reach its loudness target.
+
+    ``x * gain`` is what is limited; ``peaks`` (of ``x``, from
+    ``oversampled_peaks``) may be passed so a gain search oversamples once.
     """
     ceiling = 10.0 ** ((ceiling_db - 0.05) / 20.0)
     # detection at soxr's medium quality: the result is measured at high quality after, and settled
-    peaks = loudness.oversampled_peaks(x, quality="MQ")
-    if float(peaks.max(initial=0.0)) <= ceiling:
-        return x, False
-    need = np.minimum(1.0, ceiling / np.maximum(peaks, 1e-12)).astype(np.float32)
+    if peaks is None:
+        peaks = loudness.oversampled_peaks(x, quality="MQ")
+    scale = np.float32(gain)
+    if float(peaks.max(initial=0.0)) * gain <= ceiling:
+        return (x * scale if gain != 1.0 else x), False
+    need = np.minimum(np.float32(1.0), np.float32(ceiling) / np.maximum(peaks * scale, np.float32(1e-12)))
     reach = max(1, int(rate * 0.002))
-    gain = minimum_filter1d(need, size=2 * reach + 1, mode="nearest")
-    gain = uniform_filter1d(gain, size=2 * reach + 1, mode="nearest")
-    return (x * gain[:, None]).astype(np.float32), True
+    gain_curve = minimum_filter1d(need, size=2 * reach + 1, mode="nearest")
+    gain_curve = uniform_filter1d(gain_curve, size=2 * reach + 1, mode="nearest")
+    gain_curve *= scale
+    return x * gain_curve[:, None], True
 
 
-def normalise(x: Audio, rate: int, target: float, ceiling_db: float) -> tuple[Audio, float, bool]:
+def normalise(x: Audio, rate: int, target: float, ceiling_db: float) -> tuple[Audio, float, bool, float]:
     """Gain to ``target`` LUFS, limited under ``ceiling_db``.
 
     Limiting takes loudness away, so the gain is searched (secant steps on
     the limited signal's loudness) until the result is within 0.05 LU.
+    Returns the signal, the gain, whether it was limited, and its true peak.
     """
     current = loudness.integrated(x, rate)
     if current <= loudness.SILENT + 1:
         raise MediaError("the audio is silent: there is nothing to normalise")
 
+    peaks = loudness.oversampled_peaks(x, quality="MQ")
+
     def attempt(gain: float) -> tuple[Audio, float, bool]:
-        y, did = limit_true_peak((x * np.float32(10.0 ** (gain / 20.0))).astype(np.float32), rate, ceiling_db)
+        y, did = limit_true_peak(x, rate, ceiling_db, peaks=peaks, gain=10.0 ** (gain / 20.0))
         return y, loudness.integrated(y, rate), did
 
     g0 = target - current
@@ -357,10 +377,12 @@ def normalise(x: Audio, rate: int, target: float, ceiling_db: float) -> tuple[Au
         # heavy limiting flattens the curve; never step more than 6 dB at once
         g1 = g1 + max(-6.0, min(6.0, (target - level1) / slope))
     # a limiter's last hair of overshoot is settled by a plain gain
+    del peaks
     tp = loudness.true_peak(y)
     if tp > ceiling_db:
-        y = (y * np.float32(10.0 ** ((ceiling_db - tp - 0.02) / 20.0))).astype(np.float32)
-    return y, g0, limited
+        y *= np.float32(10.0 ** ((ceiling_db - tp - 0.02) / 20.0))
+        tp = ceiling_db - 0.02
+    return y, g0, limited, tp
 
 
 # -- the whole correction -------------------------------------------------------------
@@ -423,7 +445,7 @@ def correct_audio(
     step(70, f"Normalising loudness to {target:g} LUFS, true peak {ceiling:g} dBTP")
     # a lossy encoder overshoots peaks by a few tenths of a dB: leave it the room
     room = 0.0 if fmt in ("wav", "flac") else 0.6
-    x, report.gain_db, report.limited = normalise(x, rate, target, ceiling - room)
+    x, report.gain_db, report.limited, peak_db = normalise(x, rate, target, ceiling - room)
     report.steps.append("loudness")
     step(85, f"Writing {fmt}")
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -431,7 +453,7 @@ def correct_audio(
     encode(x, rate, dest, fmt, ffmpeg=ffmpeg)
     step(92, "Measuring the result")
     if fmt in ("wav", "flac"):
-        after = loudness.measure(x, rate)
+        after = loudness.measure(x, rate, true_peak_db=peak_db)
     else:
         # a lossy encoder moves peaks and level a little: report what the file holds
         decoded, decoded_rate = decode(dest, ffmpeg=ffmpeg)

@@ -182,13 +182,14 @@ class Measurement:
         return {k: round(v, 2) for k, v in asdict(self).items()}
 
 
-def measure(x: Audio, rate: int) -> Measurement:
+def measure(x: Audio, rate: int, *, true_peak_db: float | None = None) -> Measurement:
+    """Every figure of ``x``; ``true_peak_db`` when the caller has just measured it (it is the costly one)."""
     energy = segment_energy(x, rate)
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     return Measurement(
         integrated_lufs=integrated(x, rate, energy=energy),
         loudness_range_lu=loudness_range(x, rate, energy=energy),
-        true_peak_dbtp=true_peak(x),
+        true_peak_dbtp=true_peak(x) if true_peak_db is None else true_peak_db,
         noise_floor_dbfs=noise_floor(x, rate),
         sample_peak_dbfs=20.0 * math.log10(peak) if peak > 0 else SILENT,
         duration_s=x.shape[0] / rate,
