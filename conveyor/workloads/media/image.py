@@ -107,11 +107,16 @@ def noise_sigma(rgb: Pixels) -> float:
 
 
 def measures(rgb: Pixels) -> dict[str, float]:
+    """Colour cast, contrast, noise and mean lightness, from one CIELAB conversion."""
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    light = lab[..., 0]
+    a = float(lab[..., 1].mean()) - 128.0
+    b = float(lab[..., 2].mean()) - 128.0
     return {
-        "colour_cast": round(colour_cast(rgb), 3),
-        "contrast": round(contrast(rgb), 3),
+        "colour_cast": round(math.hypot(a, b), 3),
+        "contrast": round(float(light.std()) * 100.0 / 255.0, 3),
         "noise_sigma": round(noise_sigma(rgb), 3),
-        "mean_lightness": round(float(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 0].mean()) * 100 / 255, 2),
+        "mean_lightness": round(float(light.mean()) * 100 / 255, 2),
     }
 
 
