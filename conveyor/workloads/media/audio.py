@@ -377,7 +377,6 @@ def normalise(x: Audio, rate: int, target: float, ceiling_db: float) -> tuple[Au
         # heavy limiting flattens the curve; never step more than 6 dB at once
         g1 = g1 + max(-6.0, min(6.0, (target - level1) / slope))
     # a limiter's last hair of overshoot is settled by a plain gain
-    del peaks
     tp = loudness.true_peak(y)
     if tp > ceiling_db:
         y *= np.float32(10.0 ** ((ceiling_db - tp - 0.02) / 20.0))

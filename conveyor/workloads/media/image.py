@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,7 +186,10 @@ def fit(rgb: Pixels, max_w: int | None, max_h: int | None) -> Pixels:
 def open_image(path: Path, max_megapixels: float) -> Image.Image:
     """The image, header read; its pixel count checked before a single pixel is decoded."""
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():
+            # the limit below decides; Pillow's own warning between 1x and 2x its limit would only repeat it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
     except UnidentifiedImageError:
         raise MediaError("the image cannot be decoded: Pillow does not recognise its content") from None
     except Image.DecompressionBombError as e:

@@ -142,3 +142,17 @@ def probe_duration(path: Path) -> float:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return float(run.stdout.strip())
+
+
+def png_bomb(dest: Path, side: int = 30000) -> Path:
+    """A PNG whose header declares ``side`` x ``side`` pixels over a few bytes of data: a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    body = zlib.compress(b"\x00" * 64)
+    dest.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return dest

@@ -325,12 +325,12 @@ def test_ten_hours_of_audio_is_a_413_read_from_the_header(corr: tuple[TestClient
 
 
 def test_a_decompression_bomb_is_a_413(corr: tuple[TestClient, Conveyor], tmp_path: Path) -> None:
-    """A tiny PNG declaring 400 megapixels is refused from its header; a 6 MP one is over this server's 4 MP limit."""
+    """A tiny PNG declaring 900 megapixels is refused from its header; a 6 MP one is over this server's 4 MP limit."""
     from PIL import Image
 
     client, _ = corr
     bomb = tmp_path / "bomb.png"
-    Image.new("1", (20000, 20000)).save(bomb, optimize=True)
+    samples.png_bomb(bomb)
     assert submit(client, bomb).status_code == 413
     wide = tmp_path / "wide.png"
     Image.new("L", (3000, 2000)).save(wide, optimize=True)
