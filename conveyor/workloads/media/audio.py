@@ -153,10 +153,10 @@ def encode(x: Audio, rate: int, dest: Path, fmt: str, *, ffmpeg: str = "ffmpeg")
             raise MediaError(f"{fmt} cannot hold a {rate} Hz signal; ask for sample_rate 44100 or 48000")
         sf.write(str(dest), x, rate, format=major, subtype=subtype)
         return
-    # m4a: float samples piped into ffmpeg's AAC encoder
+    # m4a: float samples piped into ffmpeg's AAC encoder; the ipod muxer writes the M4A brand
     run = subprocess.run(
         [ffmpeg, "-v", "error", "-nostdin", "-y", "-f", "f32le", "-ar", str(rate), "-ac", str(x.shape[1]),
-         "-i", "-", "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart", "-f", "mp4", str(dest)],
+         "-i", "-", "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart", "-f", "ipod", str(dest)],
         input=np.ascontiguousarray(x, dtype=np.float32).tobytes(),
         capture_output=True,
         check=False,
@@ -435,8 +435,15 @@ def correct_audio(
         report.steps.append("highpass")
     if options.denoise and options.denoise_strength > 0:
         step(35, "Reducing noise (spectral gating)")
-        x = denoise(x, rate, options.denoise_strength, check=check)
-        report.steps.append("denoise")
+        cleaned = denoise(x, rate, options.denoise_strength, check=check)
+        # A steady tone looks like noise to a gate (it never stops): when the gate took the
+        # programme itself away, the signal is kept as it was.
+        if loudness.integrated(cleaned, rate) < loudness.integrated(x, rate) - 10.0:
+            report.steps.append("denoise skipped: the gate would have removed the signal itself (a steady tone)")
+        else:
+            x = cleaned
+            report.steps.append("denoise")
+        del cleaned
     if options.trim_silence:
         step(60, "Trimming silence")
         x, cut = trim_silence(x, rate)

@@ -60,9 +60,19 @@ def sniff(head: bytes) -> tuple[MediaType, str] | None:
     return None
 
 
-def sniff_file(path: Path) -> tuple[MediaType, str] | None:
+def sniff_file(path: Path, *, ffprobe_binary: str | None = None) -> tuple[MediaType, str] | None:
+    """``sniff`` of the file's head; with ``ffprobe_binary``, a video container holding only
+    sound (an .m4a written with a generic brand, an audio-only .webm) is called audio."""
     with open(path, "rb") as f:
-        return sniff(f.read(64))
+        found = sniff(f.read(64))
+    if found is not None and found[0] == "video" and ffprobe_binary is not None:
+        try:
+            streams = ffprobe(path, binary=ffprobe_binary)
+        except MediaError:
+            return found  # corrupt: the correction will say what the decoder said
+        if streams.has_audio and not streams.has_video:
+            return "audio", found[1]
+    return found
 
 
 @dataclass(frozen=True)

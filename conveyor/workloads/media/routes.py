@@ -125,7 +125,7 @@ def _precheck(path: Path, asked: str | None, settings: MediaSettings) -> tuple[s
     A file whose header cannot be read is let through: the correction then
     fails with the decoder's own message, which is what its record should say.
     """
-    found = sniff_file(path)
+    found = sniff_file(path, ffprobe_binary=settings.ffprobe)
     if found is None:
         raise UnsupportedMedia(
             "unsupported or undetectable media: send audio (wav, flac, ogg, mp3, m4a), an image "

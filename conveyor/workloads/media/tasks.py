@@ -78,8 +78,8 @@ def _media_settings(ctx: TaskContext) -> MediaSettings:
     return settings if isinstance(settings, MediaSettings) else MediaSettings()
 
 
-def _detect(path: Path, asked: str | None) -> tuple[str, str]:
-    found = sniff_file(path)
+def _detect(path: Path, asked: str | None, ffprobe_binary: str) -> tuple[str, str]:
+    found = sniff_file(path, ffprobe_binary=ffprobe_binary)
     if found is None:
         raise MediaError("the input is not audio, image or video that this service can read")
     kind, fmt = found
@@ -206,7 +206,7 @@ def process_correction(
                 f"File access issues: the input {input!r} does not exist in the tenant's storage "
                 "(is the shared volume mounted on this worker?)"
             )
-        kind, fmt = _detect(src, media_type)
+        kind, fmt = _detect(src, media_type, settings.ffprobe)
         if kind not in MEDIA_TYPES:
             raise MediaError(f"unsupported media type {kind!r}")
         try:

@@ -248,3 +248,22 @@ def test_an_image_between_pillows_warning_and_its_error_is_refused_by_our_limit(
     src = samples.png_bomb(tmp_path / "big.png", side=11000)
     with pytest.raises(MediaError, match=r"\(121\.0 megapixels\); the limit is 80 megapixels"):
         image.correct_image(src, tmp_path / "out", "b", "png", image.ImageOptions(), max_megapixels=80)
+
+
+def test_an_m4a_and_a_videos_sound_are_decoded_by_ffmpeg_and_corrected(tmp_path: Path) -> None:
+    """AAC in MP4 (which libsndfile cannot read) goes through ffmpeg: an m4a file, and a clip's sound as audio;
+    the clip's steady tone is not gated away as if it were noise."""
+    import soundfile as sf
+
+    voice, rate = samples.speech(tmp_path / "v.wav")
+    m4a = tmp_path / "memo.m4a"
+    audio.encode(voice * 0.05, rate, m4a, "m4a")
+    assert sniff_file(m4a) == ("audio", "m4a")
+    dest, report = audio.correct_audio(m4a, tmp_path / "out", "m", "flac", audio.AudioOptions(), target=-16, ceiling=-1)
+    assert abs(samples.ebur128(dest)["I"] + 16.0) <= 0.5
+    assert report.before["integrated_lufs"] < -30
+    clip = samples.quiet_clip(tmp_path / "clip.mp4")
+    dest, report = audio.correct_audio(clip, tmp_path / "out", "c", "wav", audio.AudioOptions(), target=-16, ceiling=-1)
+    assert any(step.startswith("denoise skipped") for step in report.steps)  # its sound is a steady 440 Hz tone
+    assert sf.info(str(dest)).duration == pytest.approx(1.0, abs=0.1)
+    assert abs(samples.ebur128(dest)["I"] + 16.0) <= 0.5
