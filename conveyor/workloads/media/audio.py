@@ -340,10 +340,12 @@ def limit_true_peak(
         return (x * scale if gain != 1.0 else x), False
     need = np.minimum(np.float32(1.0), np.float32(ceiling) / np.maximum(peaks * scale, np.float32(1e-12)))
     reach = max(1, int(rate * 0.002))
-    gain_curve = minimum_filter1d(need, size=2 * reach + 1, mode="nearest")
-    gain_curve = uniform_filter1d(gain_curve, size=2 * reach + 1, mode="nearest")
-    gain_curve *= scale
-    return x * gain_curve[:, None], True
+    # two buffers the length of the file, reused: memory, not speed, bounds how long a file may be
+    held = minimum_filter1d(need, size=2 * reach + 1, mode="nearest")
+    uniform_filter1d(held, size=2 * reach + 1, mode="nearest", output=need)
+    del held
+    need *= scale
+    return x * need[:, None], True
 
 
 def normalise(x: Audio, rate: int, target: float, ceiling_db: float) -> tuple[Audio, float, bool, float]:
@@ -359,23 +361,29 @@ def normalise(x: Audio, rate: int, target: float, ceiling_db: float) -> tuple[Au
 
     peaks = loudness.oversampled_peaks(x, quality="MQ")
 
-    def attempt(gain: float) -> tuple[Audio, float, bool]:
+    def level_at(gain: float) -> tuple[float, bool]:
+        # only the loudness is kept from each try: the limited signal is made again for the gain chosen
         y, did = limit_true_peak(x, rate, ceiling_db, peaks=peaks, gain=10.0 ** (gain / 20.0))
-        return y, loudness.integrated(y, rate), did
+        return loudness.integrated(y, rate), did
 
     g0 = target - current
-    y, level, limited = attempt(g0)
+    level, _ = level_at(g0)
+    best, best_level = g0, level
     g1 = g0 + (target - level)
     for _ in range(8):
         if abs(target - level) < 0.05:
             break
-        y1, level1, limited1 = attempt(g1)
+        level1, _ = level_at(g1)
         slope = (level1 - level) / (g1 - g0) if g1 != g0 else 1.0
-        g0, level, y, limited = g1, level1, y1, limited1
+        g0, level = g1, level1
+        if abs(target - level1) < abs(target - best_level):
+            best, best_level = g1, level1
         if slope < 0.05:
             break  # the limiter gives no more loudness: this is as close as the ceiling allows
         # heavy limiting flattens the curve; never step more than 6 dB at once
         g1 = g1 + max(-6.0, min(6.0, (target - level1) / slope))
+    y, limited = limit_true_peak(x, rate, ceiling_db, peaks=peaks, gain=10.0 ** (best / 20.0))
+    g0 = best
     # a limiter's last hair of overshoot is settled by a plain gain
     tp = loudness.true_peak(y)
     if tp > ceiling_db:
