@@ -16,7 +16,9 @@ class MediaSettings(BaseSettings):
     #: largest upload accepted by ``POST /corr/tasks/``
     max_upload_mb: float = Field(default=500.0, gt=0)
     #: longest audio (or video sound track) a correction will decode; longer is refused (413)
-    max_audio_seconds: float = Field(default=3 * 3600.0, gt=0)
+    #: audio is decoded whole: a 48 kHz stereo correction peaks near 1.7 MB a second (bench/media.py),
+    #: so the default 30 minutes fits the media worker's 4 GiB in deploy/k8s
+    max_audio_seconds: float = Field(default=1800.0, gt=0)
     #: longest video a correction will re-encode
     max_video_seconds: float = Field(default=2 * 3600.0, gt=0)
     #: largest image, in megapixels, that will be decoded (a decompression bomb is refused before decoding)
