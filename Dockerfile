@@ -16,6 +16,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
+# the media workload's video, m4a and probing run the ffmpeg CLI
+RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY conveyor ./conveyor
 RUN pip install ".[all]"

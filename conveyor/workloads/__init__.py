@@ -9,6 +9,4 @@ from __future__ import annotations
 
 __all__ = ["BUILTIN"]
 
-BUILTIN: tuple[str, ...] = ("documents", "images")
-BUILTIN += ("speech",)
-BUILTIN += ("movement_logs",)
+BUILTIN: tuple[str, ...] = ("documents", "media", "images", "movement_logs", "speech")
