@@ -18,7 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from conveyor import Settings
-from conveyor.stores.sql import MIGRATIONS, VERSION_TABLE, SqlStore, create_engine_for
+from conveyor.stores.sql import VERSION_TABLE, SqlStore, create_engine_for
+from conveyor.stores.sql_schema import MIGRATIONS
 from conveyor.workloads.documents import workload
 from tests.conftest import PG_ADMIN_URL, require_service
 
