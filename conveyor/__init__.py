@@ -14,18 +14,26 @@ Importing this package imports no broker, database driver or image library.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from conveyor import errors
 from conveyor.app import Conveyor, get_conveyor, get_task_manager
 from conveyor.context import TaskContext
-from conveyor.errors import ConveyorError, Retry, TaskCancelled
+from conveyor.errors import ConveyorError, Retry, TaskCancelled, TaskFailed
+from conveyor.handle import TaskHandle
 from conveyor.manager import AsyncTaskManager, TaskManager
 from conveyor.records import Status, TaskRecord
 from conveyor.registry import Registry, TaskType, task
 from conveyor.scheduler import PeriodicJob
 from conveyor.settings import Settings
 from conveyor.stores.base import TaskQuery
+from conveyor.workload import Workload
 
-__version__ = "0.1.0"
+try:
+    __version__ = _version("conveyor")
+except PackageNotFoundError:  # pragma: no cover - run from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "AsyncTaskManager",
@@ -38,10 +46,13 @@ __all__ = [
     "Status",
     "TaskCancelled",
     "TaskContext",
+    "TaskFailed",
+    "TaskHandle",
     "TaskManager",
     "TaskQuery",
     "TaskRecord",
     "TaskType",
+    "Workload",
     "__version__",
     "errors",
     "get_conveyor",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -26,9 +27,10 @@ from conveyor.workload import WorkloadSet, load_workloads
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from conveyor.executors.celery import CeleryExecutor
     from conveyor.executors.local import LocalExecutor
 
-__all__ = ["Conveyor", "get_conveyor", "get_task_manager"]
+__all__ = ["Conveyor", "get_conveyor", "get_task_manager", "set_default_conveyor"]
 
 log = logging.getLogger("conveyor")
 
@@ -68,7 +70,15 @@ class Conveyor:
         self.metrics = Metrics()
         self.writer = BufferedWriter(self.store, interval=self.settings.flush_interval, on_flushed=self._flushed)
         self._executor = executor
-        self.manager = TaskManager(self)
+        self.manager = TaskManager(
+            settings=self.settings,
+            registry=self.registry,
+            store=self.store,
+            executor=lambda: self.executor,
+            hub=self.hub,
+            metrics=self.metrics,
+            workloads=self.workloads,
+        )
         self.scheduler: Any = None
         self.resources = Resources(
             self.settings, store=self.store, workload_settings={w.name: w.settings for w in self.workloads}
@@ -87,15 +97,20 @@ class Conveyor:
         s = self.settings
         if s.executor == "local":
             return self._local_executor()
-        from conveyor.executors.celery import CeleryExecutor
-
         if s.executor == "celery":
-            return CeleryExecutor(self)
+            return self._celery_executor()
         if s.executor == "hybrid":
             from conveyor.executors.hybrid import HybridExecutor
 
-            return HybridExecutor(self, self._local_executor(), CeleryExecutor(self))
+            return HybridExecutor(self._local_executor(), self._celery_executor(), store=self.store, settings=s)
         raise ConfigurationError(f"executor {s.executor!r} is not available in this build")
+
+    def _celery_executor(self) -> CeleryExecutor:
+        from conveyor.executors.celery import CeleryExecutor, create_celery_app
+
+        # The Celery app takes the whole Conveyor: inside a worker its tasks
+        # start this app's store and writer anew in each pool process.
+        return CeleryExecutor(create_celery_app(self), store=self.store, settings=self.settings)
 
     def _local_executor(self) -> LocalExecutor:
         from conveyor.executors.local import LocalExecutor
@@ -188,6 +203,15 @@ class Conveyor:
             self.store.close()
             self._started = False
 
+    @contextlib.contextmanager
+    def as_default(self) -> Iterator[Conveyor]:
+        """Make this app the process's default (what ``fn.delay()`` and ``get_task_manager()`` use) for a while."""
+        previous = set_default_conveyor(self)
+        try:
+            yield self
+        finally:
+            set_default_conveyor(previous)
+
     def __enter__(self) -> Conveyor:
         return self.start()
 
@@ -232,6 +256,18 @@ class Conveyor:
 
 _default: Conveyor | None = None
 _default_lock = threading.Lock()
+
+
+def set_default_conveyor(conveyor: Conveyor | None) -> Conveyor | None:
+    """Install ``conveyor`` as the process's default app; returns the one it replaces.
+
+    A Celery worker installs the app it runs (``conveyor.worker``), so task
+    code there that calls ``fn.delay()`` submits through the worker's store.
+    """
+    global _default
+    with _default_lock:
+        previous, _default = _default, conveyor
+    return previous
 
 
 def get_conveyor() -> Conveyor:

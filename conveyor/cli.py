@@ -336,7 +336,7 @@ def worker(
     Options after the known ones go to `celery worker` as they are,
     e.g. `conveyor worker -Q media --max-tasks-per-child 50`.
     """
-    from conveyor import cluster
+    from conveyor.executors.celery import cluster
 
     _need_celery()
     chosen = [q.strip() for q in (queues or "").split(",") if q.strip()]
@@ -365,7 +365,7 @@ def beat(
     Each slot is submitted through the task manager with an idempotency key,
     so running it beside `serve`'s scheduler, or twice, submits a slot once.
     """
-    from conveyor import cluster
+    from conveyor.executors.celery import cluster
 
     _need_celery()
     cluster.exec_argv(cluster.beat_argv(loglevel=loglevel.value, max_interval=max_interval, extra=ctx.args))
@@ -381,7 +381,7 @@ def flower(
     ] = False,
 ) -> None:
     """Run Flower, Celery's live monitor, on Conveyor's app."""
-    from conveyor import cluster
+    from conveyor.executors.celery import cluster
 
     _need_celery()
     env = dict(os.environ)
@@ -404,7 +404,7 @@ def inspect_cluster(
     Exits 1 when `workers` finds none alive or `beat` finds no fresh heartbeat,
     so either makes a health check.
     """
-    from conveyor import cluster
+    from conveyor.executors.celery import cluster
 
     report: dict[str, Any] = {}
     failed = ""
@@ -416,7 +416,7 @@ def inspect_cluster(
         executor = _celery_executor()
         from kombu.utils.url import maybe_sanitize_url
 
-        report["broker"] = maybe_sanitize_url(executor.conveyor.settings.broker_url)
+        report["broker"] = maybe_sanitize_url(executor.settings.broker_url)
         broker = executor.broker_health()
         if broker["status"] != "ok":
             _fail(f"the broker at {report['broker']} cannot be reached: {broker.get('error')}")

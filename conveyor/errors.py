@@ -9,6 +9,7 @@ details}}``::
     ├── MissingExtra                500  an optional dependency is not installed
     ├── AuthenticationError         401  no key, or a key nobody owns
     ├── Forbidden                   403  an operator's action asked for by a tenant
+    ├── RateLimited                 429  a tenant's request rate or open streams; Retry-After
     ├── NotFound                    404  nothing of that id for this tenant (a workload's
     │   │                                objects too: a document, a correction)
     │   └── TaskNotFound            404  (also another tenant's task; a TaskError as well)
@@ -50,6 +51,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "QuotaExceeded",
+    "RateLimited",
     "RequestError",
     "Retry",
     "SoftTimeLimitExceeded",
@@ -112,6 +114,17 @@ class NotFound(ConveyorError):
     code = "not_found"
 
 
+class RateLimited(ConveyorError):
+    """Too many requests or open streams from one tenant; ``retry_after`` says when to try again."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float, details: Any = None) -> None:
+        super().__init__(message, details=details or {"retry_after": round(retry_after, 3)})
+        self.retry_after = retry_after
+
+
 class RequestError(ConveyorError):
     status_code = 400
     code = "bad_request"
@@ -158,9 +171,16 @@ class InvalidParams(TaskError):
     code = "invalid_params"
 
     @classmethod
-    def for_field(cls, field: str, message: str) -> InvalidParams:
-        """One field's error, named the way the 422 body names every field."""
-        return cls(f"Invalid request: {field}", details=[{"field": field, "message": message, "type": "value"}])
+    def for_field(
+        cls, field: str, message: str, *, type: str = "value", summary: str | None = None, **extra: Any
+    ) -> InvalidParams:
+        """One field's error, named the way the 422 body names every field.
+
+        ``summary`` replaces the top-level message (``Invalid request: <field>``);
+        ``extra`` keys join the field's detail (e.g. ``known_types``).
+        """
+        detail = {"field": field, "message": message, "type": type, **extra}
+        return cls(summary or f"Invalid request: {field}", details=[detail])
 
 
 class TaskFailed(TaskError):

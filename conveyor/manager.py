@@ -12,7 +12,7 @@ import builtins
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -30,7 +30,13 @@ from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord, new_ta
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+    from conveyor.executors.base import Executor
+    from conveyor.hub import EventHub
+    from conveyor.metrics import Metrics
+    from conveyor.registry import Registry
+    from conveyor.settings import Settings
+    from conveyor.stores.base import Store
+    from conveyor.workload import LoadedWorkload
 
 __all__ = ["AsyncTaskManager", "TaskManager"]
 
@@ -61,7 +67,7 @@ class _QuotaGuard:
             cached = self._counts.get(tenant)
         t = time.monotonic()
         if cached is None or t - cached[0] > self.refresh:
-            cached = (t, manager.conveyor.store.count_unfinished(tenant))
+            cached = (t, manager.store.count_unfinished(tenant))
         if cached[1] + adding > self.limit:
             with self._lock:
                 self._counts[tenant] = cached
@@ -79,10 +85,32 @@ class TaskManager:
     #: keywords of ``submit`` that are options, not task params
     OPTIONS = ("tenant", "priority", "queue", "idempotency_key", "delay", "background_tasks")
 
-    def __init__(self, conveyor: Conveyor) -> None:
-        self.conveyor = conveyor
-        self._quota = _QuotaGuard(conveyor.settings.max_unfinished_per_tenant)
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        registry: Registry,
+        store: Store,
+        executor: Callable[[], Executor],
+        hub: EventHub,
+        metrics: Metrics,
+        workloads: Collection[LoadedWorkload] = (),
+    ) -> None:
+        """Built from the parts it uses; ``executor`` is asked for on first use (the app builds it lazily)."""
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self._executor_of = executor
+        self.hub = hub
+        self.metrics = metrics
+        #: the loaded workloads, whose periodic jobs a Scheduler over this manager runs
+        self.workloads = workloads
+        self._quota = _QuotaGuard(settings.max_unfinished_per_tenant)
         self.aio = AsyncTaskManager(self)
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor_of()
 
     # -- submit ----------------------------------------------------------------
 
@@ -105,7 +133,7 @@ class TaskManager:
         ``background_tasks`` is accepted for code written against FastAPI's
         BackgroundTasks and ignored: the executor runs the task.
         """
-        tt = self.conveyor.registry.get(task_type)
+        tt = self.registry.get(task_type)
         bound = tt.bind(args, params)
         record = self.submit_task(
             task_type,
@@ -159,9 +187,8 @@ class TaskManager:
         task_id: str | None = None,
     ) -> builtins.list[TaskRecord]:
         """Submit many tasks of one type in one store transaction."""
-        app = self.conveyor
-        tt = app.registry.get(task_type)
-        tenant = tenant or app.settings.local_tenant
+        tt = self.registry.get(task_type)
+        tenant = tenant or self.settings.local_tenant
         if priority is not None and not 0 <= priority <= 9:
             raise InvalidParams(
                 "priority must be between 0 and 9",
@@ -175,21 +202,21 @@ class TaskManager:
         if idempotency_key is not None:
             if len(params_list) != 1:
                 raise InvalidParams("an idempotency key names one task", details=[{"field": "idempotency_key"}])
-            existing = app.store.find_by_idempotency_key(tenant, idempotency_key)
+            existing = self.store.find_by_idempotency_key(tenant, idempotency_key)
             if existing is not None:
                 return [existing]
         if task_id is not None:
             if len(params_list) != 1 or not _TASK_ID.fullmatch(task_id):
                 raise InvalidParams.for_field("task_id", "names one task: 1-36 letters, digits, '-' or '_'")
-            existing = app.store.get(task_id)
+            existing = self.store.get(task_id)
             if existing is not None:
                 if existing.tenant != tenant or existing.type != tt.name:
                     raise InvalidParams.for_field("task_id", "is already the id of another task")
                 return [existing]
         validated = [tt.validate(p) for p in params_list]
         self._quota.check(self, tenant, len(validated))
-        engine = app.executor.route(tt)
-        claim = app.executor.claim_fields(engine)
+        engine = self.executor.route(tt)
+        claim = self.executor.claim_fields(engine)
         t = now()
         records = [
             TaskRecord(
@@ -211,22 +238,22 @@ class TaskManager:
             for p in validated
         ]
         try:
-            app.store.insert(records)
+            self.store.insert(records)
         except DuplicateTask:
             # Two submits raced on one idempotency key (or task id): the first one wins.
             existing = (
-                app.store.get(task_id)
+                self.store.get(task_id)
                 if task_id is not None
-                else app.store.find_by_idempotency_key(tenant, idempotency_key or "")
+                else self.store.find_by_idempotency_key(tenant, idempotency_key or "")
             )
             if existing is None:
                 raise
             return [existing]
-        app.metrics.submitted(tt.name, len(records))
+        self.metrics.submitted(tt.name, len(records))
         for r in records:
-            app.metrics.remember(r.id, r.type)
+            self.metrics.remember(r.id, r.type)
             try:
-                app.executor.dispatch(r)
+                self.executor.dispatch(r)
             except ExecutorError as e:
                 self._refuse(r, e)
                 raise
@@ -236,7 +263,7 @@ class TaskManager:
         """A stored task that could not be handed to any worker ends FAILURE, not limbo."""
         t = now()
         message = f"not dispatched: {error.message}"
-        self.conveyor.store.apply(
+        self.store.apply(
             [
                 Change(
                     record.id,
@@ -256,7 +283,7 @@ class TaskManager:
 
     def get(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
         """The task's record; another tenant's task is TaskNotFound, as an unknown one."""
-        record = self.conveyor.store.get(task_id)
+        record = self.store.get(task_id)
         if record is None or (tenant is not None and record.tenant != tenant):
             raise TaskNotFound(task_id)
         return record
@@ -276,7 +303,7 @@ class TaskManager:
 
     def events(self, task_id: str, *, tenant: str | None = None, after_seq: int = 0) -> builtins.list[TaskEvent]:
         self.get(task_id, tenant=tenant)
-        return self.conveyor.store.events(task_id, after_seq)
+        return self.store.events(task_id, after_seq)
 
     def wait(self, task_id: str, *, tenant: str | None = None, timeout: float | None = None) -> TaskRecord:
         """Block until the task has finished; returns its last record.
@@ -291,16 +318,16 @@ class TaskManager:
             left = POLL_INTERVAL if deadline is None else min(POLL_INTERVAL, deadline - time.monotonic())
             if left <= 0:
                 raise TimeoutError(f"task {task_id} still {record.state.value} after {timeout}s")
-            self.conveyor.hub.wait(task_id, left)
+            self.hub.wait(task_id, left)
 
     def list(self, query: TaskQuery) -> Page:
         limit = max(1, min(query.limit, MAX_PAGE))
         if limit != query.limit:
             query = TaskQuery(**{**_query_dict(query), "limit": limit})
-        return self.conveyor.store.query(query)
+        return self.store.query(query)
 
     def queue_stats(self) -> builtins.list[QueueStats]:
-        return self.conveyor.store.queue_stats()
+        return self.store.queue_stats()
 
     # -- change ----------------------------------------------------------------
 
@@ -313,25 +340,24 @@ class TaskManager:
         and replaced). For tasks that never look at ``ctx.cancelled``.
         Raises InvalidTransition (409) if it has already finished.
         """
-        app = self.conveyor
         record = self.get(task_id, tenant=tenant)
         if record.finished:
             raise InvalidTransition(
                 f"task {task_id} has already finished ({record.state.value})",
                 details={"task_id": task_id, "status": record.state.value},
             )
-        cancelled = app.store.cancel_waiting(task_id, now())
+        cancelled = self.store.cancel_waiting(task_id, now())
         if cancelled is not None:
-            app.executor.cancel(cancelled)
-            app.hub.publish([task_id])
+            self.executor.cancel(cancelled)
+            self.hub.publish([task_id])
             return cancelled
         # It started meanwhile (or is running): ask the worker to stop it.
-        if not app.store.request_cancel(task_id):
+        if not self.store.request_cancel(task_id):
             return self.get(task_id, tenant=tenant)
         record = self.get(task_id, tenant=tenant)
         if terminate:
             return self._terminate(record)
-        app.executor.cancel(record)
+        self.executor.cancel(record)
         return record
 
     def _terminate(self, record: TaskRecord) -> TaskRecord:
@@ -341,23 +367,21 @@ class TaskManager:
         afterwards (a lost worker, a redelivered message) finds the task
         finished and changes nothing.
         """
-        app = self.conveyor
         change = outcome_change(
             record,
             Outcome(Status.CANCELLED),
             at=now(),
-            result_ttl=app.settings.effective_result_ttl,
+            result_ttl=self.settings.effective_result_ttl,
             progress=record.progress,
             cancelled_message="Terminated on request",
         )
-        app.store.apply([change])
-        app.executor.terminate(record)
-        app.hub.publish([record.id])
+        self.store.apply([change])
+        self.executor.terminate(record)
+        self.hub.publish([record.id])
         return self.get(record.id)
 
     def retry(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
         """Run a FAILURE or CANCELLED task again under the same id."""
-        app = self.conveyor
         record = self.get(task_id, tenant=tenant)
         retryable = (Status.FAILURE, Status.CANCELLED)
         if record.state not in retryable:
@@ -365,8 +389,8 @@ class TaskManager:
                 f"only FAILURE or CANCELLED tasks can be retried; task {task_id} is {record.state.value}",
                 details={"task_id": task_id, "status": record.state.value},
             )
-        tt = app.registry.get(record.type)
-        engine = app.executor.route(tt)
+        tt = self.registry.get(record.type)
+        engine = self.executor.route(tt)
         t = now()
         fields: dict[str, Any] = {
             "state": Status.PENDING,
@@ -382,25 +406,25 @@ class TaskManager:
             "updated_at": t,
             "worker": None,
             "lease_expires_at": None,
-            **app.executor.claim_fields(engine),
+            **self.executor.claim_fields(engine),
         }
-        reset = app.store.reset(task_id, fields, retryable)
+        reset = self.store.reset(task_id, fields, retryable)
         if reset is None:
             raise InvalidTransition(f"task {task_id} changed while being retried", details={"task_id": task_id})
-        app.store.apply(
+        self.store.apply(
             [Change(task_id, {}, [TaskEvent(task_id, t, Status.PENDING, 0.0, "Queued for retry", kind="state")])]
         )
-        app.metrics.remember(task_id, record.type)
+        self.metrics.remember(task_id, record.type)
         try:
-            app.executor.dispatch(reset)
+            self.executor.dispatch(reset)
         except ExecutorError as e:
             self._refuse(reset, e)
             raise
-        app.hub.publish([task_id])
+        self.hub.publish([task_id])
         return reset
 
     def purge_expired(self) -> int:
-        return self.conveyor.store.purge_expired(now())
+        return self.store.purge_expired(now())
 
 
 def _query_dict(q: TaskQuery) -> dict[str, Any]:
@@ -441,7 +465,7 @@ class AsyncTaskManager:
 
     async def wait(self, task_id: str, *, tenant: str | None = None, timeout: float | None = None) -> TaskRecord:
         deadline = None if timeout is None else time.monotonic() + timeout
-        hub = self._m.conveyor.hub
+        hub = self._m.hub
         while True:
             record = await self.get(task_id, tenant=tenant)
             if record.state in FINAL_STATES:

@@ -6,10 +6,20 @@ import dataclasses
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["FINAL_STATES", "UNFINISHED_STATES", "Status", "TaskEvent", "TaskRecord", "new_task_id", "now"]
+__all__ = [
+    "FINAL_STATES",
+    "RECORD_FIELDS",
+    "UNFINISHED_STATES",
+    "Status",
+    "TaskEvent",
+    "TaskRecord",
+    "new_task_id",
+    "now",
+]
 
 
 class Status(StrEnum):
@@ -115,11 +125,20 @@ class TaskRecord:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TaskRecord:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in fields}
+    def from_dict(cls, data: Mapping[Any, Any]) -> TaskRecord:
+        """A record from stored values (a SQL row's mapping, a Redis hash): unknown keys ignored."""
+        values = {k: data[k] for k in RECORD_FIELDS if k in data}
         values["state"] = Status(values.get("state", Status.PENDING))
+        for name in ("meta", "params"):
+            if values.get(name) is None:
+                values[name] = {}
+        if "cancel_requested" in values:
+            values["cancel_requested"] = bool(values["cancel_requested"])
         return cls(**values)
+
+
+#: every field of a record, in declaration order: the SQL columns and the Redis hash fields
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TaskRecord))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

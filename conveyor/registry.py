@@ -102,9 +102,8 @@ class TaskType:
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Params checked against the model, as JSON-ready values; InvalidParams names each bad field."""
         if not isinstance(params, Mapping):
-            raise InvalidParams(
-                "params must be a JSON object",
-                details=[{"field": "params", "message": "must be an object", "type": "dict_type"}],
+            raise InvalidParams.for_field(
+                "params", "must be an object", type="dict_type", summary="params must be a JSON object"
             )
         try:
             model = self.params.model_validate(dict(params))
@@ -118,16 +117,17 @@ class TaskType:
         """Positional arguments mapped onto the params model's fields, in order."""
         names = list(self.params.model_fields)
         if len(args) > len(names):
-            raise InvalidParams(
-                f"{self.name} takes {len(names)} params but {len(args)} were given",
-                details=[{"field": "params", "message": "too many positional arguments", "type": "too_many"}],
+            raise InvalidParams.for_field(
+                "params",
+                "too many positional arguments",
+                type="too_many",
+                summary=f"{self.name} takes {len(names)} params but {len(args)} were given",
             )
         bound = dict(zip(names, args, strict=False))
         for key, value in kwargs.items():
             if key in bound:
-                raise InvalidParams(
-                    f"{self.name} got {key!r} twice",
-                    details=[{"field": key, "message": "given twice", "type": "duplicate"}],
+                raise InvalidParams.for_field(
+                    key, "given twice", type="duplicate", summary=f"{self.name} got {key!r} twice"
                 )
             bound[key] = value
         return bound
@@ -307,7 +307,10 @@ class TaskFunction(Generic[P, R]):
         task_id: str | None = None,
         tenant: str | None = None,
     ) -> TaskHandle:
-        """Celery's ``apply_async``: ``countdown`` seconds or an ``eta``; ``task_id`` makes the submit idempotent."""
+        """Celery's ``apply_async``: ``countdown`` seconds or an ``eta``; ``task_id`` names the new task.
+
+        Submitting again with the same ``task_id`` returns that task (no second run).
+        """
         from conveyor.app import get_task_manager
         from conveyor.handle import TaskHandle
 
@@ -322,8 +325,8 @@ class TaskFunction(Generic[P, R]):
             tenant=tenant,
             priority=priority,
             queue=queue,
-            idempotency_key=task_id,
             delay=countdown,
+            task_id=task_id,
         )
         return TaskHandle(record.id, manager, tenant=record.tenant)
 

@@ -87,7 +87,7 @@ def collect_jobs(workloads: Iterable[LoadedWorkload]) -> list[PeriodicJob]:
 def submit_slot(manager: TaskManager, job: PeriodicJob, slot: float) -> TaskRecord | None:
     """Submit one slot of a job through the manager; None (and a warning) if it is refused.
 
-    Both the in-process Scheduler and Celery beat (conveyor.beat) fire through
+    Both the in-process Scheduler and Celery beat (conveyor.executors.celery.beat) fire through
     here, so the record is written before any message is sent, and a slot
     fired by both is one task.
     """
@@ -103,10 +103,12 @@ class Scheduler:
 
     def __init__(self, manager: TaskManager, jobs: list[PeriodicJob] | None = None) -> None:
         self.manager = manager
-        self.jobs = jobs if jobs is not None else collect_jobs(manager.conveyor.workloads)
+        self.jobs = jobs if jobs is not None else collect_jobs(manager.workloads)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.fired: list[tuple[str, str]] = []
+        #: each job's next slot, set on the first tick
+        self._due: dict[str, float] | None = None
 
     def start(self) -> None:
         if self._thread is None and self.jobs:
@@ -126,15 +128,21 @@ class Scheduler:
         self.fired.append((job.name, record.id))
         return record.id
 
-    def _run(self) -> None:
-        t = time.time()
-        due = {job.name: job.next_after(t) for job in self.jobs}
+    def tick(self, t: float) -> float:
+        """Fire every job whose slot is due at time ``t``; returns when the next slot is due.
+
+        The thread calls this with the wall clock; a test may call it with any times.
+        """
+        if self._due is None:
+            self._due = {job.name: job.next_after(t) for job in self.jobs}
         by_name = {job.name: job for job in self.jobs}
+        for name, slot in list(self._due.items()):
+            if slot <= t:
+                self.fire(by_name[name], slot)
+                self._due[name] = by_name[name].next_after(t)
+        return min(self._due.values()) if self._due else t + 1.0
+
+    def _run(self) -> None:
         while not self._stop.is_set():
-            t = time.time()
-            for name, slot in list(due.items()):
-                if slot <= t:
-                    self.fire(by_name[name], slot)
-                    due[name] = by_name[name].next_after(t)
-            wait = max(0.05, min(due.values()) - time.time()) if due else 1.0
-            self._stop.wait(min(wait, 1.0))
+            next_due = self.tick(time.time())
+            self._stop.wait(min(max(0.05, next_due - time.time()), 1.0))

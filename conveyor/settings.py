@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     #: the whole deployment's queues and workers. With no API keys at all the local
     #: caller is an operator.
     operator_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    #: signs short-lived stream tokens (SSE URLs); unset: derived from the API keys.
+    #: Give every API replica the same value.
+    secret_key: str = ""
     #: the tenant used when no keys are configured (loopback only)
     local_tenant: str = "local"
 
@@ -80,6 +83,14 @@ class Settings(BaseSettings):
 
     #: largest request body accepted, in MiB (uploads included)
     max_body_mb: float = Field(default=100.0, gt=0)
+    #: requests a second one tenant may make to the API (a burst of ``tenant_burst`` first);
+    #: 0 turns the limit off. Operators and the keyless local caller are not limited.
+    tenant_rate: float = Field(default=200.0, ge=0)
+    tenant_burst: int = Field(default=2000, ge=1)
+    #: live streams (SSE) one tenant may hold open at once; 0: no limit
+    tenant_max_streams: int = Field(default=20, ge=0)
+    #: the highest priority a tenant may ask for (operators may use up to 9)
+    tenant_max_priority: int = Field(default=6, ge=0, le=9)
     #: unfinished tasks one tenant may have at once
     max_unfinished_per_tenant: int = Field(default=10_000, ge=1)
     #: seconds a finished task's record and result are kept (0: forever); unset: one

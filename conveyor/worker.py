@@ -7,7 +7,7 @@ package does that.
 
 from __future__ import annotations
 
-from conveyor.app import Conveyor
+from conveyor.app import Conveyor, set_default_conveyor
 from conveyor.executors.celery import CeleryExecutor
 from conveyor.settings import Settings
 
@@ -17,6 +17,8 @@ __all__ = ["app", "conveyor"]
 # hybrid): it runs every task type that reaches it, and never a local pool.
 _settings = Settings().model_copy(update={"executor": "celery"})
 conveyor = Conveyor(_settings)
+# Task code that submits more work (``fn.delay()``) goes through this app's store.
+set_default_conveyor(conveyor)
 _executor = conveyor.executor
 assert isinstance(_executor, CeleryExecutor)
 app = _executor.app

@@ -88,13 +88,15 @@ def builtin_names() -> tuple[str, ...]:
 
 
 def _import(name: str) -> ModuleType:
-    module_name = name if "." in name else f"conveyor.workloads.{name}"
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name == module_name:
-            raise ConfigurationError(f"unknown workload {name!r} (no module {module_name})") from e
-        raise
+    """``conveyor.workloads.<name>`` for a built-in name, else the module of that name (``notes``, ``myapp.tasks``)."""
+    candidates = [name] if "." in name else [f"conveyor.workloads.{name}", name]
+    for module_name in candidates:
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != module_name:
+                raise
+    raise ConfigurationError(f"unknown workload {name!r} (no module {' or '.join(candidates)})")
 
 
 def declaration(name: str) -> Workload:

@@ -11,15 +11,29 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from conveyor.api import tokens
+from conveyor.api.limits import TenantLimits
 from conveyor.app import Conveyor
 from conveyor.errors import AuthenticationError, Forbidden
 from conveyor.manager import TaskManager
 
-__all__ = ["App", "Caller", "Manager", "Operator", "Tenant", "Who", "get_app", "get_caller", "get_tenant"]
+__all__ = [
+    "App",
+    "Caller",
+    "Manager",
+    "Operator",
+    "Tenant",
+    "Who",
+    "get_app",
+    "get_caller",
+    "get_tenant",
+    "stream_slot",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,17 +57,20 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def get_tenant(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> str:
+def get_tenant(caller: Annotated[Caller, Depends(get_caller_limited)]) -> str:
     """The tenant that owns the caller's API key (an operator's key names its own tenant)."""
-    return get_caller(request, app).tenant
+    return caller.tenant
 
 
 def get_caller(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> Caller:
     """The caller behind the request's API key.
 
-    Keys come as ``Authorization: Bearer <key>``, ``X-API-Key: <key>``, or
-    ``?api_key=`` (for EventSource in browsers, which cannot set headers).
-    With no keys configured every caller is the one local tenant.
+    Keys come as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+    Only on a live stream (a path ending in ``/events``, which a browser's
+    EventSource opens without headers) may the URL carry the credential:
+    ``?stream_token=`` (from ``POST /api/v1/session/stream-token``), or
+    ``?api_key=`` for older clients. With no keys configured every caller is
+    the one local tenant.
     """
     keys = app.settings.api_keys
     operators = app.settings.operator_keys
@@ -65,7 +82,13 @@ def get_caller(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> 
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             supplied = value.strip()
-    if not supplied:
+    if not supplied and is_stream(request):
+        token = request.query_params.get("stream_token")
+        if token:
+            claims = tokens.verify(app.settings, token)
+            if claims is None:
+                raise AuthenticationError("the stream token is not valid or has expired; ask for a new one")
+            return Caller(claims[0], operator=claims[1])
         supplied = request.query_params.get("api_key")
     if not supplied:
         raise AuthenticationError("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
@@ -83,7 +106,29 @@ def get_caller(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> 
     return found
 
 
-def require_operator(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+def get_caller_limited(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> Caller:
+    """The caller, after taking one request from a tenant's rate limit (429 with Retry-After when spent)."""
+    caller = get_caller(request, app)
+    if not caller.operator:
+        limits: TenantLimits = request.app.state.limits
+        limits.hit(caller.tenant)
+    return caller
+
+
+def stream_slot(request: Request, caller: Caller) -> Callable[[], None]:
+    """One of the caller's live-stream slots (429 past the tenant's limit); call the result when the stream ends."""
+    if caller.operator:
+        return lambda: None
+    limits: TenantLimits = request.app.state.limits
+    return limits.open_stream(caller.tenant)
+
+
+def is_stream(request: Request) -> bool:
+    """A Server-Sent Events route: the only kind whose URL may carry a credential."""
+    return request.url.path.rstrip("/").endswith("/events")
+
+
+def require_operator(caller: Annotated[Caller, Depends(get_caller_limited)]) -> Caller:
     if not caller.operator:
         raise Forbidden("this action needs an operator's API key (CONVEYOR_OPERATOR_KEYS)")
     return caller
@@ -91,7 +136,7 @@ def require_operator(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
 
 App = Annotated[Conveyor, Depends(get_app)]
 #: who is calling (tenant and operator flag)
-Who = Annotated[Caller, Depends(get_caller)]
+Who = Annotated[Caller, Depends(get_caller_limited)]
 #: an operator, or 403
 Operator = Annotated[Caller, Depends(require_operator)]
 Manager = Annotated[TaskManager, Depends(get_manager)]

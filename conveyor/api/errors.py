@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -47,8 +48,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConveyorError)
     async def conveyor_error(_request: Request, exc: ConveyorError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        if exc.status_code == 503:
-            headers = {"Retry-After": "5"}
+        if exc.status_code in (429, 503):
+            # Whole seconds, rounded up: a client that waits this long may try again.
+            wait = getattr(exc, "retry_after", 5.0)
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))}
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -1,13 +1,18 @@
-"""Request body size limit, enforced before the body is read past it."""
+"""Limits at the edge: the request body's size, and each tenant's request rate and open streams."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodyLimitMiddleware"]
+from conveyor.errors import RateLimited
+
+__all__ = ["BodyLimitMiddleware", "TenantLimits"]
 
 
 class BodyLimitMiddleware:
@@ -85,3 +90,71 @@ async def _reject(send: Send, status: int, code: str, message: str, limit: int) 
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class TenantLimits:
+    """Per-tenant request rate (a token bucket) and open live streams, so one tenant cannot starve the rest.
+
+    In-process: each API process keeps its own buckets, so with N API
+    processes a tenant gets up to N times the rate. Operators are not limited.
+    """
+
+    def __init__(self, rate: float, burst: int, max_streams: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_streams = max_streams
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._streams: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, tenant: str, *, now: float | None = None) -> None:
+        """Take one request from the tenant's bucket; RateLimited with the seconds to wait when it is empty."""
+        if self.rate <= 0:
+            return
+        t = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.get(tenant, (float(self.burst), t))
+            tokens = min(float(self.burst), tokens + (t - last) * self.rate)
+            if tokens < 1.0:
+                self._buckets[tenant] = (tokens, t)
+                raise RateLimited(
+                    f"tenant {tenant!r} is sending more than {self.rate:g} requests a second",
+                    retry_after=(1.0 - tokens) / self.rate,
+                )
+            self._buckets[tenant] = (tokens - 1.0, t)
+            if len(self._buckets) > 100_000:  # forget idle tenants rather than grow without end
+                self._buckets = {k: v for k, v in self._buckets.items() if t - v[1] < 60}
+
+    def open_stream(self, tenant: str) -> Callable[[], None]:
+        """Take one of the tenant's live-stream slots; returns the function that gives it back.
+
+        Taken before the stream's response starts, so that a tenant over its
+        limit gets a 429 rather than a stream that ends at once.
+        """
+        with self._lock:
+            open_now = self._streams.get(tenant, 0)
+            if self.max_streams and open_now >= self.max_streams:
+                raise RateLimited(
+                    f"tenant {tenant!r} already has {open_now} live streams open (the most is {self.max_streams})",
+                    retry_after=5.0,
+                )
+            self._streams[tenant] = open_now + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if released:
+                    return
+                released = True
+                left = self._streams.get(tenant, 1) - 1
+                if left:
+                    self._streams[tenant] = left
+                else:
+                    self._streams.pop(tenant, None)
+
+        return release
+
+    def streams_open(self, tenant: str) -> int:
+        with self._lock:
+            return self._streams.get(tenant, 0)

@@ -7,11 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from conveyor import __version__
+from conveyor.api import accesslog
 from conveyor.api.errors import install_error_handlers
-from conveyor.api.limits import BodyLimitMiddleware
+from conveyor.api.guard import InputGuardMiddleware
+from conveyor.api.limits import BodyLimitMiddleware, TenantLimits
 from conveyor.api.routes import session, stats, system, task_types, tasks, workloads
 from conveyor.app import Conveyor
 
@@ -49,8 +51,12 @@ def create_app(conveyor: Conveyor | None = None, *, manage: bool = True, schedul
         lifespan=lifespan,
     )
     app.state.conveyor = conveyor
+    settings = conveyor.settings
+    app.state.limits = TenantLimits(settings.tenant_rate, settings.tenant_burst, settings.tenant_max_streams)
+    accesslog.install()
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=conveyor.settings.max_body_bytes)
+    app.add_middleware(InputGuardMiddleware)
     app.include_router(tasks.router)
     app.include_router(tasks.legacy_router)
     app.include_router(task_types.router)
@@ -61,8 +67,32 @@ def create_app(conveyor: Conveyor | None = None, *, manage: bool = True, schedul
     for w in conveyor.workloads:
         if w.router is not None:
             app.include_router(w.router)
+    _answer_unknown_api_paths(app)
     _mount_dashboard(app, conveyor)
     return app
+
+
+def _answer_unknown_api_paths(app: FastAPI) -> None:
+    """Under /api/ the dashboard's static mount never answers: a wrong method is a JSON 405 with the
+    route's own ``Allow``, an unknown path a JSON 404 (the mount would say ``Allow: GET, HEAD``)."""
+    from starlette.exceptions import HTTPException
+    from starlette.routing import Match, Mount
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+    async def unknown(request: Request) -> None:
+        # The static mounts (dashboard, workload pages) would match any path.
+        routes = [
+            r for r in app.router.routes if not isinstance(r, Mount) and getattr(r, "endpoint", None) is not unknown
+        ]
+        allowed = [
+            m for m in methods if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)
+        ]
+        if allowed:
+            raise HTTPException(405, f"{request.method} is not allowed here", headers={"Allow": ", ".join(allowed)})
+        raise HTTPException(404, f"no API route at {request.url.path}")
+
+    app.add_api_route("/api/{rest:path}", unknown, methods=methods, include_in_schema=False)
 
 
 def _mount_dashboard(app: FastAPI, conveyor: Conveyor) -> None:

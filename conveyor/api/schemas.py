@@ -66,7 +66,7 @@ def _links(task_id: str, prefix: str) -> dict[str, str]:
 
 
 class TaskStatus(BaseModel):
-    """The light answer polled by progress bars (seed 004's shape)."""
+    """The light answer polled by progress bars."""
 
     task_id: str
     status: str
@@ -110,7 +110,7 @@ class TaskPublic(BaseModel):
     links: dict[str, str]
 
     @classmethod
-    def of(cls, r: TaskRecord, *, with_result: bool = True) -> TaskPublic:
+    def of(cls, r: TaskRecord, *, with_result: bool = True, with_traceback: bool = False) -> TaskPublic:
         return cls(
             task_id=r.id,
             type=r.type,
@@ -122,7 +122,7 @@ class TaskPublic(BaseModel):
             params=r.params,
             result=r.result if with_result else None,
             result_available=r.result_available,
-            error=r.error,
+            error=public_error(r.error, with_traceback=with_traceback),
             attempts=r.attempts,
             max_retries=r.max_retries,
             priority=r.priority,
@@ -135,6 +135,13 @@ class TaskPublic(BaseModel):
             duration=None if r.duration is None else round(r.duration, 4),
             links=_links(r.id, "/api/v1/tasks"),
         )
+
+
+def public_error(error: dict[str, Any] | None, *, with_traceback: bool) -> dict[str, Any] | None:
+    """A task's error as a caller sees it: the traceback (server paths, code) is for operators only."""
+    if error is None or with_traceback:
+        return error
+    return {k: v for k, v in error.items() if k != "traceback"}
 
 
 class TasksPublic(BaseModel):
@@ -204,3 +211,60 @@ class QueuePublic(BaseModel):
 class QueuesPublic(BaseModel):
     data: list[QueuePublic]
     count: int
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable, e.g. invalid_params, task_not_found, store_unavailable")
+    message: str
+    #: for a 422, a list of ``{field, message, type}``; otherwise an object or null
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+#: the answers any API route may give besides its own, for the OpenAPI document
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "no API key, or one nobody owns"},
+    422: {"model": ErrorBody, "description": "a field that does not fit: each is named in details"},
+    429: {"model": ErrorBody, "description": "too many requests or unfinished tasks; see Retry-After"},
+    503: {"model": ErrorBody, "description": "the store or the broker cannot be reached; see Retry-After"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no such task for this tenant (another tenant's task too)"}
+}
+SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "unreadable JSON, or an unknown task type (the known ones listed)"},
+    413: {"model": ErrorBody, "description": "the body is larger than the limit"},
+    415: {"model": ErrorBody, "description": "the body is not JSON"},
+}
+#: a Server-Sent Events answer
+EVENT_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "text/event-stream: `progress` events, then `end`",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+class SubmitBody(BaseModel):
+    """``{"task_type": ..., "params": {...}}``; the flat form puts the params beside ``task_type``."""
+
+    task_type: str = Field(description="a task type from /api/v1/task-types (``type`` is accepted too)")
+    params: dict[str, Any] = Field(default_factory=dict, description="checked against the type's params_schema")
+    priority: int | None = Field(default=None, ge=0, le=9)
+    queue: str | None = Field(default=None, description="a declared queue; default: the type's")
+    idempotency_key: str | None = Field(default=None, max_length=200, description="or the Idempotency-Key header")
+    delay: float | None = Field(default=None, ge=0, description="seconds before it may start")
+
+
+#: the submit routes read their body themselves (two shapes); this tells OpenAPI what it is
+SUBMIT_REQUEST: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SubmitBody.model_json_schema()}},
+    }
+}

@@ -27,7 +27,8 @@ from conveyor.registry import TaskType
 from conveyor.stores.base import Change
 
 if TYPE_CHECKING:
-    from conveyor.app import Conveyor
+    from conveyor.settings import Settings
+    from conveyor.stores.base import Store
 
 __all__ = ["HybridExecutor"]
 
@@ -40,11 +41,10 @@ BROKER_RETRY_SECONDS = 5.0
 class HybridExecutor:
     name = "hybrid"
 
-    def __init__(self, conveyor: Conveyor, local: LocalExecutor, celery: CeleryExecutor) -> None:
-        self.conveyor = conveyor
+    def __init__(self, local: LocalExecutor, celery: CeleryExecutor, *, store: Store, settings: Settings) -> None:
+        self.store = store
         self.local = local
         self.celery = celery
-        settings = conveyor.settings
         self.celery_types = frozenset(settings.celery_task_types)
         self.fallback = settings.broker_down == "local"
         self._broker_down_until = 0.0
@@ -86,7 +86,7 @@ class HybridExecutor:
 
     def _run_here_instead(self, record: TaskRecord, error: ExecutorError) -> None:
         """Hand a record stored for Celery to the local pool, changing its owner in the store first."""
-        store = self.conveyor.store
+        store = self.store
         t = now()
         message = "Broker unavailable; running in-process instead"
         fields = {"executor": "local", "message": message, "updated_at": t, **self.local.claim_fields("local")}

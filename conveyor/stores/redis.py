@@ -31,246 +31,19 @@ from typing import Any
 from conveyor.errors import MissingExtra, StoreError
 from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
+from conveyor.stores.redis_scripts import (
+    APPLY,
+    FIELDS,
+    INSERT,
+    REQUEST_CANCEL,
+    START_RUN,
+    THROUGHPUT,
+    encode,
+    event_json,
+    record_from_hash,
+)
 
 __all__ = ["RedisStore"]
-
-_FIELDS = [
-    "id",
-    "type",
-    "queue",
-    "tenant",
-    "state",
-    "progress",
-    "message",
-    "meta",
-    "params",
-    "result",
-    "error",
-    "attempts",
-    "max_retries",
-    "priority",
-    "idempotency_key",
-    "executor",
-    "worker",
-    "lease_expires_at",
-    "cancel_requested",
-    "eta",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "expires_at",
-    "updated_at",
-]
-
-#: how long the throughput sets keep a finish: the longest window the stats ask for
-FIN_KEEP = 86_400
-
-_COMMON = f"""
-local P = ARGV[1]
-local FIN_KEEP = {FIN_KEEP}
-local function final(s) return s == 'SUCCESS' or s == 'FAILURE' or s == 'CANCELLED' end
-local function dec(v) if v == false or v == nil then return nil end local x = cjson.decode(v)
-  if x == cjson.null then return nil end return x end
--- Note a finish in the throughput sets, dropping what is older than they keep.
-local function finished(id, key, tenant, state)
-  local at = dec(redis.call('HGET', key, 'finished_at')) or dec(redis.call('HGET', key, 'updated_at'))
-  if not at then return end
-  local member = state..'|'..id..'|'..tostring(at)
-  for _, k in ipairs({{P..'fin', P..'fin:'..tenant}}) do
-    redis.call('ZADD', k, at, member)
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', '('..tostring(at - FIN_KEEP))
-  end
-end
--- Move a task between state sets and keep the counters and holder sets true.
-local function transition(id, key, cur_state, new_state, expires, worker)
-  local queue = dec(redis.call('HGET', key, 'queue'))
-  local tenant = dec(redis.call('HGET', key, 'tenant'))
-  local created = dec(redis.call('HGET', key, 'created_at'))
-  redis.call('ZREM', P..'q:'..queue..':'..cur_state, id)
-  if final(new_state) then
-    if not final(cur_state) then finished(id, key, tenant, new_state) end
-    local score = '+inf'
-    if expires then score = expires end
-    redis.call('ZADD', P..'q:'..queue..':'..new_state, score, id)
-    if not final(cur_state) then redis.call('DECR', P..'unfinished:'..tenant) end
-    if worker then redis.call('SREM', P..'held:'..worker, id) end
-    if expires then
-      redis.call('EXPIREAT', key, math.ceil(expires))
-      redis.call('EXPIREAT', P..'ev:'..id, math.ceil(expires))
-    end
-  else
-    redis.call('ZADD', P..'q:'..queue..':'..new_state, created, id)
-    if final(cur_state) then
-      redis.call('INCR', P..'unfinished:'..tenant)
-      redis.call('PERSIST', key)
-      redis.call('PERSIST', P..'ev:'..id)
-    end
-  end
-end
-local function push_events(id, first, last)
-  for j = first, last do
-    local seq = redis.call('INCR', P..'seq')
-    redis.call('RPUSH', P..'ev:'..id, seq..'|'..ARGV[j])
-  end
-end
-"""
-
-# ARGV: prefix, id, allowed ("" = any unfinished, else comma list), nfields, f1, v1, ..., events...
-_APPLY = (
-    _COMMON
-    + """
-local id = ARGV[2]
-local key = P..'t:'..id
-local cur = dec(redis.call('HGET', key, 'state'))
-if not cur then return 0 end
-local allowed = ARGV[3]
-if allowed == '' then
-  if final(cur) then return 0 end
-elseif not string.find(','..allowed..',', ','..cur..',', 1, true) then
-  return 0
-end
-local n = tonumber(ARGV[4])
-local new_state, new_worker, worker_set, expires = nil, nil, false, nil
-local hs = {}
-for k = 0, n - 1 do
-  local f, v = ARGV[5 + 2*k], ARGV[6 + 2*k]
-  hs[#hs+1] = f
-  hs[#hs+1] = v
-  if f == 'state' then new_state = cjson.decode(v) end
-  if f == 'worker' then worker_set = true; new_worker = dec(v) end
-  if f == 'expires_at' then expires = dec(v) end
-end
-local old_worker = dec(redis.call('HGET', key, 'worker'))
-if #hs > 0 then redis.call('HSET', key, unpack(hs)) end
-push_events(id, 5 + 2*n, #ARGV)
-if worker_set and old_worker ~= new_worker then
-  if old_worker then redis.call('SREM', P..'held:'..old_worker, id) end
-  if new_worker then
-    redis.call('SADD', P..'held:'..new_worker, id)
-    redis.call('SADD', P..'workers', new_worker)
-  end
-end
-local holder = old_worker
-if worker_set then holder = new_worker end
-if new_state and new_state ~= cur then transition(id, key, cur, new_state, expires, holder) end
-if new_state and not final(new_state) and holder then
-  redis.call('SADD', P..'held:'..holder, id)
-  redis.call('SADD', P..'workers', holder)
-end
-return 1
-"""
-)
-
-# ARGV: prefix, id, tenant, idempotency key or "", created_at, queue, state, worker or "", expires or "",
-#       nfields, f1, v1...
-_INSERT = (
-    _COMMON
-    + """
-local id, tenant, idem = ARGV[2], ARGV[3], ARGV[4]
-if idem ~= '' then
-  if redis.call('SET', P..'idem:'..tenant..':'..idem, id, 'NX') == false then return 0 end
-end
-local key = P..'t:'..id
-local n = tonumber(ARGV[10])
-local hs = {}
-for k = 0, n - 1 do hs[#hs+1] = ARGV[11 + 2*k]; hs[#hs+1] = ARGV[12 + 2*k] end
-redis.call('HSET', key, unpack(hs))
-local created, queue, state, worker = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-redis.call('ZADD', P..'tenant:'..tenant, created, id)
-redis.call('ZADD', P..'all', created, id)
-redis.call('SADD', P..'queues', queue)
-if final(state) then
-  finished(id, key, tenant, state)
-  local expires = ARGV[9]
-  if expires == '' then expires = '+inf' else redis.call('EXPIREAT', key, math.ceil(tonumber(expires))) end
-  redis.call('ZADD', P..'q:'..queue..':'..state, expires, id)
-else
-  redis.call('ZADD', P..'q:'..queue..':'..state, created, id)
-  redis.call('INCR', P..'unfinished:'..tenant)
-  if worker ~= '' then
-    redis.call('SADD', P..'held:'..worker, id)
-    redis.call('SADD', P..'workers', worker)
-  end
-end
-return 1
-"""
-)
-
-# ARGV: prefix, id, worker, lease_until, at, event json
-_START_RUN = (
-    _COMMON
-    + """
-local id = ARGV[2]
-local key = P..'t:'..id
-local cur = dec(redis.call('HGET', key, 'state'))
-if not cur then return 0 end
-local at = tonumber(ARGV[5])
-if cur == 'PROCESSING' then
-  local lease = dec(redis.call('HGET', key, 'lease_expires_at'))
-  if lease and lease >= at then return 0 end
-elseif cur ~= 'PENDING' and cur ~= 'RETRY' then
-  return 0
-end
-local old_worker = dec(redis.call('HGET', key, 'worker'))
-if old_worker then redis.call('SREM', P..'held:'..old_worker, id) end
-local attempts = dec(redis.call('HGET', key, 'attempts')) or 0
-redis.call('HSET', key, 'state', '"PROCESSING"', 'worker', cjson.encode(ARGV[3]), 'lease_expires_at', ARGV[4],
-  'attempts', tostring(attempts + 1), 'started_at', ARGV[5], 'updated_at', ARGV[5], 'progress', '0.0',
-  'message', '"Started"', 'eta', 'null')
-redis.call('SADD', P..'held:'..ARGV[3], id)
-redis.call('SADD', P..'workers', ARGV[3])
-if cur ~= 'PROCESSING' then transition(id, key, cur, 'PROCESSING', nil, ARGV[3]) end
-push_events(id, 6, 6)
-return 1
-"""
-)
-
-# ARGV: prefix, id
-_REQUEST_CANCEL = (
-    _COMMON
-    + """
-local key = P..'t:'..ARGV[2]
-local cur = dec(redis.call('HGET', key, 'state'))
-if not cur or final(cur) then return 0 end
-redis.call('HSET', key, 'cancel_requested', 'true')
-return 1
-"""
-)
-
-# ARGV: prefix, key of the set to read, since, bucket seconds. Counts per bucket and state
-# inside Redis, so only the counts cross the wire: {bucket start, state, count, ...}.
-_THROUGHPUT = """
-local rows = redis.call('ZRANGEBYSCORE', ARGV[1]..ARGV[2], ARGV[3], '+inf', 'WITHSCORES')
-local size = tonumber(ARGV[4])
-local counts, order = {}, {}
-for i = 1, #rows, 2 do
-  local state = string.match(rows[i], '^([^|]+)|')
-  local bucket = math.floor(tonumber(rows[i + 1]) / size) * size
-  local k = bucket..'|'..state
-  if not counts[k] then counts[k] = 0; order[#order + 1] = {bucket, state, k} end
-  counts[k] = counts[k] + 1
-end
-local out = {}
-for _, o in ipairs(order) do
-  out[#out + 1] = tostring(o[1]); out[#out + 1] = o[2]; out[#out + 1] = counts[o[3]]
-end
-return out
-"""
-
-
-def _enc(value: Any) -> str:
-    if isinstance(value, Status):
-        return json.dumps(value.value)
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _record(raw: dict[bytes, bytes]) -> TaskRecord:
-    data = {k.decode(): json.loads(v) for k, v in raw.items()}
-    return TaskRecord.from_dict(data)
-
-
-def _event_json(e: TaskEvent) -> str:
-    return json.dumps([e.task_id, e.at, e.kind, e.state.value, e.progress, e.message])
 
 
 class RedisStore:
@@ -290,11 +63,11 @@ class RedisStore:
         self.prefix = prefix
         self.default_ttl = default_ttl
         self.r = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
-        self._apply = self.r.register_script(_APPLY)
-        self._insert = self.r.register_script(_INSERT)
-        self._request_cancel = self.r.register_script(_REQUEST_CANCEL)
-        self._start_run = self.r.register_script(_START_RUN)
-        self._throughput = self.r.register_script(_THROUGHPUT)
+        self._apply = self.r.register_script(APPLY)
+        self._insert = self.r.register_script(INSERT)
+        self._request_cancel = self.r.register_script(REQUEST_CANCEL)
+        self._start_run = self.r.register_script(START_RUN)
+        self._throughput = self.r.register_script(THROUGHPUT)
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -331,10 +104,10 @@ class RedisStore:
                 r.state.value,
                 r.worker or "",
                 "" if r.expires_at is None else repr(r.expires_at),
-                len(_FIELDS),
+                len(FIELDS),
             ]
-            for name in _FIELDS:
-                args += [name, _enc(getattr(r, name))]
+            for name in FIELDS:
+                args += [name, encode(getattr(r, name))]
             self._insert(args=args, client=pipe)
         results = self._call(pipe.execute)
         if any(res == 0 for res in results):
@@ -342,13 +115,13 @@ class RedisStore:
 
     def get(self, task_id: str) -> TaskRecord | None:
         raw = self._call(self.r.hgetall, self._k("t", task_id))
-        return _record(raw) if raw else None
+        return record_from_hash(raw) if raw else None
 
     def get_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
         pipe = self.r.pipeline(transaction=False)
         for task_id in task_ids:
             pipe.hgetall(self._k("t", task_id))
-        return [_record(raw) for raw in self._call(pipe.execute) if raw]
+        return [record_from_hash(raw) for raw in self._call(pipe.execute) if raw]
 
     def find_by_idempotency_key(self, tenant: str, key: str) -> TaskRecord | None:
         task_id = self._call(self.r.get, self._k("idem", tenant, key))
@@ -387,15 +160,15 @@ class RedisStore:
         gone = [task_id for task_id, raw in zip(ids, raws, strict=True) if not raw]
         if gone:
             self._call(self.r.zrem, index, *gone)
-        return [_record(raw) for raw in raws if raw]
+        return [record_from_hash(raw) for raw in raws if raw]
 
     # -- changes --------------------------------------------------------------
 
     def _apply_args(self, change: Change, allowed: str = "") -> list[Any]:
         args: list[Any] = [self.prefix, change.task_id, allowed, len(change.fields)]
         for name, value in change.fields.items():
-            args += [name, _enc(value)]
-        args += [_event_json(e) for e in change.events]
+            args += [name, encode(value)]
+        args += [event_json(e) for e in change.events]
         return args
 
     def apply(self, changes: Sequence[Change]) -> None:
@@ -451,7 +224,7 @@ class RedisStore:
         return self.get_many([i for i, ok in zip(task_ids, results, strict=True) if ok])
 
     def start_run(self, task_id: str, worker: str, lease_until: float, at: float) -> TaskRecord | None:
-        event = _event_json(TaskEvent(task_id, at, Status.PROCESSING, 0.0, "Started", kind="state"))
+        event = event_json(TaskEvent(task_id, at, Status.PROCESSING, 0.0, "Started", kind="state"))
         ok = self._call(self._start_run, args=[self.prefix, task_id, worker, repr(lease_until), repr(at), event])
         return self.get(task_id) if ok else None
 

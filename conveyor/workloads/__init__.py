@@ -9,4 +9,4 @@ from __future__ import annotations
 
 __all__ = ["BUILTIN"]
 
-BUILTIN: tuple[str, ...] = ("documents", "media")
+BUILTIN: tuple[str, ...] = ("documents", "images", "media")

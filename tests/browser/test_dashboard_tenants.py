@@ -56,7 +56,8 @@ def test_each_tenant_sees_only_its_own_tasks_and_can_sign_out(server: Server, op
     expect(page.locator(f'tr[data-id="{running}"] .badge')).to_contain_text("PROCESSING")
     streams = [u for u in tab.requests if "/api/v1/events?" in u]
     assert streams
-    assert all(f"api_key={ALPHA}" in u for u in streams)
+    assert all("stream_token=" in u for u in streams)
+    assert not any(ALPHA in u for u in tab.requests)  # the key itself is never in a URL
     assert all(running in u for u in streams)
     tab.shot("tasks-alpha")
 
@@ -94,3 +95,16 @@ def test_a_second_tab_signed_in_as_another_tenant_has_its_own_key(server: Server
     beta_count = httpx.get(f"{server.url}/api/v1/tasks?limit=1", headers={"X-API-Key": BETA}).json()["count"]
     expect(alpha.page.locator(".summary-row")).to_contain_text(f"of {alpha_count} task")
     expect(beta.page.locator(".summary-row")).to_contain_text(f"of {beta_count} task")
+
+
+def test_a_tenant_sees_the_system_page_without_other_tenants_queues_or_workers(
+    server: Server, open_page: OpenPage
+) -> None:
+    """Health and its own charts, and a plain note where the operator-only parts would be; no failed calls."""
+    tab = open_page(server.url, key=ALPHA)
+    page = tab.page
+    page.goto("/#/system")
+    expect(page.get_by_role("heading", name="System", level=1)).to_be_visible()
+    expect(page.get_by_text("Shown to operators only.")).to_have_count(2)
+    assert not [u for u in tab.requests if "/api/v1/queues" in u or "/api/v1/workers" in u]
+    tab.shot("system-tenant")

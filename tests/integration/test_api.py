@@ -18,6 +18,7 @@ from tests.conftest import AppFactory, broker_url
 KEYS = "key-alpha=alpha,key-beta=beta"
 ALPHA = {"Authorization": "Bearer key-alpha"}
 BETA = {"X-API-Key": "key-beta"}
+OPS = {"Authorization": "Bearer key-ops"}
 
 
 BACKENDS = [
@@ -54,7 +55,14 @@ def api(
         broker = broker_url(engine)
         request.getfixturevalue("celery_workers").start(broker, url)
         options.update(executor="celery", broker_url=broker)
-    app = make_app(start=False, api_keys=KEYS, max_body_mb=0.05, max_unfinished_per_tenant=50, **options)
+    app = make_app(
+        start=False,
+        api_keys=KEYS,
+        operator_keys="key-ops=ops",
+        max_body_mb=0.05,
+        max_unfinished_per_tenant=50,
+        **options,
+    )
     with TestClient(create_app(app, scheduler=False)) as client:
         yield client, app
 
@@ -216,13 +224,13 @@ def test_task_types_are_listed_with_their_params_schema(api: tuple[TestClient, C
 def test_health_queues_and_metrics(api: tuple[TestClient, Conveyor]) -> None:
     client, app = api
     wait_done(client, client.post("/api/v1/tasks", json={"task_type": "system.ping"}, headers=ALPHA).json()["task_id"])
-    health = client.get("/health").json()
+    health = client.get("/health", headers=OPS).json()
     assert health["overall_status"] == "healthy"
     assert set(health) >= {"database", "executor", "workers", "overall_status"}
     assert health["workers"]["alive"] >= 1
-    queues = {q["queue"]: q for q in client.get("/api/v1/queues", headers=ALPHA).json()["data"]}
+    queues = {q["queue"]: q for q in client.get("/api/v1/queues", headers=OPS).json()["data"]}
     assert queues["default"]["counts"]["SUCCESS"] >= 1
-    metrics = client.get("/metrics").text
+    metrics = client.get("/metrics", headers=OPS).text
     assert 'conveyor_tasks_total{event="submitted",task_type="system.ping"} 1.0' in metrics
     assert 'conveyor_queue_depth{queue="default"}' in metrics
     assert 'conveyor_tasks_stored{queue="default",state="SUCCESS"} 1.0' in metrics
@@ -358,7 +366,49 @@ def test_a_missing_or_wrong_key_is_401(api: tuple[TestClient, Conveyor]) -> None
     assert r.headers["www-authenticate"] == "Bearer"
     assert client.get("/api/v1/tasks", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert client.get("/api/v1/tasks", headers={"Authorization": "Basic a2V5"}).status_code == 401
-    assert client.get("/api/v1/tasks?api_key=key-alpha").status_code == 200
+    # A key in the URL is only for live streams (EventSource sends no headers).
+    assert client.get("/api/v1/tasks?api_key=key-alpha").status_code == 401
+
+
+def test_a_stream_token_opens_a_stream_and_nothing_else(api: tuple[TestClient, Conveyor]) -> None:
+    """The dashboard's way: a short-lived token for ``/events`` URLs, useless elsewhere, bad ones refused."""
+    from conveyor.api import tokens
+
+    client, app = api
+    task_id = client.post("/api/v1/tasks", json={"task_type": "system.ping"}, headers=ALPHA).json()["task_id"]
+    answer = client.post("/api/v1/session/stream-token", headers=ALPHA).json()
+    assert answer["expires_in"] == tokens.STREAM_TOKEN_TTL
+    token = answer["token"]
+    with client.stream("GET", f"/api/v1/tasks/{task_id}/events?stream_token={token}") as stream:
+        assert stream.status_code == 200
+    assert client.get(f"/api/v1/tasks/{task_id}?stream_token={token}").status_code == 401
+    assert client.get(f"/api/v1/tasks/{task_id}/events?stream_token={token[:-2]}xx").status_code == 401
+    expired = tokens.issue(app.settings, "alpha", False, now=0)
+    assert client.get(f"/api/v1/tasks/{task_id}/events?stream_token={expired}").status_code == 401
+    # another tenant's token does not open alpha's task
+    beta = client.post("/api/v1/session/stream-token", headers=BETA).json()["token"]
+    assert client.get(f"/api/v1/tasks/{task_id}/events?stream_token={beta}").status_code == 404
+
+
+def test_credentials_in_a_url_never_reach_the_access_log() -> None:
+    import logging
+
+    from conveyor.api.accesslog import RedactCredentials
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/api/v1/events?ids=a&api_key=key-alpha&stream_token=abc.def", "1.1", 200),
+        None,
+    )
+    RedactCredentials().filter(record)
+    line = record.getMessage()
+    assert "key-alpha" not in line
+    assert "abc.def" not in line
+    assert "api_key=***" in line
 
 
 def test_result_of_an_unfinished_task_is_409(api: tuple[TestClient, Conveyor]) -> None:
@@ -433,7 +483,7 @@ def test_workers_are_listed_alive_with_their_running_task_and_counts(api: tuple[
     ).json()["task_id"]
     deadline = time.monotonic() + 30
     while True:
-        listing = client.get("/api/v1/workers", headers=ALPHA).json()
+        listing = client.get("/api/v1/workers", headers=OPS).json()
         active = [t for w in listing["data"] for t in w["active"]]
         if running in active:
             break
@@ -452,3 +502,29 @@ def test_workers_are_listed_alive_with_their_running_task_and_counts(api: tuple[
         assert listing["stats"]["processed"] >= 1
     assert client.get("/api/v1/workers").status_code == 401  # no key
     client.post(f"/api/v1/tasks/{running}/cancel/", headers=ALPHA)
+
+
+def test_the_deployment_is_shown_to_operators_only(api: tuple[TestClient, Conveyor]) -> None:
+    """Workers (other tenants' running ids), queues and metrics need an operator key; /livez and /health
+    answer anyone, without the error texts that may name internal hosts; tracebacks are the operator's."""
+    client, _ = api
+    for path in ("/api/v1/workers", "/api/v1/queues", "/metrics"):
+        assert client.get(path, headers=ALPHA).status_code == 403, path
+        assert error(client.get(path, headers=ALPHA))["code"] == "forbidden"
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers=OPS).status_code == 200, path
+    assert client.get("/livez").json() == {"status": "ok"}
+    public = client.get("/health")
+    assert public.json()["overall_status"] == "healthy"
+    assert "error" not in json.dumps(public.json())
+
+    failed = client.post(
+        "/api/v1/tasks",
+        json={"task_type": "system.sleep", "params": {"seconds": 0, "steps": 1, "fail": True}},
+        headers=ALPHA,
+    ).json()["task_id"]
+    wait_done(client, failed)
+    mine = client.get(f"/api/v1/tasks/{failed}", headers=ALPHA).json()["error"]
+    assert mine["message"] == "failed on purpose (fail=true)"
+    assert "traceback" not in mine
+    assert "traceback" not in client.get(f"/api/v1/tasks/{failed}/result/", headers=ALPHA).json()["error"]

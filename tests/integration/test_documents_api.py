@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conveyor import Conveyor
-from conveyor.errors import ConfigurationError
 from conveyor.api.main import create_app
+from conveyor.errors import ConfigurationError
 from tests.conftest import AppFactory
 from tests.documents_samples import HTML, ITALIAN, make_docx, make_encrypted_pdf, make_pdf
 
@@ -276,6 +276,11 @@ def test_chunk_size_and_overlap_can_be_chosen_at_upload(docs: tuple[TestClient, 
     )
     assert bad.status_code == 422
     assert "overlap" in bad.json()["error"]["message"]
+    # Bounded: a tiny chunk size with an almost whole-chunk overlap made half a million chunks of 1 MiB.
+    for query, field in (("chunk_size=16&overlap=15", "chunk_size"), ("chunk_size=300&overlap=151", "overlap")):
+        hostile = client.post(f"/api/documents/upload?{query}", files={"file": ("x.txt", b"w " * 10)}, headers=ALPHA)
+        assert hostile.status_code == 422, query
+        assert hostile.json()["error"]["details"][0]["field"] == field
     assert client.get("/api/documents", headers=ALPHA).json()["count"] == 1
     assert len([p for p in files_under(app.settings.data_dir / "documents") if p.suffix == ".txt"]) == 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -130,3 +131,23 @@ def test_a_dead_broker_answers_503_when_fallback_is_off_and_the_record_says_why(
         assert health.json()["broker"]["status"] == "down"
         if executor == "celery":
             assert health.status_code == 503
+
+
+def test_health_hides_dependency_errors_from_all_but_operators(make_app: AppFactory, tmp_path: Path) -> None:
+    """A down broker's error names its host: operators read it, tenants and anonymous probes see "down" only."""
+    app: Conveyor = make_app(
+        start=False,
+        database_url=f"sqlite:///{tmp_path / 'c.db'}",
+        executor="hybrid",
+        broker_url=DEAD_BROKER,
+        api_keys="kt=tenant",
+        operator_keys="ko=ops",
+    )
+    with TestClient(create_app(app, scheduler=False)) as client:
+        operator = client.get("/health", headers={"Authorization": "Bearer ko"}).json()
+        assert operator["broker"]["status"] == "down"
+        assert operator["broker"]["error"]
+        for headers in ({"Authorization": "Bearer kt"}, {}):
+            seen = client.get("/health", headers=headers).json()
+            assert seen["broker"] == {"status": "down", "kind": operator["broker"]["kind"]}
+            assert "error" not in json.dumps(seen)

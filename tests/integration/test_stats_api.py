@@ -75,3 +75,4 @@ def test_the_session_says_whether_a_key_is_needed_and_whose_it_is(api: tuple[Tes
     mine = client.get("/api/v1/session", headers=ALPHA).json()
     assert (mine["authenticated"], mine["tenant"]) == (True, "alpha")
     assert "system" in mine["workloads"]
+    assert mine["operator"] is False

@@ -65,6 +65,19 @@ def test_an_unknown_id_is_none(store: Store) -> None:
     assert store.get("no-such-id") is None
 
 
+def test_get_many_returns_the_known_ids_and_skips_the_rest(store: Store) -> None:
+    """Every field read back as written, in any order; unknown ids are simply absent."""
+    a, b = rec(params={"i": 1}), rec(params={"i": 2}, state=Status.SUCCESS, result={"ok": True})
+    store.insert([a, b])
+    got = {r.id: r for r in store.get_many([b.id, "no-such-id", a.id])}
+    assert got == {a.id: a, b.id: b}
+    assert store.get_many([]) == []
+
+
+def test_a_reachable_store_answers_a_ping(store: Store) -> None:
+    store.ping()  # raises StoreError when the store cannot be reached (the outage tests kill it)
+
+
 def test_an_idempotency_key_is_unique_per_tenant(store: Store) -> None:
     store.insert([rec(idempotency_key="k1")])
     store.insert([rec(idempotency_key="k1", tenant="b")])
@@ -306,3 +319,15 @@ def test_a_claim_survives_the_server_dropping_its_pooled_connection(clean_postgr
         assert claimed.state is Status.PROCESSING
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2", "redis://127.0.0.1:1/0"]
+)
+def test_an_unreachable_store_fails_its_ping_with_a_store_error(url: str) -> None:
+    """Port 1 answers nobody: ping says so as StoreError (the 503 of /health), never a driver's own error."""
+    from conveyor.errors import StoreError
+
+    store = open_store(url)
+    with pytest.raises(StoreError):
+        store.ping()

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from conveyor import PeriodicJob, Status
-from conveyor.beat import ConveyorScheduler, CronSlots, IntervalSlots, slot_schedule
-from conveyor.cluster import beat_report
 from conveyor.executors.celery import CeleryExecutor
+from conveyor.executors.celery.beat import ConveyorScheduler, CronSlots, IntervalSlots, slot_schedule
+from conveyor.executors.celery.cluster import beat_report
 from tests.conftest import AppFactory
 
 

@@ -28,7 +28,8 @@ import typer
 import typer.main
 import yaml
 
-from conveyor import cli, cluster
+from conveyor import cli
+from conveyor.executors.celery import cluster
 from conveyor.registry import QUEUES
 from conveyor.settings import Settings
 

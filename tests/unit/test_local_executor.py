@@ -175,12 +175,17 @@ def test_the_soft_time_limit_raises_inside_the_task(make_app: AppFactory) -> Non
 def test_a_waiting_task_is_cancelled_at_once(make_app: AppFactory) -> None:
     app = make_app(concurrency=1, prefetch=1)
     m = app.manager
-    m.submit("tests.block", seconds=1)
+    blocker = m.submit("tests.block", seconds=1)
     waiting = m.submit("tests.add", a=1, b=2)
     record = m.cancel(waiting)
     assert record.state is Status.CANCELLED
-    time.sleep(0)  # the blocker finishing must not resurrect it
-    assert m.wait(waiting, timeout=5).state is Status.CANCELLED
+    # Once the blocker has finished, its slot is free: the cancelled task must not run in it.
+    assert m.wait(blocker, timeout=10).state is Status.SUCCESS
+    app.writer.flush()
+    after = m.get(waiting)
+    assert after.state is Status.CANCELLED
+    assert after.started_at is None
+    assert after.attempts == 0
 
 
 def test_a_running_task_stops_cooperatively_when_cancelled(make_app: AppFactory) -> None:

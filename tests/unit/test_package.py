@@ -4,14 +4,45 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import conveyor
 
 
 def test_the_public_api_is_re_exported_from_the_package() -> None:
-    for name in ("task", "TaskContext", "Status", "Conveyor", "Settings", "get_task_manager", "errors", "TaskQuery"):
-        assert name in conveyor.__all__
-        assert hasattr(conveyor, name)
+    """``__all__`` is exactly the documented public names, and each is there."""
+    assert sorted(conveyor.__all__) == [
+        "AsyncTaskManager",
+        "Conveyor",
+        "ConveyorError",
+        "PeriodicJob",
+        "Registry",
+        "Retry",
+        "Settings",
+        "Status",
+        "TaskCancelled",
+        "TaskContext",
+        "TaskFailed",
+        "TaskHandle",
+        "TaskManager",
+        "TaskQuery",
+        "TaskRecord",
+        "TaskType",
+        "Workload",
+        "__version__",
+        "errors",
+        "get_conveyor",
+        "get_task_manager",
+        "task",
+    ]
+    for name in conveyor.__all__:
+        assert hasattr(conveyor, name), name
+
+
+def test_the_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    assert conveyor.__version__ == version("conveyor")
 
 
 def test_importing_conveyor_pulls_in_no_broker_driver_or_heavy_library() -> None:
@@ -38,3 +69,15 @@ def test_importing_conveyor_pulls_in_no_broker_driver_or_heavy_library() -> None
 def test_every_status_is_an_api_string() -> None:
     assert [s.value for s in conveyor.Status] == ["PENDING", "PROCESSING", "RETRY", "SUCCESS", "FAILURE", "CANCELLED"]
     assert str(conveyor.Status.SUCCESS) == "SUCCESS"
+
+
+def test_no_user_facing_text_names_the_seeds(tmp_path: Path) -> None:
+    """OpenAPI summaries, tags and descriptions speak of the product, not of the systems it replaced."""
+    import json
+    import re
+
+    from conveyor.api.main import create_app
+
+    app = conveyor.Conveyor(conveyor.Settings(database_url="memory://", data_dir=tmp_path))
+    text = json.dumps(create_app(app, manage=False).openapi())
+    assert not re.findall(r"(?i)\bseed(?:s|'s)?\b[^\"]{0,40}", text)

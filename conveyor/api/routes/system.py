@@ -11,11 +11,11 @@ from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
-from conveyor.api.deps import App, Tenant
+from conveyor.api.deps import App, Operator, Who, get_caller, stream_slot
 from conveyor.api.routing import SlashRouter
-from conveyor.api.schemas import QueuePublic, QueuesPublic, TaskStatus, iso
+from conveyor.api.schemas import EVENT_STREAM, QueuePublic, QueuesPublic, TaskStatus, iso
 from conveyor.app import Conveyor
-from conveyor.errors import ExecutorError
+from conveyor.errors import ConveyorError, ExecutorError
 
 __all__ = ["router"]
 
@@ -24,16 +24,41 @@ router = SlashRouter(tags=["system"])
 MAX_WATCHED = 200
 
 
+@router.get("/livez", summary="Liveness: the process answers (reveals nothing else)")
+async def livez() -> dict[str, str]:
+    return {"status": "ok"}
+
+
 @router.get("/health", summary="Database, executor (and broker, workers) health")
-async def health(app: App) -> JSONResponse:
-    """200 while the service can take work (healthy or degraded), 503 when it cannot."""
+async def health(request: Request, app: App) -> JSONResponse:
+    """200 while the service can take work (healthy or degraded), 503 when it cannot.
+
+    An operator (or the local caller) sees every part with its error; anyone
+    else sees the same statuses without error texts, which may name internal
+    hosts.
+    """
     report = await anyio.to_thread.run_sync(app.health)
     code = 503 if report["overall_status"] == "unhealthy" else 200
+    if not _is_operator(request, app):
+        report = _without_errors(report)
     return JSONResponse(report, status_code=code)
 
 
-@router.get("/api/v1/queues", response_model=QueuesPublic, summary="Depth and counts by state, per queue")
-async def queues(app: App, _tenant: Tenant) -> QueuesPublic:
+def _is_operator(request: Request, app: Conveyor) -> bool:
+    try:
+        return get_caller(request, app).operator
+    except ConveyorError:
+        return False
+
+
+def _without_errors(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_errors(v) for k, v in value.items() if k != "error"}
+    return value
+
+
+@router.get("/api/v1/queues", response_model=QueuesPublic, summary="Depth and counts by state, per queue (operators)")
+async def queues(app: App, _operator: Operator) -> QueuesPublic:
     """Per queue: the store's counts by state, and on Celery the broker's own message count."""
     stats = await anyio.to_thread.run_sync(app.manager.queue_stats)
     depths = await anyio.to_thread.run_sync(_broker_depths, app)
@@ -56,31 +81,40 @@ def _broker_depths(app: Conveyor) -> dict[str, int] | None:
         return None
 
 
-@router.get("/api/v1/workers", summary="Workers: alive, active and reserved tasks, processed counts")
-async def workers(app: App, _tenant: Tenant) -> dict[str, Any]:
+@router.get("/api/v1/workers", summary="Workers: alive, active and reserved tasks, processed counts (operators)")
+async def workers(app: App, _operator: Operator) -> dict[str, Any]:
     executor = app.executor
     listing = executor.workers()
     return {"executor": executor.name, "stats": executor.stats(), "data": listing, "count": len(listing)}
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(app: App) -> Response:
+@router.get("/metrics", summary="Prometheus metrics (operators: scrape with an operator key)", response_class=Response)
+async def metrics(app: App, _operator: Operator) -> Response:
     stats = await anyio.to_thread.run_sync(app.manager.queue_stats)
     app.metrics.set_queues(stats, await anyio.to_thread.run_sync(_broker_depths, app))
     return Response(app.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/api/v1/events", summary="Live changes of several tasks (Server-Sent Events)")
+@router.get("/api/v1/events", summary="Live changes of several tasks (Server-Sent Events)", responses=EVENT_STREAM)
 async def many_events(
     request: Request,
     app: App,
-    tenant: Tenant,
+    caller: Who,
     ids: Annotated[str, Query(description="comma-separated task ids (at most 200)")],
 ) -> EventSourceResponse:
     """A ``progress`` event each time one of the watched tasks changes; the stream stays open."""
     watched = [i.strip() for i in ids.split(",") if i.strip()][:MAX_WATCHED]
+    tenant = caller.tenant
+    release = stream_slot(request, caller)
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for event in follow():
+                yield event
+        finally:
+            release()
+
+    async def follow() -> AsyncIterator[dict[str, Any]]:
         seen: dict[str, tuple[Any, ...]] = {}
         while True:
             records = await anyio.to_thread.run_sync(app.store.get_many, watched)

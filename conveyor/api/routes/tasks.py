@@ -4,23 +4,59 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
+from starlette.datastructures import FormData
 
-from conveyor.api.deps import App, Caller, Manager, Tenant, Who
+from conveyor.api.deps import App, Caller, Manager, Tenant, Who, stream_slot
+from conveyor.api.guard import check_text
 from conveyor.api.routing import SlashRouter
-from conveyor.api.schemas import TaskCreated, TaskPublic, TaskResult, TasksPublic, TaskStatus, iso
-from conveyor.errors import InvalidParams, RequestError, UnsupportedMediaType
+from conveyor.api.schemas import (
+    COMMON_ERRORS,
+    EVENT_STREAM,
+    NOT_FOUND,
+    SUBMIT_ERRORS,
+    SUBMIT_REQUEST,
+    TaskCreated,
+    TaskPublic,
+    TaskResult,
+    TasksPublic,
+    TaskStatus,
+    iso,
+    public_error,
+)
+from conveyor.errors import InvalidParams, RequestError, TaskNotFound, UnknownTaskType, UnsupportedMediaType
 from conveyor.records import Status, TaskRecord
 from conveyor.stores.base import TaskQuery
 
-__all__ = ["legacy_router", "read_json_object", "router", "submit_from_body"]
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
 
-router = SlashRouter(prefix="/api/v1/tasks", tags=["tasks"])
+__all__ = ["SubmitHook", "legacy_router", "read_json_object", "router", "submit_from_body", "submit_hook"]
+
+#: ``hook(app, task_type, body, form=..., body_bytes=...) -> body``: a task type that reads its
+#: own submit body (files of a multipart form, its own size limits and cross-field checks)
+SubmitHook = Callable[..., Awaitable[dict[str, Any]]]
+_submit_hooks: dict[str, SubmitHook] = {}
+
+
+def submit_hook(*task_types: str) -> Callable[[SubmitHook], SubmitHook]:
+    """Register ``hook`` for the named task types (canonical names) on ``POST /api/v1/tasks[/submit/]``."""
+
+    def register(hook: SubmitHook) -> SubmitHook:
+        for name in task_types:
+            _submit_hooks[name] = hook
+        return hook
+
+    return register
+
+
+router = SlashRouter(prefix="/api/v1/tasks", tags=["tasks"], responses={**COMMON_ERRORS, **NOT_FOUND})
 
 #: body keys that are submit options, not params of the task
 OPTION_KEYS = frozenset({"task_type", "type", "params", "priority", "queue", "idempotency_key", "delay"})
@@ -52,6 +88,7 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         raise RequestError(f"unreadable JSON: {type(e).__name__}: {str(e)[:120]}") from None
     if not isinstance(data, dict):
         raise RequestError(f"the body must be a JSON object, not {type(data).__name__}")
+    check_text(data)
     return data
 
 
@@ -73,21 +110,50 @@ def _options(body: dict[str, Any], header_key: str | None) -> dict[str, Any]:
     return {"priority": priority, "queue": queue, "delay": delay, "idempotency_key": key}
 
 
+async def read_form(request: Request) -> FormData:
+    """A multipart or urlencoded body: files as UploadFile, other fields as text. Close it after use."""
+    try:
+        return await request.form(max_part_size=int(request.app.state.conveyor.settings.max_body_bytes))
+    except Exception as e:  # starlette's MultiPartException, a malformed boundary
+        raise RequestError(f"unreadable form body: {str(e)[:200]}") from None
+
+
+def _is_form(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "").lower()
+    return content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
+
+
 async def submit_from_body(
-    manager: Manager, caller: Caller, body: dict[str, Any], header_key: str | None
+    app: Conveyor,
+    caller: Caller,
+    body: dict[str, Any],
+    header_key: str | None,
+    *,
+    form: bool = False,
+    body_bytes: int | None = None,
 ) -> TaskRecord:
     """Both body shapes: ``{task_type, params: {...}}`` and the flat ``{task_type, ...params}``.
 
     A tenant may submit public task types only; an internal one (maintenance
     that acts on every tenant) answers as an unknown type does.
     """
-    registry = manager.conveyor.registry
+    manager = app.manager
+    registry = manager.registry
     name = body.get("task_type", body.get("type"))
     if not isinstance(name, str) or not name:
         known = registry.names(public=not caller.operator)
-        raise InvalidParams(
-            "task_type is required",
-            details=[{"field": "task_type", "message": "field required", "type": "missing", "known_types": known}],
+        raise InvalidParams.for_field(
+            "task_type", "field required", type="missing", summary="task_type is required", known_types=known
+        )
+    if not caller.operator:
+        registry.get_public(name)
+    hook = _hook_for(app, name)
+    if hook is not None:
+        body = await hook(app, name, body, form=form, body_bytes=body_bytes)
+    elif form:
+        raise UnsupportedMediaType(
+            f"task type {name!r} takes a JSON body: send it as application/json, not a form",
+            details={"task_type": name},
         )
     if "params" in body:
         params = body["params"]
@@ -98,24 +164,65 @@ async def submit_from_body(
             raise InvalidParams.for_field(extra[0], "unknown field; task params go inside 'params'")
     else:
         params = {k: v for k, v in body.items() if k not in OPTION_KEYS}
-    if not caller.operator:
-        registry.get_public(name)
+    if form:
+        check_text(params)
     options = _options(body, header_key)
+    cap = app.settings.tenant_max_priority
+    if not caller.operator and options["priority"] is not None and options["priority"] > cap:
+        raise InvalidParams.for_field("priority", f"must be between 0 and {cap} for a tenant (operators: up to 9)")
     return await manager.aio.submit_task(name, params, tenant=caller.tenant, **options)
 
 
-@router.post("", status_code=202, response_model=TaskCreated, summary="Submit a task")
-async def submit(request: Request, manager: Manager, caller: Who) -> JSONResponse:
-    """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once."""
-    body = await read_json_object(request)
-    record = await submit_from_body(manager, caller, body, request.headers.get("idempotency-key"))
+def _hook_for(app: Conveyor, name: str) -> SubmitHook | None:
+    try:
+        canonical = app.registry.get(name).name
+    except UnknownTaskType:
+        return None  # the manager answers it, listing the known types
+    return _submit_hooks.get(canonical)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=TaskCreated,
+    summary="Submit a task",
+    openapi_extra=SUBMIT_REQUEST,
+    responses=SUBMIT_ERRORS,
+)
+async def submit(request: Request, app: App, caller: Who) -> JSONResponse:
+    """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once.
+
+    A task type with a submit hook may also take a multipart form (its files) on this route.
+    """
+    form = await read_form(request) if _is_form(request) else None
+    declared = request.headers.get("content-length", "")
+    try:
+        body = dict(form.items()) if form is not None else await read_json_object(request)
+        record = await submit_from_body(
+            app,
+            caller,
+            body,
+            request.headers.get("idempotency-key"),
+            form=form is not None,
+            body_bytes=int(declared) if declared.isdigit() else None,
+        )
+    finally:
+        if form is not None:
+            await form.close()  # its files spool to temporary files
     created = TaskCreated.of(record)
     return JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.links["self"]})
 
 
-@router.post("/submit/", status_code=202, response_model=TaskCreated, summary="Submit a task (seed 004 shape)")
-async def submit_flat(request: Request, manager: Manager, caller: Who) -> JSONResponse:
-    return await submit(request, manager, caller)
+@router.post(
+    "/submit/",
+    openapi_extra=SUBMIT_REQUEST,
+    responses=SUBMIT_ERRORS,
+    status_code=202,
+    response_model=TaskCreated,
+    summary="Submit a task (flat body)",
+)
+async def submit_flat(request: Request, app: App, caller: Who) -> JSONResponse:
+    return await submit(request, app, caller)
 
 
 @router.get("", response_model=TasksPublic, summary="List the caller's tasks")
@@ -135,9 +242,10 @@ async def list_tasks(
         try:
             states.append(Status(s.upper()))
         except ValueError:
-            raise InvalidParams(
-                f"Invalid request: status {s!r}",
-                details=[{"field": "status", "message": f"must be one of {', '.join(x.value for x in Status)}"}],
+            raise InvalidParams.for_field(
+                "status",
+                f"must be one of {', '.join(x.value for x in Status)}",
+                summary=f"Invalid request: status {s!r}",
             ) from None
     query = TaskQuery(
         tenant=tenant,
@@ -160,8 +268,10 @@ def _split(value: str | None) -> list[str]:
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="A task's full record")
-async def get_task(task_id: str, manager: Manager, tenant: Tenant) -> TaskPublic:
-    return TaskPublic.of(await manager.aio.get(task_id, tenant=tenant))
+async def get_task(task_id: str, manager: Manager, caller: Who) -> TaskPublic:
+    """The error's traceback is shown to operators only."""
+    record = await manager.aio.get(task_id, tenant=caller.tenant)
+    return TaskPublic.of(record, with_traceback=caller.operator)
 
 
 @router.get("/{task_id}/status/", response_model=TaskStatus, summary="Status and progress (light, for polling)")
@@ -170,11 +280,20 @@ async def get_status(task_id: str, manager: Manager, tenant: Tenant) -> TaskStat
 
 
 @router.get("/{task_id}/result/", response_model=TaskResult, summary="The result of a finished task")
-async def get_result(task_id: str, manager: Manager, tenant: Tenant) -> TaskResult:
-    """409 while the task has not finished; a failed task answers with its error."""
+async def get_result(task_id: str, manager: Manager, caller: Who) -> TaskResult:
+    """409 while the task has not finished; a failed task answers with its error (traceback for operators);
+    404 once its result has expired."""
+    tenant = caller.tenant
     await manager.aio.result(task_id, tenant=tenant)
     record = await manager.aio.get(task_id, tenant=tenant)
-    return TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=record.error)
+    if record.expires_at is not None and record.expires_at <= time.time():
+        # Kept until the next purge on SQL; gone at once on Redis. Either way: expired.
+        expired = TaskNotFound(task_id)
+        expired.message = f"the result of task {task_id!r} has expired"
+        expired.details = {"task_id": task_id, "expired_at": iso(record.expires_at)}
+        raise expired
+    error = public_error(record.error, with_traceback=caller.operator)
+    return TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=error)
 
 
 @router.post("/{task_id}/cancel/", response_model=TaskStatus, summary="Cancel a task")
@@ -200,7 +319,9 @@ async def retry_task(task_id: str, manager: Manager, tenant: Tenant) -> JSONResp
 
 
 @router.get("/{task_id}/timeline", summary="State changes and progress steps, oldest first")
-async def timeline(task_id: str, manager: Manager, tenant: Tenant, after: int = 0) -> dict[str, Any]:
+async def timeline(
+    task_id: str, manager: Manager, tenant: Tenant, after: Annotated[int, Query(ge=0, le=2**62)] = 0
+) -> dict[str, Any]:
     events = await manager.aio.events(task_id, tenant=tenant, after_seq=after)
     return {
         "task_id": task_id,
@@ -219,18 +340,27 @@ async def timeline(task_id: str, manager: Manager, tenant: Tenant, after: int = 
     }
 
 
-@router.get("/{task_id}/events", summary="Live progress and state changes (Server-Sent Events)")
-async def task_events(task_id: str, request: Request, app: App, tenant: Tenant) -> EventSourceResponse:
+@router.get("/{task_id}/events", summary="Live progress and state changes (Server-Sent Events)", responses=EVENT_STREAM)
+async def task_events(task_id: str, request: Request, app: App, caller: Who) -> EventSourceResponse:
     """A ``progress`` event for the current state, then one per step of the task's timeline, then ``end``.
 
     The stream reads the timeline (every state change, and the progress
     between them) rather than the record, so no step is skipped even when the
     task runs in another process and this stream only polls.
     """
+    tenant = caller.tenant
     first = await app.manager.aio.get(task_id, tenant=tenant)  # 404 before the stream opens
     poll = STREAM_POLL if app.settings.executor == "local" else REMOTE_POLL
+    release = stream_slot(request, caller)
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for event in follow():
+                yield event
+        finally:
+            release()
+
+    async def follow() -> AsyncIterator[dict[str, Any]]:
         record = first
         events = await app.manager.aio.events(task_id, tenant=tenant)
         last_seq = events[-1].seq if events else 0
@@ -258,7 +388,7 @@ async def task_events(task_id: str, request: Request, app: App, tenant: Tenant) 
 
 
 #: seed 002's paths (``/api/tasks/{id}/status``, ``/cancel``), answered by the same handlers
-legacy_router = SlashRouter(prefix="/api/tasks", tags=["tasks (seed 002 paths)"])
+legacy_router = SlashRouter(prefix="/api/tasks", tags=["tasks"])
 legacy_router.add_api_route("/{task_id}/status", get_status, methods=["GET"], response_model=TaskStatus)
 legacy_router.add_api_route("/{task_id}/cancel", cancel_task, methods=["POST"], response_model=TaskStatus)
 legacy_router.add_api_route("/{task_id}", get_task, methods=["GET"], response_model=TaskPublic)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from conveyor.stores.sql import VERSION_TABLE
+from conveyor.stores.sql_schema import VERSION_TABLE
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - run through `alembic -x url=...`

@@ -205,9 +205,23 @@ def _pdf(path: Path, progress: Callable[[float], None] | None) -> Extracted:
     return Extracted("".join(parts), pages, "pdf", None, unreadable)
 
 
+#: what a DOCX (a zip) may expand to: a 300 KB zip bomb once took a worker to 2.2 GB
+MAX_DOCX_EXPANDED = 200 * 1024 * 1024
+
+
 def _docx(path: Path) -> Extracted:
     import docx
 
+    try:
+        with zipfile.ZipFile(path) as z:
+            expanded = sum(info.file_size for info in z.infolist())
+    except zipfile.BadZipFile:
+        raise UnreadableDocument("the Word document could not be read: it is not a valid zip file") from None
+    if expanded > MAX_DOCX_EXPANDED:
+        raise UnreadableDocument(
+            f"the Word document expands to {expanded / 2**20:.0f} MiB, more than the "
+            f"{MAX_DOCX_EXPANDED / 2**20:.0f} MiB allowed (a zip bomb?)"
+        )
     try:
         document = docx.Document(str(path))
     except Exception as e:

@@ -87,16 +87,20 @@ async def upload(
     request: Request,
     app: App,
     tenant: Tenant,
-    chunk_size: Annotated[int, Query(ge=16, le=8192, description="tokens per chunk")] = 1200,
-    overlap: Annotated[int, Query(ge=0, le=4096, description="tokens shared by consecutive chunks")] = 200,
+    chunk_size: Annotated[int, Query(ge=100, le=8192, description="tokens per chunk")] = 1200,
+    overlap: Annotated[
+        int, Query(ge=0, le=4096, description="tokens shared by neighbours (at most half a chunk)")
+    ] = 200,
 ) -> JSONResponse:
     """Multipart field ``file``. Answers at once with the document id; poll ``/status`` or follow the task.
 
     The body streams to disk and is refused with 413 as soon as it passes the
     upload limit or the tenant's quota; the type is read from the content (415).
     """
-    if overlap >= chunk_size:
-        raise InvalidParams.for_field("overlap", "must be smaller than chunk_size")
+    # Bounded so that a document makes at most ~2 chunks per chunk_size tokens:
+    # chunk_size=16&overlap=15 once made a 1 MiB text into half a million chunks.
+    if overlap * 2 > chunk_size:
+        raise InvalidParams.for_field("overlap", "must be at most half of chunk_size")
     settings = app.settings
     config: DocumentsSettings = app.workload_settings("documents")
     engine = _engine(app)

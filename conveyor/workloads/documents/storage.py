@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException
 
 from conveyor.errors import PayloadTooLarge, RequestError, UnsupportedMediaType
 
@@ -158,6 +159,11 @@ async def receive_upload(
         parser.finalize()
     except (PayloadTooLarge, RequestError):
         _discard(dest, out)
+        raise
+    except HTTPException as e:
+        _discard(dest, out)
+        if e.status_code == 413:  # a chunked body passed the server's limit while streaming
+            raise PayloadTooLarge(str(e.detail), details=getattr(e, "details", None)) from None
         raise
     except Exception as e:
         _discard(dest, out)

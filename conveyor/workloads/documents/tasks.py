@@ -50,13 +50,13 @@ ORPHAN_AGE = 3600.0
 class ProcessDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
     document_id: str = Field(min_length=1, max_length=36)
-    chunk_size: int = Field(default=1200, ge=16, le=8192, description="tokens per chunk")
-    overlap: int = Field(default=200, ge=0, le=4096, description="tokens shared by consecutive chunks")
+    chunk_size: int = Field(default=1200, ge=100, le=8192, description="tokens per chunk")
+    overlap: int = Field(default=200, ge=0, le=4096, description="tokens shared by neighbours (at most half a chunk)")
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ProcessDocument:
-        if self.overlap >= self.chunk_size:
-            raise ValueError("overlap must be smaller than chunk_size")
+        if self.overlap * 2 > self.chunk_size:
+            raise ValueError("overlap must be at most half of chunk_size")
         return self
 
 

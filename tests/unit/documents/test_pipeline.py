@@ -241,3 +241,22 @@ def test_pdf_progress_is_reported_page_by_page(tmp_path: Path) -> None:
     seen: list[float] = []
     extract(make_pdf(tmp_path / "five.pdf", 5), progress=seen.append)
     assert seen == [0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+def test_a_docx_zip_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    """A real DOCX plus one member that inflates to 256 MiB from a few hundred KB: refused by its declared size."""
+    import zipfile
+
+    from tests.documents_samples import make_docx
+
+    bomb = make_docx(tmp_path / "bomb.docx")
+    with (
+        zipfile.ZipFile(bomb, "a", compression=zipfile.ZIP_DEFLATED) as z,
+        z.open("word/media/zeros.bin", "w", force_zip64=True) as member,
+    ):
+        block = b"\0" * (1 << 20)
+        for _ in range(256):
+            member.write(block)
+    assert bomb.stat().st_size < 2 * 1024 * 1024
+    with pytest.raises(UnreadableDocument, match=r"expands to 2\d\d MiB"):
+        extract(bomb)

@@ -19,32 +19,18 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conveyor.context import TaskContext
 from conveyor.errors import TaskCancelled
 from conveyor.records import Status, TaskRecord, new_task_id
 from conveyor.resources import Resources
 from conveyor.settings import Settings
 from conveyor.stores.sql import SqlStore
+from conveyor.testing import RecordingSink, task_context
 from conveyor.workloads.documents import db, storage, workload
 from conveyor.workloads.documents.config import DocumentsSettings
 from conveyor.workloads.documents.errors import DocumentError
 from conveyor.workloads.documents.tables import chunks_table
 from conveyor.workloads.documents.tasks import cleanup_documents, process_document
 from tests.documents_samples import ENGLISH, ITALIAN, make_pdf
-
-
-class Recorder:
-    """A progress sink that keeps every report and says "cancelled" once ``cancel_at`` was reported."""
-
-    def __init__(self, cancel_at: str | None = None) -> None:
-        self.steps: list[tuple[float, str]] = []
-        self.cancel_at = cancel_at
-
-    def report(self, task_id: str, progress: float, message: str, meta: dict[str, Any]) -> None:
-        self.steps.append((progress, message))
-
-    def is_cancelled(self, task_id: str) -> bool:
-        return self.cancel_at is not None and any(m == self.cancel_at for _, m in self.steps)
 
 
 @dataclass
@@ -80,16 +66,9 @@ class Env:
         )
         return document_id
 
-    def run(self, document_id: str, sink: Recorder | None = None, tenant: str = "alpha", **params: Any) -> Any:
-        ctx = TaskContext(
-            task_id=new_task_id(),
-            task_type="documents.process",
-            tenant=tenant,
-            attempt=1,
-            queue="documents",
-            sink=sink or Recorder(),
-            workdir_root=self.settings.data_dir,
-            resources=self.resources,
+    def run(self, document_id: str, sink: RecordingSink | None = None, tenant: str = "alpha", **params: Any) -> Any:
+        ctx = task_context(
+            task_type="documents.process", tenant=tenant, queue="documents", sink=sink, resources=self.resources
         )
         return process_document(ctx, document_id=document_id, **params)
 
@@ -115,7 +94,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
 def test_progress_follows_the_seeds_steps(env: Env, tmp_path: Path) -> None:
     """10 % reading (page by page to 20 %), 20–80 % encoding in real steps, 80 % saving, 100 % complete."""
     document_id = env.stage(make_pdf(tmp_path / "b.pdf", 40).read_bytes(), ".pdf")
-    sink = Recorder()
+    sink = RecordingSink()
     result = env.run(document_id, sink)
     values = [p for p, _ in sink.steps]
     assert values == sorted(values)
@@ -223,7 +202,7 @@ def test_another_tenants_document_is_left_alone(env: Env) -> None:
 def test_a_cancel_mid_run_marks_the_document_failed(env: Env) -> None:
     document_id = env.stage(ENGLISH.encode() * 5)
     with pytest.raises(TaskCancelled):
-        env.run(document_id, Recorder(cancel_at="Running encoder"))
+        env.run(document_id, RecordingSink(cancel_at="Running encoder"))
     assert env.row(document_id).status == "failed"
     assert env.row(document_id).error_message == "processing was cancelled"
 
@@ -243,7 +222,7 @@ def test_a_document_deleted_during_its_run_gets_no_chunks(env: Env) -> None:
     """The final write finds no row and writes nothing: no orphan chunks turn up in search."""
     document_id = env.stage(ENGLISH.encode() * 3)
 
-    class DeleteOnSave(Recorder):
+    class DeleteOnSave(RecordingSink):
         def report(self, task_id: str, progress: float, message: str, meta: dict[str, Any]) -> None:
             if message == "Saving metadata":
                 db.delete(env.engine, document_id)
@@ -256,16 +235,7 @@ def test_a_document_deleted_during_its_run_gets_no_chunks(env: Env) -> None:
 
 
 def _cleanup(env: Env, **params: Any) -> dict[str, int]:
-    ctx = TaskContext(
-        task_id=new_task_id(),
-        task_type="documents.cleanup",
-        tenant="system",
-        attempt=1,
-        queue="maintenance",
-        sink=Recorder(),
-        workdir_root=env.settings.data_dir,
-        resources=env.resources,
-    )
+    ctx = task_context(task_type="documents.cleanup", tenant="system", queue="maintenance", resources=env.resources)
     return cleanup_documents(ctx, **params)
 
 

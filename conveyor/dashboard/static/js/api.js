@@ -73,11 +73,33 @@ export async function api(path, { method = "GET", body, query, signal, allow = [
   return data;
 }
 
-/** An EventSource on ``path``; browsers cannot send headers with it, so the key goes in the query. */
+let streamToken = null;
+let streamTimer = null;
+
+/**
+ * Fetch a short-lived stream token and keep it fresh. Browsers cannot send
+ * headers with an EventSource, so a stream's URL carries this token: the API
+ * key itself never appears in a URL (or in a server's access log).
+ */
+export async function prepareStreams() {
+  clearTimeout(streamTimer);
+  streamToken = null;
+  if (!auth.key) return;
+  try {
+    const answer = await api("/api/v1/session/stream-token", { method: "POST" });
+    streamToken = answer.token;
+    // Renew well before expiry; an open stream stays open past it.
+    streamTimer = setTimeout(prepareStreams, Math.max(30, answer.expires_in - 60) * 1000);
+  } catch {
+    streamTimer = setTimeout(prepareStreams, 10_000);
+  }
+}
+
+/** An EventSource on ``path`` (a route ending in /events), authenticated by the stream token. */
 export function events(path, query = {}) {
   if (typeof EventSource === "undefined") return null;
   const q = { ...query };
-  if (auth.key) q.api_key = auth.key;
+  if (streamToken) q.stream_token = streamToken;
   return new EventSource(url(path, q));
 }
 

@@ -1,6 +1,6 @@
 // The dashboard's shell: session and sign-in, the hash router, the live announcer.
 
-import { api, auth } from "./api.js";
+import { api, auth, prepareStreams } from "./api.js";
 import { detailView } from "./detail.js";
 import { append, clear, errorText, h, uid } from "./dom.js";
 import { submitView } from "./submit.js";
@@ -211,8 +211,8 @@ async function loadPages() {
 }
 
 async function start(session) {
-  // Pages first: the router ignores hash changes until the session is set.
-  await loadPages();
+  // Pages and the stream token first: the router ignores hash changes until the session is set.
+  await Promise.all([loadPages(), prepareStreams()]);
   ctx.session = session;
   ctx._types = null;
   nav.hidden = false;

@@ -138,22 +138,30 @@ export function systemView(root, _route, ctx) {
     chartsNote.textContent = `${fmtNumber(s.totals.total)} task${s.totals.total === 1 ? "" : "s"} finished in the last hour.`;
   }
 
+  const operator = Boolean(ctx.session && ctx.session.operator);
+  if (!operator) {
+    for (const box of [queuesBox, workersBox]) box.append(h("p", { class: "summary" }, "Shown to operators only."));
+  }
+
   async function load() {
     clearTimeout(timer);
     const problems = [];
-    const part = async (promise, show) => {
+    const part = async (promise, show, box) => {
       try {
         show(await promise);
       } catch (e) {
         if (e instanceof ApiError && e.status === 503 && e.body && e.body.overall_status) show(e.body);
+        // Queues and workers span every tenant: the API shows them to operators only.
+        else if (e instanceof ApiError && e.status === 403 && box) clear(box).append(h("p", { class: "summary" }, "Shown to operators only."));
         else problems.push(errorText(e));
       }
     };
     await Promise.all([
       part(api("/health", { allow: [503] }), showHealth),
       part(api("/api/v1/stats", { query: { window: 3600, bucket: 60 } }), showStats),
-      part(api("/api/v1/queues"), showQueues),
-      part(api("/api/v1/workers"), showWorkers),
+      ...(operator
+        ? [part(api("/api/v1/queues"), showQueues, queuesBox), part(api("/api/v1/workers"), showWorkers, workersBox)]
+        : []),
     ]);
     if (!alive) return;
     alert.hidden = !problems.length;

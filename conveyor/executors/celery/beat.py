@@ -1,6 +1,6 @@
 """Celery beat over Conveyor's periodic-job table: ``conveyor beat``.
 
-``celery -A conveyor.worker beat -S conveyor.beat:ConveyorScheduler`` runs the
+``celery -A conveyor.worker beat -S conveyor.executors.celery.beat:ConveyorScheduler`` runs the
 workloads' ``periodic_jobs`` — the same table ``conveyor serve`` runs in-process
 — and never ``beat_schedule``. A due entry is submitted through the
 TaskManager (record first, then the message) under the slot's idempotency key,
@@ -29,8 +29,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from conveyor.cluster import heartbeat_path
 from conveyor.errors import MissingExtra
+from conveyor.executors.celery.cluster import heartbeat_path
 from conveyor.scheduler import PeriodicJob, collect_jobs, submit_slot
 
 try:

@@ -1,42 +1,41 @@
-"""The local executor: a pool of worker processes owned by this process.
+"""The local pool: the scheduler in the API process that owns a set of worker processes.
 
 Why processes and not threads: a thread cannot be killed, so a task stuck in
 C code or an endless loop would hold its slot forever and ignore its hard
-time limit. Each worker process runs one task at a time; when a task passes
-its hard limit, its process is killed and replaced, and the pool goes on.
+time limit. Each worker process (``child.py``) runs one task at a time; when
+a task passes its hard limit, its process is killed and replaced, and the
+pool goes on.
 
-The parent keeps every task it owns in memory (ready heap, delayed heap,
+The pool keeps every task it owns in memory (ready heap, delayed heap,
 per-worker queues) and is the only one that writes to the store, through the
-BufferedWriter. Workers speak over one duplex pipe each (run → done/progress)
-and one control pipe (cancel); no worker touches the task store.
+BufferedWriter. Workers speak over one duplex pipe each (``Run`` →
+``Done``/``Progress``) and one control pipe (``Cancel``); no worker touches
+the task store.
 
 Durability: every task this pool owns carries its worker id and a lease in
-the store, renewed in one statement per interval. After a crash, the next
-pool on this host sees that the holder's process is gone and takes the tasks
-back at once; a pool on another host takes them when the lease expires.
+the store, renewed in one statement per interval (``leases.py``). After a
+crash, the next pool on this host sees that the holder's process is gone and
+takes the tasks back at once; a pool on another host takes them when the
+lease expires.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import heapq
 import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
-import os
-import signal
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor.context import TaskContext
 from conveyor.errors import ExecutorError
 from conveyor.executors.base import (
     MAX_REDELIVERIES,
@@ -45,9 +44,11 @@ from conveyor.executors.base import (
     outcome_change,
     progress_change,
     result_ttl_for,
-    run_task,
     started_change,
 )
+from conveyor.executors.leases import LeaseKeeper
+from conveyor.executors.local.messages import Done, FromWorker, Progress, Run
+from conveyor.executors.local.workers import HOST, LIVE_HERE, WorkerProcess, holder_dead, local_worker_id
 from conveyor.records import Status, TaskRecord, now
 from conveyor.registry import Registry, TaskType
 from conveyor.stores.base import Store
@@ -59,239 +60,6 @@ if TYPE_CHECKING:
 __all__ = ["LocalExecutor", "local_worker_id"]
 
 log = logging.getLogger("conveyor.executors.local")
-
-_HOST = socket.gethostname()
-
-
-#: pools running in this process; an id of ours that is not here has stopped
-_LIVE_HERE: set[str] = set()
-
-
-def local_worker_id() -> str:
-    return f"local:{_HOST}:{os.getpid()}:{os.urandom(3).hex()}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-# ---------------------------------------------------------------------------
-# the worker process
-
-
-class _ChildSink:
-    """Progress and cancel flags inside a worker process.
-
-    Progress is rate-limited: at most one message per ``min_gap`` seconds per
-    task; the latest throttled report is sent by the control thread shortly
-    after, so a task that reports 40 % and then computes for a minute still
-    shows 40 %.
-    """
-
-    def __init__(self, conn: multiprocessing.connection.Connection, send_lock: threading.Lock) -> None:
-        self.conn = conn
-        self.send_lock = send_lock
-        self.cancelled: set[str] = set()
-        self.min_gap = 0.01
-        self._last_sent = 0.0
-        self._held: tuple[Any, ...] | None = None
-        self._lock = threading.Lock()
-
-    def report(self, task_id: str, progress: float, message: str, meta: dict[str, Any]) -> None:
-        msg = ("progress", task_id, progress, message, meta, now())
-        with self._lock:
-            t = time.monotonic()
-            if t - self._last_sent < self.min_gap:
-                self._held = msg
-                return
-            self._last_sent = t
-            self._held = None
-        self._send(msg)
-
-    def flush_held(self) -> None:
-        with self._lock:
-            msg, self._held = self._held, None
-            if msg is not None:
-                self._last_sent = time.monotonic()
-        if msg is not None:
-            self._send(msg)
-
-    def drop_held(self) -> None:
-        with self._lock:
-            self._held = None
-
-    def is_cancelled(self, task_id: str) -> bool:
-        return task_id in self.cancelled
-
-    def _send(self, msg: tuple[Any, ...]) -> None:
-        with self.send_lock:
-            self.conn.send(msg)
-
-
-def _set_parent_death_signal() -> None:
-    """Ask Linux to kill this worker if its parent dies (SIGKILL of `conveyor serve`)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def _close_inherited_sockets(keep: set[int]) -> None:
-    """Close every socket a fork copied from the parent, but our own two pipes.
-
-    Without this a worker holds the server's listening socket (a restarted
-    server finds its port taken), its database and broker connections, and
-    the parent's ends of its siblings' pipes (so the parent's death would not
-    show as end-of-file). Files are left alone: log handlers write to them.
-    """
-    import stat
-
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        return
-    for fd in fds:
-        if fd < 3 or fd in keep:
-            continue
-        try:
-            if stat.S_ISSOCK(os.fstat(fd).st_mode):
-                os.close(fd)
-        except OSError:
-            pass
-
-
-#: the descriptors a worker being forked keeps (its two pipe ends); None when no worker is being forked
-_FORKING_KEEP: frozenset[int] | None = None
-_SPAWN_LOCK = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    """Runs in every child right after fork(), before multiprocessing's after-fork handlers.
-
-    Those handlers are the hazard: kombu registers one that closes its broker
-    connections in the child, and closing a Redis channel reads from the
-    socket shared with the parent, which blocks the new worker forever (or
-    steals the parent's reply). Closing our copies of every socket first
-    makes such a handler fail at once instead; multiprocessing ignores its error.
-    """
-    if _FORKING_KEEP is not None:
-        _close_inherited_sockets(keep=set(_FORKING_KEEP))
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _child_main(
-    conn: multiprocessing.connection.Connection,
-    control: multiprocessing.connection.Connection,
-    registry: Registry,
-    workdir_root: Path,
-    parent_pid: int,
-    on_start: Callable[[], Resources | None] | None,
-) -> None:
-    _set_parent_death_signal()
-    _close_inherited_sockets(keep={conn.fileno(), control.fileno()})
-    # Ctrl-C reaches the whole process group; the parent decides how to stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if os.getppid() != parent_pid:
-        os._exit(1)
-    resources = on_start() if on_start is not None else None
-    send_lock = threading.Lock()
-    sink = _ChildSink(conn, send_lock)
-
-    def watch_control() -> None:
-        while True:
-            try:
-                if control.poll(0.05):
-                    msg = control.recv()
-                    if msg[0] == "cancel":
-                        sink.cancelled.add(msg[1])
-                sink.flush_held()
-            except (EOFError, OSError):
-                # The parent is gone: nobody will record what we do.
-                os._exit(0)
-
-    threading.Thread(target=watch_control, name="conveyor-control", daemon=True).start()
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            os._exit(0)
-        if msg[0] == "stop":
-            break
-        _, task_id, type_name, params, tenant, queue, attempt, max_retries, cancel_requested = msg
-        if cancel_requested:
-            sink.cancelled.add(task_id)
-        try:
-            task_type = registry.get(type_name)
-        except Exception as e:
-            outcome = failure_outcome(f"task type {type_name!r} is not registered in this worker: {e}")
-        else:
-            ctx = TaskContext(
-                task_id=task_id,
-                task_type=type_name,
-                tenant=tenant,
-                attempt=attempt,
-                queue=queue,
-                sink=sink,
-                workdir_root=workdir_root,
-                resources=resources,
-            )
-            outcome = run_task(task_type, ctx, params, max_retries=max_retries, loop=loop)
-        sink.drop_held()
-        sink.cancelled.discard(task_id)
-        try:
-            with send_lock:
-                conn.send(
-                    ("done", task_id, outcome.state.value, outcome.result, outcome.error, outcome.retry_in, now())
-                )
-        except (EOFError, OSError):
-            os._exit(0)
-        except Exception as e:  # a result pickle could not carry
-            with send_lock:
-                conn.send(
-                    (
-                        "done",
-                        task_id,
-                        "FAILURE",
-                        None,
-                        failure_outcome(f"could not send result: {e}").error,
-                        None,
-                        now(),
-                    )
-                )
-    loop.close()
-    os._exit(0)
-
-
-# ---------------------------------------------------------------------------
-# the parent side
-
-
-@dataclass(eq=False)
-class _Worker:
-    index: int
-    process: multiprocessing.process.BaseProcess
-    conn: multiprocessing.connection.Connection
-    control: multiprocessing.connection.Connection
-    #: tasks sent to it, in the order it runs them; the first one is running
-    queue: deque[str] = field(default_factory=deque)
-    #: when the first task of ``queue`` started (monotonic), None when idle
-    running_since: float | None = None
-    #: hard deadline (monotonic) of the running task
-    deadline: float | None = None
-    dead: bool = False
 
 
 @dataclass(eq=False)
@@ -342,14 +110,21 @@ class LocalExecutor:
         self._ready: list[tuple[int, int, str]] = []
         self._delayed: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerProcess] = []
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._running = False
         self._accepting = False
         self._loop_thread: threading.Thread | None = None
-        self._keeper_thread: threading.Thread | None = None
-        self._keeper_stop = threading.Event()
+        self._next_recover = 0.0
+        self._keeper = LeaseKeeper(
+            store,
+            self.worker_id,
+            lease_seconds,
+            first=self._first_recover,
+            each_round=self._recover_when_due,
+            failure="lease upkeep failed",
+        )
         self.processed = 0
         self.failed = 0
         self.restarts = 0
@@ -367,7 +142,7 @@ class LocalExecutor:
             return
         self._running = True
         self._accepting = True
-        _LIVE_HERE.add(self.worker_id)
+        LIVE_HERE.add(self.worker_id)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -375,9 +150,7 @@ class LocalExecutor:
             self._workers.append(self._spawn(i))
         self._loop_thread = threading.Thread(target=self._loop, name="conveyor-pool", daemon=True)
         self._loop_thread.start()
-        self._keeper_stop.clear()
-        self._keeper_thread = threading.Thread(target=self._keep, name="conveyor-lease", daemon=True)
-        self._keeper_thread.start()
+        self._keeper.start()
 
     def dispatch(self, record: TaskRecord) -> None:
         if not self._accepting:
@@ -393,8 +166,7 @@ class LocalExecutor:
                 return
             for w in self._workers:
                 if record.id in w.queue and not w.dead:
-                    with contextlib.suppress(OSError):
-                        w.control.send(("cancel", record.id))
+                    w.cancel(record.id)
                     return
             # Waiting here: the manager has already written CANCELLED.
             del self._owned[record.id]
@@ -410,7 +182,7 @@ class LocalExecutor:
                     return
 
     def health(self) -> dict[str, Any]:
-        alive = sum(1 for w in self._workers if not w.dead and w.process.is_alive())
+        alive = sum(1 for w in self._workers if w.alive)
         status = "ok" if self._running and alive == self.concurrency else ("degraded" if alive else "down")
         return {"status": status, "kind": "local", "workers_alive": alive, "concurrency": self.concurrency}
 
@@ -435,16 +207,7 @@ class LocalExecutor:
 
     def workers(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [
-                {
-                    "name": f"{self.worker_id}/{w.index}",
-                    "pid": w.process.pid,
-                    "alive": not w.dead and w.process.is_alive(),
-                    "active": [w.queue[0]] if w.queue and w.running_since is not None else [],
-                    "reserved": list(w.queue)[1:],
-                }
-                for w in self._workers
-            ]
+            return [w.info(self.worker_id) for w in self._workers]
 
     def stop(self, *, graceful: bool = True) -> None:
         if not self._running:
@@ -465,25 +228,17 @@ class LocalExecutor:
         self._poke()
         if self._loop_thread is not None:
             self._loop_thread.join(5)
-        self._keeper_stop.set()
-        if self._keeper_thread is not None:
-            self._keeper_thread.join(5)
+        self._keeper.stop(5)
         for w in self._workers:
-            with contextlib.suppress(OSError):
-                w.conn.send(("stop",))
+            w.ask_to_stop()
         for w in self._workers:
-            w.process.join(0.5 if graceful else 0)
-            if w.process.is_alive():
-                w.process.kill()
-                w.process.join(1)
-            w.conn.close()
-            w.control.close()
+            w.close(graceful=graceful)
         self._workers.clear()
         for sock in (self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
         self._wake_r = self._wake_w = None
-        _LIVE_HERE.discard(self.worker_id)
+        LIVE_HERE.discard(self.worker_id)
         # Tasks still owned stay in the store under our id; the next pool on
         # this host sees we are gone and takes them back.
 
@@ -491,7 +246,7 @@ class LocalExecutor:
 
     def recover(self) -> int:
         """Take back unfinished local tasks whose holder is gone; returns how many."""
-        dead = [w for w in self.store.held_by(f"local:{_HOST}:") if w != self.worker_id and _holder_dead(w)]
+        dead = [w for w in self.store.held_by(f"local:{HOST}:") if w != self.worker_id and holder_dead(w)]
         found = self.store.recoverable("local", now(), dead)
         if not found:
             return 0
@@ -544,44 +299,16 @@ class LocalExecutor:
         with contextlib.suppress(BlockingIOError, OSError):
             self._wake_w.send(b"x")
 
-    def _spawn(self, index: int) -> _Worker:
-        parent_conn, child_conn = self._mp.Pipe(duplex=True)
-        # Both pipes are socket pairs, so the sweep in the child closes the parent ends.
-        control_r, control_w = self._mp.Pipe(duplex=True)
-        process = self._mp.Process(
-            target=_child_main,
-            args=(
-                child_conn,
-                control_r,
-                self.registry,
-                self.data_dir,
-                os.getpid(),
-                self.on_worker_start,
-            ),
-            name=f"conveyor-worker-{index}",
-            daemon=True,
-        )
-        global _FORKING_KEEP
-        with _SPAWN_LOCK:
-            _FORKING_KEEP = frozenset({child_conn.fileno(), control_r.fileno()})
-            try:
-                process.start()
-            finally:
-                _FORKING_KEEP = None
-        child_conn.close()
-        control_r.close()
-        return _Worker(index, process, parent_conn, control_w)
+    def _spawn(self, index: int) -> WorkerProcess:
+        return WorkerProcess.spawn(self._mp, index, self.registry, self.data_dir, self.on_worker_start)
 
-    def _send_run(self, w: _Worker, owned: _Owned, t_mono: float) -> None:
+    def _send_run(self, w: WorkerProcess, owned: _Owned, t_mono: float) -> None:
         r = owned.record
         attempt = owned.attempt + 1
-        msg = ("run", r.id, r.type, r.params, r.tenant, r.queue, attempt, r.max_retries, r.cancel_requested)
-        w.conn.send(msg)
-        w.queue.append(r.id)
-        if len(w.queue) == 1:
+        if w.send_run(Run(r.id, r.type, r.params, r.tenant, r.queue, attempt, r.max_retries, r.cancel_requested)):
             self._mark_started(w, t_mono)
 
-    def _mark_started(self, w: _Worker, t_mono: float) -> None:
+    def _mark_started(self, w: WorkerProcess, t_mono: float) -> None:
         """The first task in a worker's queue starts as soon as it is there."""
         task_id = w.queue[0]
         owned = self._owned.get(task_id)
@@ -634,19 +361,9 @@ class LocalExecutor:
             outcome_change(record, outcome, at=now(), result_ttl=result_ttl_for(task_type, self.result_ttl))
         )
 
-    def _worker_lost(self, w: _Worker, reason: str) -> None:
+    def _worker_lost(self, w: WorkerProcess, reason: str) -> None:
         """A worker process died or was killed: settle its tasks and replace it."""
-        w.dead = True
-        queue = list(w.queue)
-        w.queue.clear()
-        w.running_since = None
-        w.deadline = None
-        with contextlib.suppress(Exception):
-            w.process.kill()
-        w.process.join(1)
-        with contextlib.suppress(Exception):
-            w.conn.close()
-            w.control.close()
+        queue = w.lost()
         if queue:
             running, rest = queue[0], queue[1:]
             owned = self._owned.get(running)
@@ -672,23 +389,17 @@ class LocalExecutor:
             self.restarts += 1
             self._workers[w.index] = self._spawn(w.index)
 
-    def _handle(self, w: _Worker, msg: tuple[Any, ...], t_mono: float) -> None:
-        kind = msg[0]
-        if kind == "done":
-            _, task_id, state, result, error, retry_in, at = msg
-            if w.queue and w.queue[0] == task_id:
-                w.queue.popleft()
-            self._finish(task_id, Outcome(Status(state), result, error, retry_in), at)
-            w.running_since = None
-            w.deadline = None
+    def _handle(self, w: WorkerProcess, msg: FromWorker, t_mono: float) -> None:
+        if isinstance(msg, Done):
+            w.done(msg.task_id)
+            self._finish(msg.task_id, Outcome(Status(msg.state), msg.result, msg.error, msg.retry_in), msg.at)
             if w.queue:
                 self._mark_started(w, t_mono)
-        elif kind == "progress":
-            _, task_id, progress, message, meta, at = msg
-            owned = self._owned.get(task_id)
+        elif isinstance(msg, Progress):
+            owned = self._owned.get(msg.task_id)
             if owned is not None:
-                owned.progress = progress
-                self.writer.put(progress_change(task_id, progress, message, meta, at))
+                owned.progress = msg.progress
+                self.writer.put(progress_change(msg.task_id, msg.progress, msg.message, msg.meta, msg.at))
 
     def _assign(self, t_mono: float) -> None:
         if not self._ready:
@@ -769,33 +480,15 @@ class LocalExecutor:
                 if self._accepting:
                     self._assign(t_mono)
 
-    def _keep(self) -> None:
-        """Renew our leases, and take over tasks whose holder died (other pools)."""
-        interval = max(0.5, self.lease_seconds / 3)
+    def _first_recover(self) -> None:
+        """The lease keeper's first round: take back what a dead pool left, before any renewal."""
         try:
             self.recover()
-        except Exception as e:
-            log.warning("could not recover unfinished tasks yet: %s", e)
-        next_recover = time.monotonic() + self.lease_seconds / 2
-        while not self._keeper_stop.wait(interval):
-            try:
-                self.store.renew_leases(self.worker_id, now() + self.lease_seconds)
-                if time.monotonic() >= next_recover:
-                    self.recover()
-                    next_recover = time.monotonic() + self.lease_seconds / 2
-            except Exception as e:
-                log.warning("lease upkeep failed: %s", e)
+        finally:
+            self._next_recover = time.monotonic() + self.lease_seconds / 2
 
-
-def _holder_dead(worker: str) -> bool:
-    """A ``local:host:pid:token`` holder on this host whose process is gone (or is us, reborn)."""
-    try:
-        _, host, pid_text, _token = worker.split(":")
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    if host != _HOST:
-        return False
-    if pid == os.getpid():
-        return worker not in _LIVE_HERE  # an earlier pool of this same process, now stopped
-    return not _pid_alive(pid)
+    def _recover_when_due(self) -> None:
+        """After a renewal: take over tasks whose holder died (other pools), every half lease."""
+        if time.monotonic() >= self._next_recover:
+            self.recover()
+            self._next_recover = time.monotonic() + self.lease_seconds / 2

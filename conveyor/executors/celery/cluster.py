@@ -76,7 +76,7 @@ def worker_argv(
 
 
 def beat_argv(*, loglevel: str = "INFO", max_interval: float | None = None, extra: Sequence[str] = ()) -> list[str]:
-    args = ["-S", "conveyor.beat:ConveyorScheduler", "-l", loglevel.upper()]
+    args = ["-S", "conveyor.executors.celery.beat:ConveyorScheduler", "-l", loglevel.upper()]
     if max_interval is not None:
         args += ["--max-interval", f"{max_interval:g}"]
     return celery_argv("beat", *args, *extra)

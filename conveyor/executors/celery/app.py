@@ -1,0 +1,89 @@
+"""The Celery app of a Conveyor, the same in the API process (which sends) and in a worker (which runs).
+
+Its tasks are the registry's task types, by the same names; its queues are
+every queue a task type names. No result backend: the store keeps results.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import MissingExtra
+from conveyor.executors.celery.worker import install_tasks
+from conveyor.registry import QUEUES
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from conveyor.app import Conveyor
+
+__all__ = ["REDIS_PRIORITY_STEPS", "SEND_RETRY", "create_celery_app"]
+
+#: Redis has no native priorities: Celery emulates them with one list per step
+REDIS_PRIORITY_STEPS = list(range(10))
+#: how a send connects: one retry, quickly (kombu's failover options)
+SEND_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+
+
+def _celery() -> Any:
+    try:
+        import celery
+    except ImportError as e:  # pragma: no cover - installed with the extra
+        raise MissingExtra("celery", "celery") from e
+    return celery
+
+
+def create_celery_app(conveyor: Conveyor) -> Celery:
+    """A Celery app whose tasks are the registry's task types, by the same names."""
+    celery = _celery()
+    from kombu.entity import Queue as KombuQueue
+
+    queue_cls: Any = KombuQueue
+
+    s = conveyor.settings
+    app = celery.Celery("conveyor", broker=s.broker_url, set_as_current=False)
+    amqp = s.broker_url.startswith(("amqp", "pyamqp"))
+    queues = sorted(set(QUEUES) | {t.queue for t in conveyor.registry})
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,  # the store keeps results; no result backend
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=s.celery_prefetch,
+        # Task events cost a publish per task state; Flower switches them on
+        # in the workers when it starts (its --enable-events, the default).
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        broker_connection_retry_on_startup=True,
+        task_default_queue="default",
+        task_queues=[
+            queue_cls(q, routing_key=q, queue_arguments={"x-max-priority": 9} if amqp else None) for q in queues
+        ],
+        task_default_priority=0,
+        # Sending gives up after one quick reconnect: a submit during a broker
+        # outage answers 503 (or falls back) at once instead of after kombu's
+        # default retries. Consumers reconnect on their own, unaffected.
+        broker_connection_timeout=2.0,
+        broker_transport_options={
+            **SEND_RETRY,
+            **(
+                {
+                    "priority_steps": REDIS_PRIORITY_STEPS,
+                    "sep": ":",
+                    "queue_order_strategy": "priority",
+                    "visibility_timeout": 12 * 3600,
+                }
+                if not amqp
+                else {}
+            ),
+        },
+        task_routes={t.name: {"queue": t.queue} for t in conveyor.registry},
+        timezone="UTC",
+        enable_utc=True,
+    )
+    install_tasks(app, conveyor)
+    app.conveyor = conveyor
+    return app

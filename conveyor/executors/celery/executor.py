@@ -1,0 +1,274 @@
+"""The Celery executor, the part in the API process: sends task ids, reaps lapsed leases, asks the workers.
+
+Conveyor task types run as Celery tasks on Redis or RabbitMQ (``worker.py``
+is what runs inside a Celery worker, ``app.py`` the app both build).
+
+The store stays the truth; Celery only carries work. A message holds nothing
+but the task id. A worker that receives it claims the run in the store
+(``Store.start_run``: PENDING/RETRY, or PROCESSING whose lease lapsed) and
+drops the message if it cannot — so a redelivered message, a revoked task
+after a worker restart, or a reaper's second dispatch never runs a task twice
+at once. While a task runs, its worker renews the lease; the reaper
+re-dispatches tasks whose lease lapsed (their worker died), within about
+``lease_seconds`` on either broker, without relying on Redis's one-hour
+visibility timeout. Outcomes are written to the store before the message is
+acknowledged (late acks), so nothing is lost between the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import ExecutorError
+from conveyor.executors.celery.app import SEND_RETRY
+from conveyor.executors.celery.worker import TERMINATE_COMMAND
+from conveyor.records import Status, TaskEvent, TaskRecord, now
+from conveyor.registry import TaskType
+from conveyor.stores.base import Change
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from conveyor.settings import Settings
+    from conveyor.stores.base import Store
+
+__all__ = ["WORKERS_REFRESH", "CeleryExecutor"]
+
+log = logging.getLogger("conveyor.executors.celery")
+
+#: how often the API process asks the workers who is alive (for /health and /api/v1/workers)
+WORKERS_REFRESH = 3.0
+
+
+class CeleryExecutor:
+    """Dispatches to Celery workers; re-dispatches tasks whose worker died (lease lapsed)."""
+
+    name = "celery"
+
+    def __init__(self, app: Celery, *, store: Store, settings: Settings) -> None:
+        """``app`` is the Celery app of this Conveyor (``create_celery_app``); the executor sends through it."""
+        self.app = app
+        self.store = store
+        self.settings = settings
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+        self.redispatched = 0
+        # Asking workers takes a full broadcast timeout; a background thread
+        # asks every WORKERS_REFRESH seconds so /health and /workers answer at once.
+        self._seen: list[dict[str, Any]] | None = None
+        self._seen_at = 0.0
+        self._seen_lock = threading.Lock()
+        self._monitor: threading.Thread | None = None
+
+    def route(self, task_type: TaskType) -> str:
+        return "celery"
+
+    def claim_fields(self, engine: str) -> dict[str, Any]:
+        return {}
+
+    def start(self) -> None:
+        if self._reaper is None:
+            self._stop.clear()
+            self._reaper = threading.Thread(target=self._reap_loop, name="conveyor-reaper", daemon=True)
+            self._reaper.start()
+            self._monitor = threading.Thread(target=self._monitor_loop, name="conveyor-monitor", daemon=True)
+            self._monitor.start()
+
+    def stop(self, *, graceful: bool = True) -> None:
+        self._stop.set()
+        for thread in (self._reaper, self._monitor):
+            if thread is not None:
+                thread.join(5)
+        self._reaper = self._monitor = None
+        self.app.close()
+
+    def send(self, record: TaskRecord) -> None:
+        try:
+            self.app.send_task(
+                record.type,
+                args=[record.id],
+                task_id=record.id,
+                queue=record.queue,
+                priority=record.priority,
+                countdown=max(0.0, record.eta - now()) if record.eta else None,
+                # One quick retry: a pooled connection the broker has closed (a
+                # restart) is replaced; a broker that is down fails at once.
+                retry=True,
+                retry_policy=SEND_RETRY,
+            )
+        except Exception as e:  # kombu raises OperationalError, ConnectionRefusedError, ...
+            raise ExecutorError(f"the broker cannot take the task: {e}") from e
+
+    def dispatch(self, record: TaskRecord) -> None:
+        self.send(record)
+
+    def cancel(self, record: TaskRecord) -> None:
+        """Nothing to do here: the store already says so.
+
+        A queued message for a cancelled task is dropped by ``start_run``, and
+        a running task sees the store's flag through ``ctx.cancelled`` —
+        both survive a worker restart. Celery's ``revoke`` is not used: it
+        lives in worker memory, and since a retried task keeps its id, a
+        remembered revoke would silently drop the retry.
+        """
+
+    def terminate(self, record: TaskRecord) -> None:
+        """Ask every worker to kill the pool process running this task (SIGTERM).
+
+        A command of our own, not Celery's ``revoke(terminate=True)``: a revoke
+        is remembered by the workers, and would silently drop this task's id
+        if it were retried later. The record already says CANCELLED, so the
+        message, if it comes back, is dropped by ``start_run``.
+        """
+        try:
+            self.app.control.broadcast(TERMINATE_COMMAND, arguments={"task_id": record.id})
+        except Exception as e:  # the broker is away: the task is CANCELLED in the store all the same
+            log.warning("could not ask the workers to terminate task %s: %s", record.id, e)
+
+    def reap(self) -> int:
+        """Queue again the celery tasks whose lease lapsed; returns how many.
+
+        A PROCESSING task's lease lapses when its worker died; a RETRY's when
+        its retry message has not run it long after its countdown (the worker
+        could not send it). A second message for a task is harmless:
+        ``start_run`` lets only one of them run it.
+        """
+        store = self.store
+        t = now()
+        lapsed = store.recoverable("celery", t, states=(Status.PROCESSING, Status.RETRY))
+        sent = 0
+        for r in lapsed:
+            message = (
+                "Worker lost; queued again" if r.state is Status.PROCESSING else "Retry not delivered; queued again"
+            )
+            # Conditional on PROCESSING: of several reapers (one per API
+            # replica) only one gets the record back, and only it sends.
+            requeued = store.reset(
+                r.id,
+                {
+                    "state": Status.PENDING,
+                    "worker": None,
+                    "lease_expires_at": None,
+                    "message": message,
+                    "updated_at": t,
+                },
+                [r.state],
+            )
+            if requeued is None:
+                continue
+            store.apply([Change(r.id, {}, [TaskEvent(r.id, t, Status.PENDING, r.progress, message, kind="state")])])
+            log.warning("task %s lost its worker; dispatching it again", r.id)
+            self.send(requeued.replace(eta=None))
+            self.redispatched += 1
+            sent += 1
+        return sent
+
+    def _reap_loop(self) -> None:
+        interval = max(1.0, self.settings.lease_seconds / 3)
+        while not self._stop.wait(interval):
+            try:
+                self.reap()
+            except Exception as e:
+                log.warning("reaper round failed: %s", e)
+
+    def _monitor_loop(self) -> None:
+        while True:
+            try:
+                self._refresh_workers()
+            except Exception as e:  # the broker is away: the next round asks again
+                log.debug("worker refresh failed: %s", e)
+            if self._stop.wait(WORKERS_REFRESH):
+                return
+
+    def _refresh_workers(self) -> list[dict[str, Any]]:
+        found = self.worker_list(timeout=1.0)
+        with self._seen_lock:
+            self._seen, self._seen_at = found, time.monotonic()
+        return found
+
+    def health(self) -> dict[str, Any]:
+        broker = self.broker_health()
+        workers = self.workers() if broker["status"] == "ok" else []
+        alive = sum(1 for w in workers if w["alive"])
+        status = "ok" if broker["status"] == "ok" and alive else ("degraded" if broker["status"] == "ok" else "down")
+        return {"status": status, "kind": "celery", "broker": broker, "workers_alive": alive}
+
+    def broker_health(self) -> dict[str, Any]:
+        url = self.settings.broker_url
+        kind = "rabbitmq" if url.startswith(("amqp", "pyamqp")) else "redis"
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+            return {"status": "ok", "kind": kind}
+        except Exception as e:
+            return {"status": "down", "kind": kind, "error": str(e)[:200]}
+
+    def worker_list(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        try:
+            ping = self.app.control.inspect(timeout=timeout).ping() or {}
+            # The workers that answered are asked the rest by name, and each
+            # broadcast ends as soon as all of them have replied.
+            named = self.app.control.inspect(timeout=timeout, destination=list(ping), limit=len(ping))
+            active = (named.active() or {}) if ping else {}
+            registered = (named.registered() or {}) if ping else {}
+            stats = (named.stats() or {}) if ping else {}
+        except Exception as e:
+            if not self._stop.is_set():  # a broadcast cut short by stop() is no news
+                log.warning("inspect failed: %s", e)
+            return []
+        names = sorted(set(ping) | set(active) | set(stats))
+        return [
+            {
+                "name": name,
+                "alive": name in ping,
+                "active": [t.get("id") for t in active.get(name, [])],
+                "registered": registered.get(name, []),
+                "processed": sum((stats.get(name, {}).get("total") or {}).values()),
+                "pid": stats.get(name, {}).get("pid"),
+            }
+            for name in names
+        ]
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The workers as last seen (at most a few seconds ago); asks them now if nobody has lately."""
+        with self._seen_lock:
+            seen, age = self._seen, time.monotonic() - self._seen_at
+        if seen is not None and age < 3 * WORKERS_REFRESH:
+            return seen
+        return self._refresh_workers()
+
+    def stats(self) -> dict[str, Any]:
+        return {"broker": self.settings.broker_url.split("@")[-1], "redispatched": self.redispatched}
+
+    def broker_depths(self) -> dict[str, int]:
+        """Messages waiting in each of the app's queues, as the broker counts them.
+
+        RabbitMQ answers a passive ``queue_declare`` with its message count;
+        on Redis kombu's answer is the sum of the queue's priority lists
+        (``name``, ``name:1`` … ``name:9``). A queue never declared holds
+        nothing. Messages a worker has taken but not acknowledged are not
+        counted. Raises ExecutorError when the broker cannot be reached.
+        """
+        names = sorted({q.name for q in self.app.conf.task_queues or []} | {"default"})
+        depths: dict[str, int] = {}
+        try:
+            with self.app.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+                for name in names:
+                    # a passive declare of a missing queue closes the channel: one channel per queue
+                    channel = conn.channel()
+                    try:
+                        _, count, _ = channel.queue_declare(queue=name, passive=True)
+                        depths[name] = int(count)
+                    except conn.channel_errors:
+                        depths[name] = 0
+                    finally:
+                        with contextlib.suppress(Exception):
+                            channel.close()
+        except Exception as e:  # kombu's OperationalError, ConnectionRefusedError, ...
+            raise ExecutorError(f"the broker cannot be reached: {e}") from e
+        return depths
