@@ -455,6 +455,17 @@ def _celery_executor() -> CeleryExecutor:
     return executor
 
 
+def _mount_workload_commands() -> None:
+    """Each built-in workload's own verbs (``conveyor logs ...``), from its declaration."""
+    from conveyor.workload import command_lines
+
+    for name, sub in command_lines():
+        app.add_typer(sub, name=name)
+
+
+_mount_workload_commands()
+
+
 def main() -> None:
     # `python -m conveyor` and the console script both land here.
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -30,7 +30,15 @@ from pydantic import BaseModel
 from conveyor.errors import ConfigurationError, MissingExtra
 from conveyor.scheduler import PeriodicJob
 
-__all__ = ["LoadedWorkload", "Workload", "WorkloadSet", "builtin_names", "declaration", "load_workloads"]
+__all__ = [
+    "LoadedWorkload",
+    "Workload",
+    "WorkloadSet",
+    "builtin_names",
+    "command_lines",
+    "declaration",
+    "load_workloads",
+]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -56,6 +64,10 @@ class Workload:
     migrations: Path | None = None
     #: a folder holding ``page.js`` (an ES module exporting ``nav`` and ``routes``)
     dashboard: Path | None = None
+    #: ``"package.module:attribute"`` of a typer app, mounted as ``conveyor <cli_name>``
+    cli: str | None = None
+    #: the command it is mounted as (default: the workload's name)
+    cli_name: str | None = None
 
     def missing(self, store_kind: str) -> str | None:
         """Why this workload cannot load here, or None when it can."""
@@ -113,6 +125,21 @@ def declaration(name: str) -> Workload:
         router=router,
         periodic_jobs=tuple(getattr(module, "periodic_jobs", ())),
     )
+
+
+def command_lines() -> list[tuple[str, Any]]:
+    """``(command, typer app)`` of every built-in workload that has one and whose extra is installed.
+
+    Read when the CLI starts, before any settings say which workloads a server
+    loads: a workload's verbs are there wherever its code can run.
+    """
+    found = []
+    for name in builtin_names():
+        w = declaration(name)
+        if w.cli is None or any(importlib.util.find_spec(m) is None for m in w.requires):
+            continue
+        found.append((w.cli_name or w.name, _attribute(w.cli)))
+    return found
 
 
 def _attribute(path: str) -> Any:

@@ -228,7 +228,7 @@ def _status(row: sa.Row[Any], task: TaskRecord | None) -> dict[str, Any]:
     }
 
 
-@router.get("/{document_id}/status", summary="Light status for polling (seed 001)")
+@router.get("/{document_id}/status", summary="Light status for polling")
 async def document_status(document_id: str, app: App, tenant: Tenant) -> dict[str, Any]:
     def read() -> dict[str, Any]:
         return _status(*_load(app, document_id, tenant))

@@ -380,7 +380,7 @@ async def list_corrections(
     return await anyio.to_thread.run_sync(read)
 
 
-@router.get("/{task_id}/", summary="A correction: status, progress, result, error_message (seed 000)")
+@router.get("/{task_id}/", summary="A correction: status, progress, result, error_message")
 async def get_correction(task_id: str, app: App, tenant: Tenant) -> dict[str, Any]:
     return await anyio.to_thread.run_sync(lambda: _public(*_load(app, task_id, tenant)))
 

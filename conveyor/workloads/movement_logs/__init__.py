@@ -36,4 +36,7 @@ workload = Workload(
     settings=MovementLogsSettings,
     migrations=Path(__file__).with_name("migrations"),
     dashboard=Path(__file__).with_name("dashboard"),
+    # seed 003's management command as `conveyor logs check|sample|process`
+    cli="conveyor.workloads.movement_logs.cli:app",
+    cli_name="logs",
 )

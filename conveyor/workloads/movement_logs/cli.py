@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Movement logs (seed 003): check the queue, add sample logs, run a batch.", no_args_is_help=True)
+app = typer.Typer(help="Movement logs: check the queue, add sample logs, run a batch.", no_args_is_help=True)
 console = Console()
 
 STATES = ("walking", "standing", "browsing", "queueing", "leaving")

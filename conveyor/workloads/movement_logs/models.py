@@ -20,7 +20,7 @@ EVENT_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 
 
 class MovementIn(BaseModel):
-    """Seed 003's body: ``{"user_id", "track_id", "bbox": [x1, y1, x2, y2], "state", "store"}``."""
+    """A movement event: ``{"user_id", "track_id", "bbox": [x1, y1, x2, y2], "state", "store"}``."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 

@@ -132,7 +132,7 @@ async def _apush(client: Any, name: str, items: list[str]) -> int:
     openapi_extra=_ADD_BODY,
 )
 async def add_movement(request: Request) -> JSONResponse:
-    """Seed 003's body; answers at once with the event id and the queue length.
+    """One movement event (or a JSON list of them); answers at once with the event id and the queue length.
 
     A JSON list of up to ``CONVEYOR_MOVEMENT_LOGS_MAX_LIST`` logs is queued all
     or none: one bad item refuses the list and nothing of it is queued.
@@ -391,7 +391,7 @@ def _health(app: Conveyor) -> dict[str, Any]:
     return {"redis": queue_ok, "celery": celery, "database": database, "overall_status": overall}
 
 
-@router.get("/health/", summary="Seed 003's health: redis (the log queue), celery (the executor), database")
+@router.get("/health/", summary="Health: redis (the log queue), celery (the executor), database")
 async def health(app: App) -> JSONResponse:
     body: dict[str, Any] = await anyio.to_thread.run_sync(_health, app)
     return JSONResponse(body, status_code=503 if body["overall_status"] == "unhealthy" else 200)

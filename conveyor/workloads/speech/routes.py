@@ -47,7 +47,7 @@ from conveyor.workloads.speech.errors import AttemptNotFound, AudioNotFound, Res
 
 __all__ = ["router"]
 
-router = SlashRouter(tags=["speech (seed 002)"])
+router = SlashRouter(tags=["speech"])
 
 M = TypeVar("M", bound=BaseModel)
 
