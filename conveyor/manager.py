@@ -27,6 +27,7 @@ from conveyor.errors import (
 )
 from conveyor.executors.base import Outcome, outcome_change
 from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord, new_task_id, now
+from conveyor.registry import QUEUES
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery
 
 if TYPE_CHECKING:
@@ -40,6 +41,13 @@ if TYPE_CHECKING:
     from conveyor.workload import LoadedWorkload
 
 __all__ = ["AsyncTaskManager", "TaskManager"]
+
+#: the error type of a stored task that no executor would take (the submit answered 503)
+NOT_DISPATCHED = "ExecutorError"
+
+
+def _never_dispatched(record: TaskRecord) -> bool:
+    return record.state is Status.FAILURE and (record.error or {}).get("type") == NOT_DISPATCHED
 
 #: how often a waiter re-reads the store when no in-process event woke it
 POLL_INTERVAL = 0.5
@@ -212,7 +220,16 @@ class TaskManager:
                 raise InvalidParams("an idempotency key names one task", details=[{"field": "idempotency_key"}])
             existing = self.store.find_by_idempotency_key(tenant, idempotency_key)
             if existing is not None:
+                if _never_dispatched(existing):
+                    # A 503 refused the first try: the client's retry with the same key
+                    # sends the stored task now (or is refused again), never a dead 202.
+                    return [self.retry(existing.id, tenant=tenant)]
                 return [existing]
+        if queue is not None and queue not in self.declared_queues():
+            raise InvalidParams.for_field(
+                "queue",
+                f"unknown queue {queue!r}; the declared queues are {', '.join(sorted(self.declared_queues()))}",
+            )
         if task_id is not None:
             if len(params_list) != 1 or not _TASK_ID.fullmatch(task_id):
                 raise InvalidParams.for_field("task_id", "names one task: 1-36 letters, digits, '-' or '_'")
@@ -293,6 +310,13 @@ class TaskManager:
         timer.start()
         background_tasks.add_task(start)
 
+    def declared_queues(self) -> set[str]:
+        """The queues a task may be sent to: those of the registered types and the standard lanes.
+
+        Any other name would be accepted by a broker and never served by a worker.
+        """
+        return {t.queue for t in self.registry} | set(QUEUES)
+
     def _refuse(self, record: TaskRecord, error: ExecutorError) -> None:
         """A stored task that could not be handed to any worker ends FAILURE, not limbo."""
         t = now()
@@ -306,7 +330,7 @@ class TaskManager:
                         "finished_at": t,
                         "updated_at": t,
                         "message": message,
-                        "error": {"type": "ExecutorError", "message": message, "traceback": ""},
+                        "error": {"type": NOT_DISPATCHED, "message": message, "traceback": ""},
                     },
                     [TaskEvent(record.id, t, Status.FAILURE, 0.0, message, kind="state")],
                 )
