@@ -25,10 +25,10 @@ from conveyor.errors import (
     TaskNotFinished,
     TaskNotFound,
 )
-from conveyor.executors.base import Outcome, outcome_change
 from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord, new_task_id, now
 from conveyor.registry import QUEUES
-from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery
+from conveyor.stores.base import DuplicateTask, Page, QueueStats, TaskQuery
+from conveyor.transitions import Outcome, never_dispatched, not_dispatched, outcome_change, requeue
 
 if TYPE_CHECKING:
     from conveyor.aio import TaskResult
@@ -42,12 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncTaskManager", "TaskManager"]
 
-#: the error type of a stored task that no executor would take (the submit answered 503)
-NOT_DISPATCHED = "ExecutorError"
-
-
-def _never_dispatched(record: TaskRecord) -> bool:
-    return record.state is Status.FAILURE and (record.error or {}).get("type") == NOT_DISPATCHED
 
 #: how often a waiter re-reads the store when no in-process event woke it
 POLL_INTERVAL = 0.5
@@ -220,7 +214,7 @@ class TaskManager:
                 raise InvalidParams("an idempotency key names one task", details=[{"field": "idempotency_key"}])
             existing = self.store.find_by_idempotency_key(tenant, idempotency_key)
             if existing is not None:
-                if _never_dispatched(existing):
+                if never_dispatched(existing):
                     # A 503 refused the first try: the client's retry with the same key
                     # sends the stored task now (or is refused again), never a dead 202.
                     return [self.retry(existing.id, tenant=tenant)]
@@ -319,23 +313,7 @@ class TaskManager:
 
     def _refuse(self, record: TaskRecord, error: ExecutorError) -> None:
         """A stored task that could not be handed to any worker ends FAILURE, not limbo."""
-        t = now()
-        message = f"not dispatched: {error.message}"
-        self.store.apply(
-            [
-                Change(
-                    record.id,
-                    {
-                        "state": Status.FAILURE,
-                        "finished_at": t,
-                        "updated_at": t,
-                        "message": message,
-                        "error": {"type": NOT_DISPATCHED, "message": message, "traceback": ""},
-                    },
-                    [TaskEvent(record.id, t, Status.FAILURE, 0.0, message, kind="state")],
-                )
-            ]
-        )
+        self.store.apply([not_dispatched(record, error.message, at=now())])
 
     # -- read ------------------------------------------------------------------
 
@@ -456,28 +434,24 @@ class TaskManager:
         tt = self.registry.get(record.type)
         engine = self.executor.route(tt)
         t = now()
-        fields: dict[str, Any] = {
-            "state": Status.PENDING,
-            "progress": 0.0,
-            "message": "Queued for retry",
-            "result": None,
-            "error": None,
-            "cancel_requested": False,
-            "finished_at": None,
-            "expires_at": None,
-            "eta": None,
-            "executor": engine,
-            "updated_at": t,
-            "worker": None,
-            "lease_expires_at": None,
-            **self.executor.claim_fields(engine),
-        }
-        reset = self.store.reset(task_id, fields, retryable)
+        move = requeue(
+            record,
+            "Queued for retry",
+            at=t,
+            from_states=retryable,
+            progress=0.0,
+            result=None,
+            error=None,
+            cancel_requested=False,
+            finished_at=None,
+            expires_at=None,
+            eta=None,
+            executor=engine,
+            **{"worker": None, "lease_expires_at": None, **self.executor.claim_fields(engine)},
+        )
+        reset = self.store.reset(move.task_id, move.fields, move.from_states, move.event)
         if reset is None:
             raise InvalidTransition(f"task {task_id} changed while being retried", details={"task_id": task_id})
-        self.store.apply(
-            [Change(task_id, {}, [TaskEvent(task_id, t, Status.PENDING, 0.0, "Queued for retry", kind="state")])]
-        )
         self.metrics.remember(task_id, record.type)
         try:
             self.executor.dispatch(reset)

@@ -10,7 +10,6 @@ ran in a local worker process or a Celery worker.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import signal
 import threading
@@ -20,14 +19,23 @@ from typing import Any, Protocol
 
 from conveyor.context import TaskContext
 from conveyor.errors import Retry, SoftTimeLimitExceeded, TaskCancelled
-from conveyor.records import Status, TaskEvent, TaskRecord, now
+from conveyor.records import Status, TaskRecord, now
 from conveyor.registry import TaskType
-from conveyor.stores.base import Change
+from conveyor.transitions import (
+    Outcome,
+    failure_outcome,
+    outcome_change,
+    progress_change,
+    started_change,
+)
 
 __all__ = [
     "Executor",
     "Outcome",
+    "failure_outcome",
     "outcome_change",
+    "progress_change",
+    "result_ttl_for",
     "run_task",
     "started_change",
 ]
@@ -73,17 +81,6 @@ class Executor(Protocol):
 
     def broker_depths(self) -> dict[str, int] | None:
         """Messages waiting in the broker per queue; None with no broker. ExecutorError while it is down."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one attempt ended in."""
-
-    state: Status
-    result: Any = None
-    error: dict[str, Any] | None = None
-    #: for RETRY: seconds until the next attempt
-    retry_in: float | None = None
 
 
 def error_info(exc: BaseException, message: str | None = None) -> dict[str, Any]:
@@ -164,70 +161,6 @@ def run_task(
         if ctx.attempt <= max_retries and isinstance(e, task_type.retry_on):
             return Outcome(Status.RETRY, error=error_info(e), retry_in=task_type.retry_delay(ctx.attempt))
         return Outcome(Status.FAILURE, error=error_info(e))
-
-
-def started_change(
-    record: TaskRecord, *, attempt: int, worker: str | None, lease_until: float | None, at: float
-) -> Change:
-    fields: dict[str, Any] = {
-        "state": Status.PROCESSING,
-        "attempts": attempt,
-        "started_at": at,
-        "updated_at": at,
-        "progress": 0.0,
-        "message": "Started",
-        "eta": None,
-        "error": None,
-    }
-    if worker is not None:
-        fields["worker"] = worker
-        fields["lease_expires_at"] = lease_until
-    return Change(record.id, fields, [TaskEvent(record.id, at, Status.PROCESSING, 0.0, "Started", kind="state")])
-
-
-def progress_change(task_id: str, progress: float, message: str, meta: dict[str, Any], at: float) -> Change:
-    fields: dict[str, Any] = {"progress": progress, "message": message, "updated_at": at}
-    if meta:
-        fields["meta"] = meta
-    return Change(task_id, fields, [TaskEvent(task_id, at, Status.PROCESSING, progress, message)])
-
-
-def outcome_change(
-    record: TaskRecord,
-    outcome: Outcome,
-    *,
-    at: float,
-    result_ttl: float,
-    progress: float | None = None,
-    cancelled_message: str = "Cancelled",
-) -> Change:
-    """The change that records how an attempt ended."""
-    state = outcome.state
-    fields: dict[str, Any] = {"state": state, "updated_at": at}
-    if state is Status.RETRY:
-        delay = outcome.retry_in or 0.0
-        err = outcome.error or {}
-        message = f"Retrying in {delay:.1f}s after: {err.get('message', 'error')}"
-        fields.update(eta=at + delay, error=outcome.error, message=message)
-        return Change(record.id, fields, [TaskEvent(record.id, at, state, progress or 0.0, message, kind="state")])
-    fields["finished_at"] = at
-    fields["expires_at"] = at + result_ttl if result_ttl > 0 else None
-    fields["lease_expires_at"] = None
-    if state is Status.SUCCESS:
-        message = "Completed"
-        fields.update(result=outcome.result, progress=100.0, message=message, error=None)
-        progress = 100.0
-    elif state is Status.CANCELLED:
-        message = cancelled_message
-        fields["message"] = message
-    else:
-        message = (outcome.error or {}).get("message", "failed")
-        fields.update(error=outcome.error, message=message)
-    return Change(record.id, fields, [TaskEvent(record.id, at, state, progress or 0.0, message, kind="state")])
-
-
-def failure_outcome(message: str, error_type: str = "WorkerError") -> Outcome:
-    return Outcome(Status.FAILURE, error={"type": error_type, "message": message, "traceback": ""})
 
 
 def result_ttl_for(task_type: TaskType | None, default: float) -> float:

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from conveyor.errors import ExecutorError
 from conveyor.executors.celery import CeleryExecutor
 from conveyor.executors.local import LocalExecutor
-from conveyor.records import Status, TaskEvent, TaskRecord, now
+from conveyor.records import Status, TaskRecord, now
 from conveyor.registry import TaskType
-from conveyor.stores.base import Change
+from conveyor.transitions import requeue
 
 if TYPE_CHECKING:
     from conveyor.settings import Settings
@@ -91,11 +91,12 @@ class HybridExecutor:
         store = self.store
         t = now()
         message = "Broker unavailable; running in-process instead"
-        fields = {"executor": "local", "message": message, "updated_at": t, **self.local.claim_fields("local")}
-        moved = store.reset(record.id, fields, [Status.PENDING])
+        move = requeue(
+            record, message, at=t, from_states=(Status.PENDING,), executor="local", **self.local.claim_fields("local")
+        )
+        moved = store.reset(move.task_id, move.fields, move.from_states, move.event)
         if moved is None:  # cancelled meanwhile: nothing to run
             return
-        store.apply([Change(record.id, {}, [TaskEvent(record.id, t, Status.PENDING, 0.0, message, kind="state")])])
         log.warning("broker down (%s); task %s of type %s runs in-process", error.message, record.id, record.type)
         self.fallbacks += 1
         self.local.dispatch(moved)

@@ -169,8 +169,15 @@ class Store(Protocol):
     def request_cancel(self, task_id: str) -> bool:
         """Flag a running task; its worker stops it. False if it had finished."""
 
-    def reset(self, task_id: str, fields: dict[str, Any], from_states: Sequence[Status]) -> TaskRecord | None:
-        """Set ``fields`` if the task is in one of ``from_states`` (used by retry); None otherwise."""
+    def reset(
+        self,
+        task_id: str,
+        fields: dict[str, Any],
+        from_states: Sequence[Status],
+        event: TaskEvent | None = None,
+    ) -> TaskRecord | None:
+        """Set ``fields`` if the task is in one of ``from_states``, with ``event`` on its timeline, in one
+        write (a requeue, a retry, a move to another executor); None when the task was not in those states."""
 
     def claim(self, task_ids: Sequence[str], worker: str, lease_until: float) -> list[TaskRecord]:
         """Take unfinished tasks for ``worker``; returns those it got."""

@@ -109,13 +109,22 @@ class MemoryStore:
             self._tasks[task_id] = r.replace(cancel_requested=True)
             return True
 
-    def reset(self, task_id: str, fields: dict[str, Any], from_states: Sequence[Status]) -> TaskRecord | None:
+    def reset(
+        self,
+        task_id: str,
+        fields: dict[str, Any],
+        from_states: Sequence[Status],
+        event: TaskEvent | None = None,
+    ) -> TaskRecord | None:
         with self._lock:
             r = self._tasks.get(task_id)
             if r is None or r.state not in from_states:
                 return None
             new = r.replace(**fields)
             self._tasks[task_id] = new
+            if event is not None:
+                self._seq += 1
+                self._events.setdefault(task_id, []).append(dataclasses.replace(event, seq=self._seq))
             return new
 
     def claim(self, task_ids: Sequence[str], worker: str, lease_until: float) -> list[TaskRecord]:

@@ -210,9 +210,16 @@ class RedisStore:
     def request_cancel(self, task_id: str) -> bool:
         return bool(self._call(self._request_cancel, args=[self.prefix, task_id]))
 
-    def reset(self, task_id: str, fields: dict[str, Any], from_states: Sequence[Status]) -> TaskRecord | None:
+    def reset(
+        self,
+        task_id: str,
+        fields: dict[str, Any],
+        from_states: Sequence[Status],
+        event: TaskEvent | None = None,
+    ) -> TaskRecord | None:
         allowed = ",".join(Status(s).value for s in from_states)
-        done = self._call(self._apply, args=self._apply_args(Change(task_id, dict(fields)), allowed))
+        change = Change(task_id, dict(fields), [event] if event is not None else [])
+        done = self._call(self._apply, args=self._apply_args(change, allowed))
         return self.get(task_id) if done else None
 
     def claim(self, task_ids: Sequence[str], worker: str, lease_until: float) -> list[TaskRecord]:

@@ -363,7 +363,13 @@ class SqlStore:
             )
         return bool(result.rowcount == 1)
 
-    def reset(self, task_id: str, fields: dict[str, Any], from_states: Sequence[Status]) -> TaskRecord | None:
+    def reset(
+        self,
+        task_id: str,
+        fields: dict[str, Any],
+        from_states: Sequence[Status],
+        event: TaskEvent | None = None,
+    ) -> TaskRecord | None:
         t = tasks_table.c
         values = {k: (v.value if isinstance(v, Status) else v) for k, v in fields.items()}
         with self._write() as conn:
@@ -374,6 +380,20 @@ class SqlStore:
             )
             if result.rowcount != 1:
                 return None
+            if event is not None:
+                conn.execute(
+                    events_table.insert(),
+                    [
+                        {
+                            "task_id": task_id,
+                            "at": event.at,
+                            "kind": event.kind,
+                            "state": event.state.value,
+                            "progress": event.progress,
+                            "message": event.message,
+                        }
+                    ],
+                )
             row = conn.execute(tasks_table.select().where(t.id == task_id)).first()
         return _record(row) if row is not None else None
 

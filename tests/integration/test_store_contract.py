@@ -74,6 +74,22 @@ def test_get_many_returns_the_known_ids_and_skips_the_rest(store: Store) -> None
     assert store.get_many([]) == []
 
 
+def test_a_requeue_is_one_write_with_its_timeline_event(store: Store) -> None:
+    """``reset`` with an event (transitions.requeue) moves the task and records the step, or does neither."""
+    from conveyor.transitions import requeue
+
+    r = rec(state=Status.PROCESSING, worker="w1", lease_expires_at=now() + 30)
+    store.insert([r])
+    move = requeue(r, "Worker lost; queued again", at=now(), worker=None, lease_expires_at=None)
+    moved = store.reset(move.task_id, move.fields, move.from_states, move.event)
+    assert moved is not None
+    assert (moved.state, moved.worker, moved.message) == (Status.PENDING, None, "Worker lost; queued again")
+    assert [(e.state, e.message) for e in store.events(r.id)] == [(Status.PENDING, "Worker lost; queued again")]
+    # A second reaper finds it no longer PROCESSING: nothing changes, no second event.
+    assert store.reset(move.task_id, move.fields, move.from_states, move.event) is None
+    assert len(store.events(r.id)) == 1
+
+
 def test_a_reachable_store_answers_a_ping(store: Store) -> None:
     store.ping()  # raises StoreError when the store cannot be reached (the outage tests kill it)
 

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 from conveyor.errors import ExecutorError
 from conveyor.executors.celery.app import SEND_RETRY
 from conveyor.executors.celery.worker import TERMINATE_COMMAND
-from conveyor.records import Status, TaskEvent, TaskRecord, now
+from conveyor.records import Status, TaskRecord, now
 from conveyor.registry import TaskType
-from conveyor.stores.base import Change
+from conveyor.transitions import requeue
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -147,20 +147,10 @@ class CeleryExecutor:
             )
             # Conditional on PROCESSING: of several reapers (one per API
             # replica) only one gets the record back, and only it sends.
-            requeued = store.reset(
-                r.id,
-                {
-                    "state": Status.PENDING,
-                    "worker": None,
-                    "lease_expires_at": None,
-                    "message": message,
-                    "updated_at": t,
-                },
-                [r.state],
-            )
+            move = requeue(r, message, at=t, worker=None, lease_expires_at=None)
+            requeued = store.reset(move.task_id, move.fields, move.from_states, move.event)
             if requeued is None:
                 continue
-            store.apply([Change(r.id, {}, [TaskEvent(r.id, t, Status.PENDING, r.progress, message, kind="state")])])
             log.warning("task %s lost its worker; dispatching it again", r.id)
             self.send(requeued.replace(eta=None))
             self.redispatched += 1
