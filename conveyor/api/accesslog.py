@@ -21,7 +21,9 @@ class RedactCredentials(logging.Filter):
         return True
 
 
-def install(logger_name: str = "uvicorn.access") -> None:
-    logger = logging.getLogger(logger_name)
-    if not any(isinstance(f, RedactCredentials) for f in logger.filters):
-        logger.addFilter(RedactCredentials())
+def install(logger_names: tuple[str, ...] = ("uvicorn.access", "uvicorn.error")) -> None:
+    """On uvicorn's access log, and its error log (where WebSocket handshakes are logged with their query)."""
+    for name in logger_names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactCredentials) for f in logger.filters):
+            logger.addFilter(RedactCredentials())

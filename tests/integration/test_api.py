@@ -409,6 +409,11 @@ def test_credentials_in_a_url_never_reach_the_access_log() -> None:
     assert "key-alpha" not in line
     assert "abc.def" not in line
     assert "api_key=***" in line
+    from conveyor.api import accesslog
+
+    accesslog.install()
+    # a WebSocket handshake is logged by uvicorn's error logger, with its query
+    assert any(isinstance(f, RedactCredentials) for f in logging.getLogger("uvicorn.error").filters)
 
 
 def test_result_of_an_unfinished_task_is_409(api: tuple[TestClient, Conveyor]) -> None:
