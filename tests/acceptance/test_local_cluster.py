@@ -15,7 +15,8 @@ import psutil
 import pytest
 import redis
 
-from conveyor.registry import QUEUES
+from conveyor.registry import QUEUES, default_registry
+from conveyor.workload import load_workloads
 from tests.acceptance.server import REPO, free_port
 from tests.cli_process import inspect_json, ops_redis_url, wait_until
 from tests.conftest import die_with_parent
@@ -104,8 +105,11 @@ def test_the_local_cluster_starts_runs_a_task_on_a_worker_and_stops_every_proces
     assert code == 0
     workers = {w["name"].split("@")[0]: w for w in report["workers"]}
     assert set(workers) == {"worker1", "worker2"}
+    # No -Q: every queue the app knows, the standard lanes and those of its (default) workloads' types.
+    load_workloads(None, store_kind="sql")
+    known = sorted(set(QUEUES) | {t.queue for t in default_registry})
     for worker in workers.values():
-        assert worker["queues"] == sorted(QUEUES)  # no -Q: every queue the app knows
+        assert worker["queues"] == known
     assert sum(report["queues"].values()) == 0
     code, beat = inspect_json(["beat"], env, cwd=cwd)
     assert code == 0
