@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException
 
 from conveyor.errors import PayloadTooLarge, RequestError, UnsupportedMediaType
 from conveyor.workloads.media.errors import OutsideStorage
@@ -176,6 +177,11 @@ async def receive_upload(content_type: str, body: AsyncIterator[bytes], dest: Pa
         parser.finalize()
     except (PayloadTooLarge, RequestError):
         _discard(dest, out)
+        raise
+    except HTTPException as e:
+        _discard(dest, out)
+        if e.status_code == 413:  # a chunked body passed the server's limit while streaming
+            raise PayloadTooLarge(str(e.detail), details=getattr(e, "details", None)) from None
         raise
     except Exception as e:
         _discard(dest, out)

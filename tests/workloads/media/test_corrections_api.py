@@ -314,6 +314,25 @@ def ten_hour_wav(path: Path) -> Path:
     return path
 
 
+def test_a_chunked_upload_over_the_servers_body_limit_is_a_413(make_app: AppFactory, tmp_path: Path) -> None:
+    """No Content-Length to refuse early: the server's limit is met while the body streams, and the answer is 413."""
+    app = make_app(
+        start=False, database_url=f"sqlite:///{tmp_path / 'c.db'}", max_body_mb=0.01, workloads=["system", "media"]
+    )
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n' + b"\0" * 50_000
+    body += b"\r\n--b--\r\n"
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(body), 1000):
+            yield body[i : i + 1000]
+
+    with TestClient(create_app(app, scheduler=False)) as client:
+        multipart = {"content-type": "multipart/form-data; boundary=b"}
+        answer = client.post("/corr/tasks/", content=chunks(), headers=multipart)
+        assert answer.status_code == 413, answer.text
+        assert client.get("/corr/tasks/").json()["count"] == 0
+
+
 def test_ten_hours_of_audio_is_a_413_read_from_the_header(corr: tuple[TestClient, Conveyor]) -> None:
     """A ten-hour WAV in the tenant's storage is refused by its duration before anything decodes it."""
     client, app = corr
