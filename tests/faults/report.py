@@ -1,0 +1,86 @@
+"""The reliability table's rows: every fault test records what it measured.
+
+A fault test ends with one :class:`FaultRow` per scenario it ran and hands it
+to the ``fault_report`` fixture. The row is checked (0 lost, one outcome per
+task, 0 5xx, 0 cross-tenant reads unless the test says what it expects) by the
+test itself; the fixture only keeps it. When ``CONVEYOR_FAULT_REPORT`` names a
+file, rows are appended to it as JSON lines, and ``scripts/faults`` turns that
+file into the table in ``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+@dataclasses.dataclass
+class FaultRow:
+    """One fault scenario and its figures. ``None`` means "not measured by this scenario"."""
+
+    fault: str  # what was done, e.g. "SIGKILL of a Celery worker mid-burst"
+    setup: str  # executor / store / broker, e.g. "celery+redis broker, postgres store"
+    submitted: int | None = None
+    accepted: int | None = None
+    completed_once: int | None = None  # tasks with exactly one final outcome
+    lost: int | None = None  # accepted tasks with no final outcome at the end
+    max_executions: int | None = None  # most body runs seen for one task
+    recovery_s: float | None = None  # from the fault's end to the backlog drained / service healthy
+    http_statuses: dict[str, int] = dataclasses.field(default_factory=dict)
+    other_tenant_p50_ms: float | None = None
+    other_tenant_p99_ms: float | None = None
+    baseline_p50_ms: float | None = None
+    baseline_p99_ms: float | None = None
+    cross_tenant_reads: int | None = None
+    notes: str = ""
+    test: str = ""  # filled by the fixture
+    at: float = dataclasses.field(default_factory=time.time)
+
+    def count_statuses(self, statuses: Iterable[int]) -> FaultRow:
+        counts = Counter(str(s) for s in statuses)
+        for status, n in counts.items():
+            self.http_statuses[status] = self.http_statuses.get(status, 0) + n
+        return self
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for status, n in self.http_statuses.items() if status.startswith("5") and status != "503")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def percentiles_ms(samples_s: list[float]) -> tuple[float, float]:
+    """p50 and p99 of latencies given in seconds, in milliseconds."""
+    if not samples_s:
+        return (float("nan"), float("nan"))
+    ordered = sorted(samples_s)
+    p50 = statistics.median(ordered) * 1000
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000
+    return (p50, p99)
+
+
+class FaultReport:
+    """What the ``fault_report`` fixture yields: ``fault_report.add(row)``."""
+
+    def __init__(self, test: str) -> None:
+        self.test = test
+        self.rows: list[FaultRow] = []
+        target = os.environ.get("CONVEYOR_FAULT_REPORT")
+        self.path = Path(target) if target else None
+
+    def add(self, row: FaultRow) -> FaultRow:
+        row.test = self.test
+        self.rows.append(row)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(row.to_json()) + "\n")
+        return row
