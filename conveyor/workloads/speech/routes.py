@@ -20,30 +20,25 @@ are the core's; the task's progress is also on SSE at
 
 from __future__ import annotations
 
-import base64
-import json
-import time
-import uuid
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 import sqlalchemy as sa
-from fastapi import Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from conveyor.api import tokens
-from conveyor.api.deps import App, Manager, Operator, Tenant, get_caller_limited
+from conveyor.api.deps import App, Manager, Operator, Tenant
 from conveyor.api.routes.tasks import read_json_object
 from conveyor.api.routing import SlashRouter
 from conveyor.app import Conveyor
-from conveyor.errors import AuthenticationError, ConveyorError, InvalidParams
-from conveyor.records import FINAL_STATES, TaskRecord, new_task_id
+from conveyor.errors import InvalidParams
+from conveyor.records import TaskRecord, new_task_id
 from conveyor.workloads.speech import db
-from conveyor.workloads.speech.config import SpeechSettings
-from conveyor.workloads.speech.errors import AttemptNotFound, AudioNotFound, ResourceNotFound, SpeechUnavailable
+from conveyor.workloads.speech.deps import speech_engine, speech_settings
+from conveyor.workloads.speech.errors import AttemptNotFound, AudioNotFound, ResourceNotFound
+from conveyor.workloads.speech.stream import router as stream_router
 
 __all__ = ["router"]
 
@@ -51,26 +46,8 @@ router = SlashRouter(tags=["speech"])
 
 M = TypeVar("M", bound=BaseModel)
 
-#: how often a stream re-reads its task when nothing in this process woke it (Celery runs elsewhere)
-STREAM_POLL = 0.1
-
 
 # -- plumbing --------------------------------------------------------------------
-
-
-def _engine(app: Conveyor) -> sa.Engine:
-    engine: sa.Engine | None = app.store.engine
-    if engine is None:
-        raise SpeechUnavailable(
-            f"the speech workload keeps its tables in SQL; this server's store is {app.store.kind} "
-            "(set CONVEYOR_DATABASE_URL to a SQLite or PostgreSQL URL)"
-        )
-    return engine
-
-
-def _settings(app: Conveyor) -> SpeechSettings:
-    settings: SpeechSettings = app.workload_settings("speech")
-    return settings
 
 
 def _validate(model: type[M], data: dict[str, Any]) -> M:
@@ -91,7 +68,7 @@ async def _body(request: Request, model: type[M], *, optional: bool = False) -> 
 
 
 def _resource(app: Conveyor, resource_id: str, tenant: str) -> sa.Row[Any]:
-    row = db.find_resource(_engine(app), resource_id, tenant)
+    row = db.find_resource(speech_engine(app), resource_id, tenant)
     if row is None:
         raise ResourceNotFound(resource_id)
     return row
@@ -172,10 +149,10 @@ class ResourceCreate(BaseModel):
 async def create_resource(request: Request, app: App, manager: Manager, tenant: Tenant) -> JSONResponse:
     """``{title, reference_text}``; answers with the resource's ``id`` (and the task making its audio)."""
     body = await _body(request, ResourceCreate)
-    settings = _settings(app)
+    settings = speech_settings(app)
     if len(body.reference_text) > settings.max_reference_chars:
         raise InvalidParams.for_field("reference_text", f"must be at most {settings.max_reference_chars} characters")
-    engine = _engine(app)
+    engine = speech_engine(app)
     resource_id = new_task_id()
     await anyio.to_thread.run_sync(
         lambda: db.create_resource(
@@ -198,7 +175,7 @@ async def list_resources(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    engine = _engine(app)
+    engine = speech_engine(app)
     rows, total = await anyio.to_thread.run_sync(lambda: db.list_resources(engine, tenant, limit=limit, offset=offset))
     return {"data": [_resource_json(r) for r in rows], "count": total}
 
@@ -207,8 +184,8 @@ async def list_resources(
 async def get_resource(resource_id: str, app: App, tenant: Tenant) -> dict[str, Any]:
     from conveyor.workloads.speech.impressions import counter_for
 
-    engine = _engine(app)
-    settings = _settings(app)
+    engine = speech_engine(app)
+    settings = speech_settings(app)
 
     def read() -> dict[str, Any]:
         row = _resource(app, resource_id, tenant)
@@ -237,8 +214,8 @@ async def post_impression(resource_id: str, request: Request, app: App, tenant: 
     from conveyor.workloads.speech.impressions import counter_for
 
     body = await _body(request, ImpressionPost, optional=True)
-    engine = _engine(app)
-    settings = _settings(app)
+    engine = speech_engine(app)
+    settings = speech_settings(app)
 
     def count() -> None:
         _resource(app, resource_id, tenant)
@@ -277,7 +254,7 @@ async def list_attempts(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    engine = _engine(app)
+    engine = speech_engine(app)
 
     def read() -> dict[str, Any]:
         _resource(app, resource_id, tenant)
@@ -289,7 +266,7 @@ async def list_attempts(
 
 @router.get("/api/attempts/{attempt_id}", summary="One attempt: transcript, word timings, score")
 async def get_attempt(attempt_id: str, app: App, tenant: Tenant) -> dict[str, Any]:
-    row = await anyio.to_thread.run_sync(lambda: db.attempt(_engine(app), attempt_id, tenant))
+    row = await anyio.to_thread.run_sync(lambda: db.attempt(speech_engine(app), attempt_id, tenant))
     if row is None:
         raise AttemptNotFound(attempt_id)
     return _attempt_json(row)
@@ -319,7 +296,7 @@ async def recalculate_ratings(request: Request, app: App, manager: Manager, tena
 @router.post("/api/tasks/impressions/sync", status_code=202, summary="Move impression counters into SQL (operator)")
 async def sync_impressions(app: App, manager: Manager, operator: Operator) -> JSONResponse:
     """Every tenant's counters move, so this is an operator's action (open in local mode)."""
-    _engine(app)
+    speech_engine(app)
     record = await manager.aio.submit_task("speech.sync_impressions_from_redis", {}, tenant=operator.tenant)
     return _accepted(record)
 
@@ -327,228 +304,10 @@ async def sync_impressions(app: App, manager: Manager, operator: Operator) -> JS
 @router.post("/api/tasks/cleanup/sessions", status_code=202, summary="Delete expired practice sessions (operator)")
 async def cleanup_sessions(app: App, manager: Manager, operator: Operator) -> JSONResponse:
     """Every tenant's expired sessions go, so this is an operator's action (open in local mode)."""
-    _engine(app)
+    speech_engine(app)
     record = await manager.aio.submit_task("speech.cleanup_sessions", {}, tenant=operator.tenant)
     return _accepted(record)
 
 
-# -- the practice stream -------------------------------------------------------------------
-
-
-class _StreamError(Exception):
-    def __init__(self, code: str, message: str, close: int | None = None, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.close = close
-        self.field = field
-
-
-def _task_message(record: TaskRecord) -> dict[str, Any]:
-    return {
-        "type": "progress",
-        "task_id": record.id,
-        "status": record.state.value,
-        "progress": record.progress,
-        "message": record.message,
-        "executor": record.executor,
-    }
-
-
-def _final_message(record: TaskRecord) -> dict[str, Any]:
-    if record.state.value == "SUCCESS" and isinstance(record.result, dict):
-        return {"type": "result", "task_id": record.id, "status": "SUCCESS", **record.result}
-    error = (record.error or {}).get("message") or record.message
-    return {
-        "type": "error",
-        "code": "task_failed",
-        "task_id": record.id,
-        "status": record.state.value,
-        "message": error,
-    }
-
-
-def _parse_frame(message: Mapping[str, Any]) -> tuple[str, Any]:
-    """A frame as (kind, value): ("audio", base64 text), ("end", None), ("start", user_name), ..."""
-    raw = message.get("bytes")
-    if raw is not None:
-        return "audio", base64.b64encode(raw).decode()
-    text = message.get("text")
-    if text is None:
-        return "ignore", None
-    stripped = text.strip()
-    if stripped.lower() in ("end", "stop", "done"):
-        return "end", None
-    if not stripped.startswith("{"):
-        return "audio", stripped  # a bare base64 chunk, as the seed's front end sent them
-    try:
-        data = json.loads(stripped)
-    except json.JSONDecodeError as e:
-        raise _StreamError("bad_request", f"malformed JSON frame: {e.msg}") from None
-    if not isinstance(data, dict):
-        raise _StreamError("bad_request", "a JSON frame must be an object")
-    kind = data.get("type") or data.get("event") or ("audio" if "data" in data or "audio" in data else None)
-    if kind in ("audio", "chunk", "audio_chunk"):
-        chunk = data.get("data", data.get("audio", data.get("chunk")))
-        if not isinstance(chunk, str) or not chunk:
-            raise _StreamError("invalid_params", "an audio frame needs 'data': a base64 string", field="data")
-        return "audio", chunk
-    if kind in ("end", "stop", "done"):
-        return "end", data.get("user_name")
-    if kind == "start":
-        return "start", data.get("user_name")
-    if kind == "ping":
-        return "ping", None
-    raise _StreamError("bad_request", f"unknown frame type {kind!r}; send audio, end, start or ping")
-
-
-async def _follow(websocket: WebSocket, app: Conveyor, task_id: str, tenant: str) -> TaskRecord:
-    """Push the task's progress on the socket until it finishes; returns its last record."""
-    last: tuple[Any, ...] | None = None
-    while True:
-        record = await app.manager.aio.get(task_id, tenant=tenant)
-        key = (record.state, record.progress, record.message)
-        if key != last:
-            await websocket.send_json(_task_message(record))
-            last = key
-        if record.state in FINAL_STATES:
-            return record
-        await app.hub.wait_async(task_id, STREAM_POLL)
-
-
-class _KeyOnly:
-    """What ``get_caller`` reads of a request, carrying a key given in a WebSocket's URL as a header."""
-
-    def __init__(self, websocket: WebSocket, key: str) -> None:
-        self.headers = {"x-api-key": key}
-        self.query_params: dict[str, str] = {}
-        self.url = websocket.url
-        self.app = websocket.app
-
-
-def _socket_tenant(websocket: WebSocket, app: Conveyor) -> str:
-    """The caller's tenant: the usual headers, or in the URL (a browser's WebSocket sends no headers)
-    ``?stream_token=`` from ``POST /api/v1/session/stream-token``, or ``?api_key=`` for older clients."""
-    if websocket.headers.get("authorization") or websocket.headers.get("x-api-key"):
-        return get_caller_limited(cast(Request, websocket), app).tenant
-    token = websocket.query_params.get("stream_token")
-    if token and (app.settings.api_keys or app.settings.operator_keys):
-        claims = tokens.verify(app.settings, token)
-        if claims is None:
-            raise AuthenticationError("the stream token is not valid or has expired; ask for a new one")
-        return claims[0]
-    key = websocket.query_params.get("api_key")
-    if key:
-        return get_caller_limited(cast(Request, _KeyOnly(websocket, key)), app).tenant
-    return get_caller_limited(cast(Request, websocket), app).tenant
-
-
-@router.websocket("/api/speech/stream/{resource_id}")
-async def speech_stream(websocket: WebSocket, resource_id: str) -> None:
-    """Audio chunks in (binary frames, bare base64 text, or ``{"type": "audio", "data": ...}``);
-    ``end`` submits ``process_speak_audio``; progress and the transcript come back on the socket.
-
-    ``?user_name=`` (or ``{"type": "start", "user_name": ...}``) names the reader; the usual
-    headers, ``?stream_token=`` or ``?api_key=`` authenticate. The socket stays open for further readings.
-    """
-    from conveyor.aio import get_task_manager
-
-    app: Conveyor = websocket.app.state.conveyor
-    await websocket.accept()
-    session_id: str | None = None
-    engine: sa.Engine | None = None
-    settings = _settings(app)
-    try:
-        try:
-            tenant = _socket_tenant(websocket, app)
-            engine = _engine(app)
-            resource = await anyio.to_thread.run_sync(lambda: db.find_resource(engine, resource_id, tenant))
-        except ConveyorError as e:
-            close = {401: 4401, 429: 4429}.get(e.status_code, 4503)
-            raise _StreamError(e.code, e.message, close=close) from None
-        if resource is None:
-            raise _StreamError("resource_not_found", f"No resource with id {resource_id!r}", close=4404)
-        user_name = (websocket.query_params.get("user_name") or "anonymous")[:200]
-        session_id = str(uuid.uuid4())
-        await anyio.to_thread.run_sync(
-            lambda: db.create_session(
-                engine,
-                session_id,
-                ttl=settings.session_ttl_seconds,
-                tenant=tenant,
-                resource_id=resource_id,
-                user_name=user_name,
-            )
-        )
-        await websocket.send_json({"type": "ready", "session_id": session_id, "resource_id": resource_id})
-        manager = get_task_manager(app)
-        max_bytes = int(settings.max_audio_mb * 1024 * 1024)
-        chunks: list[str] = []
-        size = 0
-        last_touch = time.monotonic()
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            try:
-                kind, value = _parse_frame(message)
-            except _StreamError as e:
-                await websocket.send_json({"type": "error", "code": e.code, "message": e.message, "field": e.field})
-                continue
-            if kind == "audio":
-                chunks.append(value)
-                size += len(value) * 3 // 4
-                if size > max_bytes or len(chunks) > settings.max_chunks:
-                    raise _StreamError(
-                        "payload_too_large",
-                        f"the audio passed {settings.max_audio_mb:g} MiB or {settings.max_chunks} chunks",
-                        close=1009,
-                    )
-            elif kind == "start" and isinstance(value, str) and value.strip():
-                user_name = value.strip()[:200]
-            elif kind == "ping":
-                await websocket.send_json({"type": "pong"})
-            elif kind == "end":
-                if isinstance(value, str) and value.strip():
-                    user_name = value.strip()[:200]
-                if not chunks:
-                    await websocket.send_json(
-                        {
-                            "type": "error",
-                            "code": "invalid_params",
-                            "field": "audio_chunks",
-                            "message": "no audio received before end",
-                        }
-                    )
-                    continue
-                try:
-                    task_id = await manager.submit("process_speak_audio", resource_id, chunks, user_name, tenant=tenant)
-                except ConveyorError as e:
-                    await websocket.send_json(
-                        {"type": "error", "code": e.code, "message": e.message, "details": e.details}
-                    )
-                    chunks, size = [], 0
-                    continue
-                await websocket.send_json({"type": "accepted", "task_id": task_id, "chunks": len(chunks)})
-                chunks, size = [], 0
-                await websocket.send_json(_final_message(await _follow(websocket, app, task_id, tenant)))
-            if time.monotonic() - last_touch > 30:
-                last_touch = time.monotonic()
-                await anyio.to_thread.run_sync(
-                    lambda: db.touch_session(engine, session_id, ttl=settings.session_ttl_seconds)
-                )
-    except _StreamError as e:
-        await websocket.send_json({"type": "error", "code": e.code, "message": e.message, "field": e.field})
-        await websocket.close(code=e.close or 1008)
-    except (WebSocketDisconnect, OSError):
-        # The reader went away (OSError: the server's send found the socket closed). A submitted
-        # reading still finishes: its transcript and score are on the attempt.
-        pass
-    finally:
-        if session_id is not None and engine is not None:
-            sid, eng = session_id, engine
-            # Shielded: a server cancelling the handler of a dropped socket still closes its session.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(
-                    lambda: db.touch_session(eng, sid, ttl=settings.session_ttl_seconds, status="closed")
-                )
+# The practice stream lives in its own module; its route is served under this router.
+router.include_router(stream_router)
