@@ -23,19 +23,18 @@ workload: a 200-page PDF ready in under 5 s, worker peak under 250 MB.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import psutil
+
+from bench.measure import PeakRss
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_SECONDS = {10: 30.0, 50: 120.0, 200: 600.0}
@@ -65,37 +64,6 @@ def pipeline_speed(pdf: Path, pages: int, repeat: int) -> tuple[float, float, fl
     seconds = statistics.median(runs)
     mb = pdf.stat().st_size / 1e6
     return seconds, pages / seconds, mb / seconds
-
-
-class PeakRss:
-    """Peak RSS of a process's children (the local worker processes), sampled in a thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.parent = psutil.Process(pid)
-        self.peak = self.now()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def now(self) -> int:
-        """The largest RSS among the workers at this moment."""
-        largest = 0
-        for child in self.parent.children(recursive=True):
-            with contextlib.suppress(psutil.Error):  # a worker may be replaced between the two calls
-                largest = max(largest, child.memory_info().rss)
-        return largest
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.now())
-            time.sleep(0.02)
 
 
 def _free_port() -> int:

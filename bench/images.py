@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import io
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,34 +42,12 @@ import numpy as np
 import psutil
 from PIL import Image
 
+from bench.measure import PeakRss
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.workloads.images import samples  # noqa: E402
-
-
-class PeakRss:
-    """Peak RSS of a process's children (the local worker processes), sampled in a thread."""
-
-    def __init__(self) -> None:
-        self.parent = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            for child in self.parent.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    self.peak = max(self.peak, child.memory_info().rss)
 
 
 def photo(side: int) -> np.ndarray:
