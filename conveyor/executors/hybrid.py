@@ -55,7 +55,7 @@ class HybridExecutor:
 
     def route(self, task_type: TaskType) -> str:
         # A type is named by its canonical name or by any alias (seed 002 names ``process_speak_audio``).
-        names = {task_type.name, *getattr(task_type, "aliases", ())}
+        names = {task_type.name, *task_type.aliases}
         if not (task_type.heavy or names & self.celery_types):
             return "local"
         if self.fallback and self._broker_known_down():
