@@ -35,6 +35,7 @@ SCALE = max(1, int(os.environ.get("CONVEYOR_FAULT_SCALE", "1")))
 WORKLOADS = "system,tests.poison_workload"
 #: shortened for the tests: a waiting task is sent again 3 s after it was due, checked every second
 FAST = {"celery_pending_grace": 3.0, "celery_reap_interval": 1.0, "lease_seconds": 6.0}
+REDIS_SETUP = "celery + private redis broker, postgres store, grace 3 s"
 
 
 class Workers(CeleryWorkers):
@@ -88,21 +89,25 @@ def wait_for(check: Any, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def outcome_row(app: Conveyor, ids: list[str], submitted: int, **row: Any) -> FaultRow:
-    """The row's figures from the store: one final state on each timeline, executions from the claims."""
+def report_outcome(report: FaultReport, app: Conveyor, ids: list[str], since: float, **row: Any) -> FaultRow:
+    """The row's figures from the store (one final state on each timeline, executions from the claims), kept."""
     records = app.store.get_many(ids)
     once = sum(
         1
         for r in records
         if r.finished and sum(1 for e in app.store.events(r.id) if e.kind == "state" and e.state.finished) == 1
     )
-    return FaultRow(
-        submitted=submitted,
-        accepted=len(ids),
-        completed_once=once,
-        lost=len(ids) - sum(1 for r in records if r.finished),
-        max_executions=max((r.attempts for r in records), default=0),
-        **row,
+    row.setdefault("setup", REDIS_SETUP)
+    return report.add(
+        FaultRow(
+            submitted=len(ids),
+            accepted=len(ids),
+            completed_once=once,
+            lost=len(ids) - sum(1 for r in records if r.finished),
+            max_executions=max((r.attempts for r in records), default=0),
+            recovery_s=round(time.monotonic() - since, 1),
+            **row,
+        )
     )
 
 
@@ -133,15 +138,9 @@ def test_delayed_tasks_held_by_a_killed_worker_run_soon_after_they_are_due(
     killed = time.monotonic()
     workers.start(redis_broker.url, clean_postgres_url, concurrency=2, name="rescuer")
     wait_until_finished(app, ids, 45)
-    row = outcome_row(
-        app,
-        ids,
-        n,
-        fault="SIGKILL of a Celery worker holding delayed (countdown) tasks",
-        setup="celery + private redis broker, postgres store, grace 3 s",
-        recovery_s=round(time.monotonic() - killed, 1),
+    row = report_outcome(
+        fault_report, app, ids, killed, fault="SIGKILL of a Celery worker holding delayed (countdown) tasks"
     )
-    fault_report.add(row)
     assert_all_succeeded_once(app, ids, row)
     assert row.max_executions == 1
 
@@ -168,17 +167,14 @@ def test_prefetched_tasks_of_a_killed_worker_are_not_stranded(
     workers.extra = {}
     workers.start(redis_broker.url, clean_postgres_url, concurrency=2, name="rescuer")
     wait_until_finished(app, queued, 40)
-    recovery = time.monotonic() - killed
-    row = outcome_row(
+    row = report_outcome(
+        fault_report,
         app,
         queued,
-        n,
+        killed,
         fault="SIGKILL of a Celery worker holding prefetched tasks (prefetch 8)",
-        setup="celery + private redis broker, postgres store, grace 3 s",
-        recovery_s=round(recovery, 1),
         notes="the task it was running is sent again when its lease lapses",
     )
-    fault_report.add(row)
     assert_all_succeeded_once(app, queued, row)
     assert row.max_executions == 1
     assert app.manager.get(busy).state in (Status.PROCESSING, Status.PENDING, Status.SUCCESS)
@@ -216,16 +212,14 @@ def test_a_backlog_lost_by_a_broker_restarted_without_its_data_is_sent_again(
     assert health["overall_status"] == "degraded"
     assert app.executor.reap() == n
     wait_until_finished(app, ids, 30)
-    row = outcome_row(
+    row = report_outcome(
+        fault_report,
         app,
         ids,
-        n,
+        restarted,
         fault="Redis broker restarted without its data, backlog queued",
-        setup="celery + private redis broker, postgres store, grace 3 s",
-        recovery_s=round(time.monotonic() - restarted, 1),
         notes="/health degraded with the stranded count until the reaper sent them again",
     )
-    fault_report.add(row)
     assert_all_succeeded_once(app, ids, row)
     assert app.health()["executor"]["waiting"] == {"overdue": 0, "stranded": 0}
 
@@ -278,18 +272,16 @@ def test_a_task_that_kills_its_process_or_overstays_its_hard_limit_ends_failure_
     overstay = app.manager.submit("tests.overstays")
     healthy = app.manager.submit("system.ping", payload="after the poison")
     wait_until_finished(app, [suicide, overstay, healthy], 40)
-    elapsed = time.monotonic() - started
     died, slow, fine = (app.manager.get(i) for i in (suicide, overstay, healthy))
-    row = outcome_row(
+    row = report_outcome(
+        fault_report,
         app,
         [suicide, overstay],
-        2,
+        started,
         fault="poison tasks: one kills its own process, one overstays its hard time limit",
         setup="celery prefork + private redis broker, postgres store",
-        recovery_s=round(elapsed, 1),
         notes=f"attempts: kills-itself {died.attempts} (max_retries=1), overstays {slow.attempts}",
     )
-    fault_report.add(row)
     assert row.lost == 0
     assert row.completed_once == 2
     assert (died.state, died.attempts, died.error and died.error["type"]) == (Status.FAILURE, 2, "WorkerLost")
@@ -364,15 +356,14 @@ def test_on_rabbitmq_a_killed_workers_running_reserved_and_delayed_tasks_complet
     workers.extra = {}
     workers.start(rabbitmq_broker, clean_postgres_url, concurrency=2, name="rescuer")
     wait_until_finished(app, [busy, *ids], 45)
-    row = outcome_row(
+    row = report_outcome(
+        fault_report,
         app,
         [busy, *ids],
-        n + 3,
+        killed,
         fault="SIGKILL of a Celery worker mid-task with reserved and delayed tasks",
         setup="celery + rabbitmq vhost, postgres store, publisher confirms",
-        recovery_s=round(time.monotonic() - killed, 1),
     )
-    fault_report.add(row)
     assert_all_succeeded_once(app, [busy, *ids], row)
     assert app.manager.get(busy).attempts == 2
 
