@@ -110,7 +110,7 @@ class Conveyor:
 
         # The Celery app takes the whole Conveyor: inside a worker its tasks
         # start this app's store and writer anew in each pool process.
-        return CeleryExecutor(create_celery_app(self), store=self.store, settings=self.settings)
+        return CeleryExecutor(create_celery_app(self), store=self.store, settings=self.settings, registry=self.registry)
 
     def _local_executor(self) -> LocalExecutor:
         from conveyor.executors.local import LocalExecutor

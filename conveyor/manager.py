@@ -235,8 +235,8 @@ class TaskManager:
         validated = [tt.validate(p) for p in params_list]
         self._quota.check(self, tenant, len(validated))
         engine = self.executor.route(tt)
-        claim = self.executor.claim_fields(engine)
         t = now()
+        claim = self.executor.claim_fields(engine, due=t + delay if delay else t)
         records = [
             TaskRecord(
                 id=task_id or new_task_id(),

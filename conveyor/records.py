@@ -95,6 +95,9 @@ class TaskRecord:
     cancel_requested: bool = False
     #: not before this time (delayed submit, retry backoff)
     eta: float | None = None
+    #: a PENDING Celery task not started by then has probably lost its message (a broker
+    #: restart, a worker that died holding it): the reaper sends it again
+    expected_by: float | None = None
     created_at: float = dataclasses.field(default_factory=now)
     started_at: float | None = None
     finished_at: float | None = None

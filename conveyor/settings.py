@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     #: messages a Celery worker process reserves ahead (Celery's prefetch multiplier). 1 is
     #: fair to long tasks; more makes short tasks faster. Late acks keep reserved ones safe.
     celery_prefetch: int = Field(default=1, ge=1, le=128)
+    #: a PENDING Celery task not started this many seconds after it was due (its eta, or its
+    #: submit) is sent again: its message was lost (a broker restart, a crash before the send)
+    #: or is held by a worker that died. Each further re-send waits as long as the task has
+    #: already waited. A duplicate message is harmless: only one claim of a task succeeds.
+    celery_pending_grace: float = Field(default=300.0, gt=0)
+    #: seconds between rounds of the Celery reaper (lapsed leases, overdue tasks); unset: a
+    #: third of ``lease_seconds``
+    celery_reap_interval: float | None = Field(default=None, gt=0)
     #: API keys mapped to tenants: ``key=tenant,key2=tenant2`` or JSON
     api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     #: API keys of operators (``key=name,...``): admin actions, internal task types,

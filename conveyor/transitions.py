@@ -26,6 +26,7 @@ __all__ = [
     "never_dispatched",
     "not_dispatched",
     "outcome_change",
+    "process_lost",
     "progress_change",
     "requeue",
     "started_change",
@@ -108,6 +109,24 @@ def outcome_change(
 
 def failure_outcome(message: str, error_type: str = "WorkerError") -> Outcome:
     return Outcome(Status.FAILURE, error={"type": error_type, "message": message, "traceback": ""})
+
+
+def process_lost(record: TaskRecord, cause: str, *, time_limit: bool, retry_in: float) -> Outcome:
+    """How an attempt ends whose process died under it (``cause`` says how), as on the local pool.
+
+    Another attempt while the task's retries allow one, except after a hard
+    time limit (the next attempt would pass it too); otherwise FAILURE naming
+    the cause and the attempt.
+    """
+    attempt = record.attempts
+    message = f"{cause} on attempt {attempt}"
+    if not time_limit and attempt <= record.max_retries:
+        return Outcome(
+            Status.RETRY, error={"type": "WorkerLost", "message": message, "traceback": ""}, retry_in=retry_in
+        )
+    if time_limit:
+        return failure_outcome(message, "TimeLimitExceeded")
+    return failure_outcome(f"{message}; redelivery limit reached", "WorkerLost")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -59,8 +59,11 @@ class Executor(Protocol):
     def route(self, task_type: TaskType) -> str:
         """Which engine will run this type: "local" or "celery"."""
 
-    def claim_fields(self, engine: str) -> dict[str, Any]:
-        """Fields to set on a new record that ``engine`` will run (its holder and lease)."""
+    def claim_fields(self, engine: str, *, due: float | None = None) -> dict[str, Any]:
+        """Fields to set on a new record that ``engine`` will run (its holder and lease, or its deadline).
+
+        ``due``: when the task may start (its eta; unset: now).
+        """
 
     def dispatch(self, record: TaskRecord) -> None:
         """Hand a stored record to a worker. Raises ExecutorError when it cannot."""

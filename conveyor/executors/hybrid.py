@@ -66,8 +66,9 @@ class HybridExecutor:
         with self._lock:
             return time.monotonic() < self._broker_down_until
 
-    def claim_fields(self, engine: str) -> dict[str, Any]:
-        return self.local.claim_fields(engine) if engine == "local" else self.celery.claim_fields(engine)
+    def claim_fields(self, engine: str, *, due: float | None = None) -> dict[str, Any]:
+        chosen = self.local if engine == "local" else self.celery
+        return chosen.claim_fields(engine, due=due)
 
     def dispatch(self, record: TaskRecord) -> None:
         if record.executor != "celery":

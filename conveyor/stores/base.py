@@ -35,6 +35,7 @@ CHANGE_FIELDS = frozenset(
         "finished_at",
         "expires_at",
         "eta",
+        "expected_by",
         "updated_at",
         "cancel_requested",
     }
@@ -205,6 +206,9 @@ class Store(Protocol):
 
         ``states`` narrows the search to some unfinished states (all of them when empty).
         """
+
+    def overdue(self, executor: str, at: float, limit: int = 1000) -> list[TaskRecord]:
+        """PENDING tasks of ``executor`` whose ``expected_by`` is before ``at``, the longest overdue first."""
 
     def count_unfinished(self, tenant: str) -> int: ...
 

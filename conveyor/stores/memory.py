@@ -188,6 +188,19 @@ class MemoryStore:
         found.sort(key=lambda r: r.created_at)
         return found[:limit]
 
+    def overdue(self, executor: str, at: float, limit: int = 1000) -> list[TaskRecord]:
+        with self._lock:
+            found = [
+                r
+                for r in self._tasks.values()
+                if r.executor == executor
+                and r.state is Status.PENDING
+                and r.expected_by is not None
+                and r.expected_by < at
+            ]
+        found.sort(key=lambda r: r.expected_by or 0.0)
+        return found[:limit]
+
     def count_unfinished(self, tenant: str) -> int:
         with self._lock:
             return sum(1 for r in self._tasks.values() if r.tenant == tenant and r.state in UNFINISHED_STATES)

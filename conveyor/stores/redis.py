@@ -264,6 +264,21 @@ class RedisStore:
         found.sort(key=lambda r: r.created_at)
         return found[:limit]
 
+    def overdue(self, executor: str, at: float, limit: int = 1000) -> list[TaskRecord]:
+        # Two fields of each PENDING task are read, then the whole records of the overdue ones.
+        due: list[tuple[float, str]] = []
+        for queue in self._queues():
+            ids = [i.decode() for i in self._call(self.r.zrange, self._k("q", queue, Status.PENDING.value), 0, -1)]
+            pipe = self.r.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hmget(self._k("t", task_id), "executor", "expected_by")
+            for task_id, (owner, deadline) in zip(ids, self._call(pipe.execute), strict=True):
+                expected = json.loads(deadline) if deadline else None
+                if owner is not None and json.loads(owner) == executor and expected is not None and expected < at:
+                    due.append((expected, task_id))
+        due.sort()
+        return [r for r in self.get_many([i for _, i in due[:limit]]) if r.state is Status.PENDING]
+
     def count_unfinished(self, tenant: str) -> int:
         n = self._call(self.r.get, self._k("unfinished", tenant))
         return int(n) if n else 0

@@ -496,6 +496,17 @@ class SqlStore:
             ).all()
         return [_record(r) for r in rows]
 
+    def overdue(self, executor: str, at: float, limit: int = 1000) -> list[TaskRecord]:
+        t = tasks_table.c
+        with self._read() as conn:
+            rows = conn.execute(
+                tasks_table.select()
+                .where(t.state == Status.PENDING.value, t.expected_by < at, t.executor == executor)
+                .order_by(t.expected_by)
+                .limit(limit)
+            ).all()
+        return [_record(r) for r in rows]
+
     def count_unfinished(self, tenant: str) -> int:
         t = tasks_table.c
         with self._read() as conn:

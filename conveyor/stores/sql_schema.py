@@ -59,6 +59,7 @@ tasks_table = sa.Table(
     sa.Column("lease_expires_at", sa.Float),
     sa.Column("cancel_requested", sa.Boolean, nullable=False),
     sa.Column("eta", sa.Float),
+    sa.Column("expected_by", sa.Float),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),

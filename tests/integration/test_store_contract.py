@@ -235,6 +235,53 @@ def test_a_run_is_claimed_once_and_reclaimed_only_after_its_lease_lapses(store: 
     assert steps == ["Started", "Started"]
 
 
+def test_many_workers_claiming_one_message_at_once_run_it_once(store: Store) -> None:
+    """The claim is atomic: duplicate messages of one task (a reaper's re-send) start it once."""
+    import threading
+
+    t = now()
+    r = rec(executor="celery")
+    store.insert([r])
+    gate = threading.Barrier(8)
+    won: list[str] = []
+
+    def claim(worker: str) -> None:
+        gate.wait()
+        if store.start_run(r.id, worker, t + 30, t) is not None:
+            won.append(worker)
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(won) == 1
+    record = store.get(r.id)
+    assert record is not None
+    assert (record.worker, record.attempts) == (won[0], 1)
+    assert [e.message for e in store.events(r.id) if e.kind == "state"] == ["Started"]
+
+
+def test_waiting_tasks_past_their_deadline_are_overdue_longest_first(store: Store) -> None:
+    """What the Celery reaper asks: PENDING tasks of one executor whose ``expected_by`` has passed."""
+    t = now()
+    late = rec(executor="celery", expected_by=t - 10)
+    later = rec(executor="celery", expected_by=t - 100)
+    not_yet = rec(executor="celery", expected_by=t + 60)
+    no_deadline = rec(executor="celery")
+    local = rec(executor="local", expected_by=t - 100)
+    started = rec(executor="celery", expected_by=t - 100)
+    store.insert([late, later, not_yet, no_deadline, local, started])
+    assert store.start_run(started.id, "w1", t + 30, t) is not None
+    assert [r.id for r in store.overdue("celery", t)] == [later.id, late.id]
+    assert [r.id for r in store.overdue("celery", t, limit=1)] == [later.id]
+    assert store.reset(later.id, {"expected_by": t + 600}, [Status.PENDING]) is not None
+    assert [r.id for r in store.overdue("celery", t)] == [late.id]
+    got = store.get(late.id)
+    assert got is not None
+    assert got.expected_by == t - 10
+
+
 def _finish(store: Store, record: TaskRecord, state: Status, at: float) -> None:
     store.apply([Change(record.id, {"state": state, "finished_at": at, "updated_at": at}, [])])
 

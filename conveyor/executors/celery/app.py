@@ -17,12 +17,18 @@ if TYPE_CHECKING:
 
     from conveyor.app import Conveyor
 
-__all__ = ["REDIS_PRIORITY_STEPS", "SEND_RETRY", "create_celery_app"]
+__all__ = ["REDIS_PRIORITY_STEPS", "SEND_CONFIRM_TIMEOUT", "SEND_RETRY", "create_celery_app", "is_amqp"]
 
 #: Redis has no native priorities: Celery emulates them with one list per step
 REDIS_PRIORITY_STEPS = list(range(10))
 #: how a send connects: one retry, quickly (kombu's failover options)
 SEND_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+#: seconds a send on RabbitMQ waits for the broker's confirm before it is an error
+SEND_CONFIRM_TIMEOUT = 5.0
+
+
+def is_amqp(url: str) -> bool:
+    return url.startswith(("amqp", "pyamqp"))
 
 
 def _celery() -> Any:
@@ -42,7 +48,7 @@ def create_celery_app(conveyor: Conveyor) -> Celery:
 
     s = conveyor.settings
     app = celery.Celery("conveyor", broker=s.broker_url, set_as_current=False)
-    amqp = s.broker_url.startswith(("amqp", "pyamqp"))
+    amqp = is_amqp(s.broker_url)
     queues = sorted(set(QUEUES) | {t.queue for t in conveyor.registry})
     app.conf.update(
         task_serializer="json",
@@ -77,7 +83,9 @@ def create_celery_app(conveyor: Conveyor) -> Celery:
                     "visibility_timeout": 12 * 3600,
                 }
                 if not amqp
-                else {}
+                # Publisher confirms: a send returns once RabbitMQ has taken the
+                # message, and one it refused or never took raises instead.
+                else {"confirm_publish": True}
             ),
         },
         task_routes={t.name: {"queue": t.queue} for t in conveyor.registry},

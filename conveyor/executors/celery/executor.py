@@ -9,10 +9,13 @@ but the task id. A worker that receives it claims the run in the store
 drops the message if it cannot — so a redelivered message, a revoked task
 after a worker restart, or a reaper's second dispatch never runs a task twice
 at once. While a task runs, its worker renews the lease; the reaper
-re-dispatches tasks whose lease lapsed (their worker died), within about
-``lease_seconds`` on either broker, without relying on Redis's one-hour
-visibility timeout. Outcomes are written to the store before the message is
-acknowledged (late acks), so nothing is lost between the two.
+(``reaper.py``) re-dispatches tasks whose lease lapsed (their worker died),
+within about ``lease_seconds`` on either broker, and sends again waiting
+tasks not started by their ``expected_by`` deadline (a lost or stranded
+message), without relying on Redis's visibility timeout. Outcomes are
+written to the store before the message is acknowledged (late acks), so
+nothing is lost between the two. On RabbitMQ every send waits for the
+broker's confirm: a message the broker did not take is an error, not a loss.
 """
 
 from __future__ import annotations
@@ -24,15 +27,16 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ExecutorError
-from conveyor.executors.celery.app import SEND_RETRY
+from conveyor.executors.celery.app import SEND_CONFIRM_TIMEOUT, SEND_RETRY, is_amqp
+from conveyor.executors.celery.reaper import Reaper
 from conveyor.executors.celery.worker import TERMINATE_COMMAND
-from conveyor.records import Status, TaskRecord, now
+from conveyor.records import TaskRecord, now
 from conveyor.registry import TaskType
-from conveyor.transitions import requeue
 
 if TYPE_CHECKING:
     from celery import Celery
 
+    from conveyor.registry import Registry
     from conveyor.settings import Settings
     from conveyor.stores.base import Store
 
@@ -49,14 +53,15 @@ class CeleryExecutor:
 
     name = "celery"
 
-    def __init__(self, app: Celery, *, store: Store, settings: Settings) -> None:
+    def __init__(self, app: Celery, *, store: Store, settings: Settings, registry: Registry | None = None) -> None:
         """``app`` is the Celery app of this Conveyor (``create_celery_app``); the executor sends through it."""
         self.app = app
         self.store = store
         self.settings = settings
+        self.reaper = Reaper(store, settings, self.send, registry)
+        self._confirm = {"confirm_timeout": SEND_CONFIRM_TIMEOUT} if is_amqp(settings.broker_url) else {}
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
-        self.redispatched = 0
         # Asking workers takes a full broadcast timeout; a background thread
         # asks every WORKERS_REFRESH seconds so /health and /workers answer at once.
         self._seen: list[dict[str, Any]] | None = None
@@ -67,8 +72,14 @@ class CeleryExecutor:
     def route(self, task_type: TaskType) -> str:
         return "celery"
 
-    def claim_fields(self, engine: str) -> dict[str, Any]:
-        return {}
+    def claim_fields(self, engine: str, *, due: float | None = None) -> dict[str, Any]:
+        # In the insert itself: a message lost at any point after it (the API
+        # dying before the send, the broker losing it) is sent again past this.
+        return {"expected_by": self.reaper.deadline(now() if due is None else due)}
+
+    @property
+    def redispatched(self) -> int:
+        return self.reaper.redispatched
 
     def start(self) -> None:
         if self._reaper is None:
@@ -99,6 +110,7 @@ class CeleryExecutor:
                 # restart) is replaced; a broker that is down fails at once.
                 retry=True,
                 retry_policy=SEND_RETRY,
+                **self._confirm,
             )
         except Exception as e:  # kombu raises OperationalError, ConnectionRefusedError, ...
             raise ExecutorError(f"the broker cannot take the task: {e}") from e
@@ -130,36 +142,11 @@ class CeleryExecutor:
             log.warning("could not ask the workers to terminate task %s: %s", record.id, e)
 
     def reap(self) -> int:
-        """Queue again the celery tasks whose lease lapsed; returns how many.
-
-        A PROCESSING task's lease lapses when its worker died; a RETRY's when
-        its retry message has not run it long after its countdown (the worker
-        could not send it). A second message for a task is harmless:
-        ``start_run`` lets only one of them run it.
-        """
-        store = self.store
-        t = now()
-        lapsed = store.recoverable("celery", t, states=(Status.PROCESSING, Status.RETRY))
-        sent = 0
-        for r in lapsed:
-            message = (
-                "Worker lost; queued again" if r.state is Status.PROCESSING else "Retry not delivered; queued again"
-            )
-            # Conditional on PROCESSING: of several reapers (one per API
-            # replica) only one gets the record back, and only it sends.
-            move = requeue(r, message, at=t, worker=None, lease_expires_at=None)
-            requeued = store.reset(move.task_id, move.fields, move.from_states, move.event)
-            if requeued is None:
-                continue
-            log.warning("task %s lost its worker; dispatching it again", r.id)
-            self.send(requeued.replace(eta=None))
-            self.redispatched += 1
-            sent += 1
-        return sent
+        """One reaper round now (see ``reaper.py``); returns how many messages it sent."""
+        return self.reaper.run_round()
 
     def _reap_loop(self) -> None:
-        interval = max(1.0, self.settings.lease_seconds / 3)
-        while not self._stop.wait(interval):
+        while not self._stop.wait(self.reaper.interval):
             try:
                 self.reap()
             except Exception as e:
@@ -184,8 +171,11 @@ class CeleryExecutor:
         broker = self.broker_health()
         workers = self.workers() if broker["status"] == "ok" else []
         alive = sum(1 for w in workers if w["alive"])
+        waiting = self.reaper.health()
         status = "ok" if broker["status"] == "ok" and alive else ("degraded" if broker["status"] == "ok" else "down")
-        return {"status": status, "kind": "celery", "broker": broker, "workers_alive": alive}
+        if status == "ok" and waiting["stranded"]:
+            status = "degraded"
+        return {"status": status, "kind": "celery", "broker": broker, "workers_alive": alive, "waiting": waiting}
 
     def broker_health(self) -> dict[str, Any]:
         url = self.settings.broker_url
@@ -232,7 +222,7 @@ class CeleryExecutor:
         return self._refresh_workers()
 
     def stats(self) -> dict[str, Any]:
-        return {"broker": self.settings.broker_url.split("@")[-1], "redispatched": self.redispatched}
+        return {"broker": self.settings.broker_url.split("@")[-1], **self.reaper.stats()}
 
     def broker_depths(self) -> dict[str, int]:
         """Messages waiting in each of the app's queues, as the broker counts them.

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.context import TaskContext
 from conveyor.errors import StoreError
 from conveyor.executors.base import outcome_change, progress_change, result_ttl_for, run_task
+from conveyor.executors.celery.deaths import ProcessDeaths, request_class, retry_fields
 from conveyor.executors.leases import LeaseKeeper
 from conveyor.records import Status, TaskRecord, now
 from conveyor.registry import TaskType
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from conveyor.app import Conveyor
 
-__all__ = ["RETRY_GRACE_SECONDS", "STORE_RETRY_SECONDS", "TERMINATE_COMMAND", "install_tasks"]
+__all__ = ["STORE_RETRY_SECONDS", "TERMINATE_COMMAND", "install_tasks"]
 
 log = logging.getLogger("conveyor.executors.celery")
 
@@ -36,8 +37,6 @@ log = logging.getLogger("conveyor.executors.celery")
 TERMINATE_COMMAND = "conveyor_terminate"
 #: while the store cannot be reached, a received task is put back for this long
 STORE_RETRY_SECONDS = 2.0
-#: a retry that waits for its countdown is reclaimed if its message has not run it this long after
-RETRY_GRACE_SECONDS = 60.0
 
 
 class _StoreSink:
@@ -107,8 +106,9 @@ def install_tasks(app: Celery, conveyor: Conveyor) -> None:
     """Register every task type of the registry on ``app``, the terminate command, and the flush at exit."""
     sink = _StoreSink(conveyor)
     here = _ThisProcess(conveyor)
+    request = request_class(ProcessDeaths(conveyor, app))
     for task_type in conveyor.registry:
-        _register_task(app, conveyor, task_type, sink, here)
+        _register_task(app, conveyor, task_type, sink, here, request)
 
     def flush_outcomes(**_: Any) -> None:
         # A pool process that stops (warm shutdown, max-tasks-per-child) writes
@@ -139,7 +139,9 @@ def _register_terminate_command() -> None:
     control_command(args=[("task_id", str)], signature="<task_id>")(conveyor_terminate)
 
 
-def _register_task(app: Celery, conveyor: Conveyor, task_type: TaskType, sink: _StoreSink, here: _ThisProcess) -> None:
+def _register_task(
+    app: Celery, conveyor: Conveyor, task_type: TaskType, sink: _StoreSink, here: _ThisProcess, request: type
+) -> None:
     # Celery's hard limit kills the pool process; the soft limit is raised by
     # run_task itself (SIGALRM in the pool process's main thread).
     decorate: Any = app.task(
@@ -154,6 +156,8 @@ def _register_task(app: Celery, conveyor: Conveyor, task_type: TaskType, sink: _
         # Celery's own retries only put a message back while the store is away
         # (our retries, with their backoff, are recorded in the store): unbounded.
         max_retries=None,
+        # The main process settles a task whose pool process died (deaths.py).
+        Request=request,
     )
 
     def run(self: Any, task_id: str) -> None:
@@ -206,9 +210,7 @@ def _run_one(
         record, outcome, at=now(), result_ttl=result_ttl_for(task_type, conveyor.settings.effective_result_ttl)
     )
     if outcome.state is Status.RETRY:
-        # Nobody holds a waiting retry; its lease says when the reaper may send
-        # it again if the retry message below never arrives.
-        change.fields.update(worker=None, lease_expires_at=change.fields["eta"] + RETRY_GRACE_SECONDS)
+        retry_fields(change.fields)
     else:
         change.fields["worker"] = worker_id
     conveyor.writer.put(change)

@@ -134,7 +134,7 @@ class LocalExecutor:
     def route(self, task_type: TaskType) -> str:
         return "local"
 
-    def claim_fields(self, engine: str) -> dict[str, Any]:
+    def claim_fields(self, engine: str, *, due: float | None = None) -> dict[str, Any]:
         return {"worker": self.worker_id, "lease_expires_at": now() + self.lease_seconds}
 
     def start(self) -> None:
