@@ -31,6 +31,7 @@ from typing import Any
 from conveyor.errors import MissingExtra, StoreError
 from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
+from conveyor.stores.deadlines import Deadlines
 from conveyor.stores.redis_scripts import (
     APPLY,
     FIELDS,
@@ -53,7 +54,9 @@ class RedisStore:
     def after_fork(self) -> None:
         """redis-py's pool notices a new process id and opens its own connections."""
 
-    def __init__(self, url: str, *, default_ttl: float = 3600.0, prefix: str = "conveyor:") -> None:
+    def __init__(
+        self, url: str, *, default_ttl: float = 3600.0, prefix: str = "conveyor:", deadlines: Deadlines | None = None
+    ) -> None:
         try:
             import redis
         except ImportError as e:  # pragma: no cover - the extra is installed in dev
@@ -62,7 +65,14 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self.default_ttl = default_ttl
-        self.r = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+        self.deadlines = deadlines or Deadlines()
+        # A hung server answers nothing: every command has the statement deadline.
+        self.r = redis.Redis.from_url(
+            url,
+            socket_timeout=self.deadlines.statement,
+            socket_connect_timeout=self.deadlines.connect,
+            health_check_interval=30,
+        )
         self._apply = self.r.register_script(APPLY)
         self._insert = self.r.register_script(INSERT)
         self._request_cancel = self.r.register_script(REQUEST_CANCEL)
@@ -222,7 +232,15 @@ class RedisStore:
         done = self._call(self._apply, args=self._apply_args(change, allowed))
         return self.get(task_id) if done else None
 
-    def claim(self, task_ids: Sequence[str], worker: str, lease_until: float) -> list[TaskRecord]:
+    def claim(
+        self,
+        task_ids: Sequence[str],
+        worker: str,
+        lease_until: float,
+        *,
+        at: float | None = None,
+        dead_workers: Sequence[str] = (),
+    ) -> list[TaskRecord]:
         pipe = self.r.pipeline(transaction=False)
         for task_id in task_ids:
             change = Change(task_id, {"worker": worker, "lease_expires_at": lease_until})

@@ -101,7 +101,7 @@ class CeleryExecutor:
                 retry_policy=SEND_RETRY,
             )
         except Exception as e:  # kombu raises OperationalError, ConnectionRefusedError, ...
-            raise ExecutorError(f"the broker cannot take the task: {e}") from e
+            raise ExecutorError(f"the broker cannot take the task: {e}", dependency="broker") from e
 
     def dispatch(self, record: TaskRecord) -> None:
         self.send(record)
@@ -192,7 +192,7 @@ class CeleryExecutor:
         kind = "rabbitmq" if url.startswith(("amqp", "pyamqp")) else "redis"
         try:
             with self.app.connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1, timeout=2)
+                conn.ensure_connection(max_retries=1, timeout=self.settings.broker_timeout)
             return {"status": "ok", "kind": kind}
         except Exception as e:
             return {"status": "down", "kind": kind, "error": str(e)[:200]}
@@ -247,7 +247,7 @@ class CeleryExecutor:
         depths: dict[str, int] = {}
         try:
             with self.app.connection_for_read() as conn:
-                conn.ensure_connection(max_retries=1, timeout=2)
+                conn.ensure_connection(max_retries=1, timeout=self.settings.broker_timeout)
                 for name in names:
                     # a passive declare of a missing queue closes the channel: one channel per queue
                     channel = conn.channel()
@@ -260,5 +260,5 @@ class CeleryExecutor:
                         with contextlib.suppress(Exception):
                             channel.close()
         except Exception as e:  # kombu's OperationalError, ConnectionRefusedError, ...
-            raise ExecutorError(f"the broker cannot be reached: {e}") from e
+            raise ExecutorError(f"the broker cannot be reached: {e}", dependency="broker") from e
         return depths
