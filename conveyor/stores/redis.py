@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.errors import MissingExtra, StoreError
-from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
+from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord, now
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
 from conveyor.stores.deadlines import Deadlines
 from conveyor.stores.redis_scripts import (
@@ -241,12 +241,28 @@ class RedisStore:
         at: float | None = None,
         dead_workers: Sequence[str] = (),
     ) -> list[TaskRecord]:
-        pipe = self.r.pipeline(transaction=False)
-        for task_id in task_ids:
-            change = Change(task_id, {"worker": worker, "lease_expires_at": lease_until})
-            self._apply(args=self._apply_args(change), client=pipe)
-        results = self._call(pipe.execute)
-        return self.get_many([i for i, ok in zip(task_ids, results, strict=True) if ok])
+        at = now() if at is None else at
+        dead = set(dead_workers)
+        got = [i for i in task_ids if self._call(self._claim_one, i, worker, lease_until, at, dead)]
+        return self.get_many(got)
+
+    def _claim_one(self, task_id: str, worker: str, lease_until: float, at: float, dead: set[str]) -> bool:
+        """Take one task if its holder is still gone; a record changed meanwhile (another claimer) is left."""
+        key = self._k("t", task_id)
+        with self.r.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                raw_worker, raw_lease = pipe.hmget(key, ["worker", "lease_expires_at"])
+                holder = json.loads(raw_worker) if raw_worker else None
+                lease = json.loads(raw_lease) if raw_lease else None
+                if not (lease is None or lease < at or holder in dead):
+                    return False
+                pipe.multi()
+                change = Change(task_id, {"worker": worker, "lease_expires_at": lease_until})
+                self._apply(args=self._apply_args(change), client=pipe)
+                return bool(pipe.execute()[0])
+            except self._redis_mod.WatchError:
+                return False
 
     def start_run(self, task_id: str, worker: str, lease_until: float, at: float) -> TaskRecord | None:
         event = event_json(TaskEvent(task_id, at, Status.PROCESSING, 0.0, "Started", kind="state"))

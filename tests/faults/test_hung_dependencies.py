@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from conveyor import Conveyor, Status, TaskContext, task
+from conveyor import Conveyor, Status
 from conveyor.api.main import create_app
 from tests.conftest import AppFactory, CeleryWorkers
+from tests.counted_workload import executions
 from tests.faults.report import FaultReport, FaultRow, percentiles_ms
 from tests.faults.services import PrivatePostgres, PrivateRedis
 
@@ -45,19 +46,6 @@ DEADLINES = {
 }
 ANSWER_WITHIN_S = 8.0
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
-
-
-@task("tests.counted")
-def counted(ctx: TaskContext, log: str) -> str:
-    """Appends its id to ``log`` each time its body runs (one short write: atomic with O_APPEND)."""
-    with open(log, "a", encoding="utf-8") as out:
-        out.write(ctx.task_id + "\n")
-    time.sleep(0.05)
-    return "counted"
-
-
-def executions(log: Path) -> Counter[str]:
-    return Counter(log.read_text().split()) if log.exists() else Counter()
 
 
 def postgres_pids(pg: PrivatePostgres) -> list[int]:
