@@ -251,7 +251,7 @@ class RedisStore:
         key = self._k("t", task_id)
         with self.r.pipeline() as pipe:
             try:
-                pipe.watch(key)
+                pipe.watch(key)  # type: ignore[no-untyped-call]
                 raw_worker, raw_lease = pipe.hmget(key, ["worker", "lease_expires_at"])
                 holder = json.loads(raw_worker) if raw_worker else None
                 lease = json.loads(raw_lease) if raw_lease else None
