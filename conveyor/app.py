@@ -6,7 +6,8 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -65,6 +66,7 @@ class Conveyor:
             self.settings.resolved_database_url,
             result_ttl=self.settings.effective_result_ttl,
             migrations=self.workloads.migrations(),
+            deadlines=self.settings.deadlines,
         )
         self.hub = EventHub()
         self.metrics = Metrics()
@@ -226,15 +228,20 @@ class Conveyor:
         down), ``degraded`` when it can but something is missing (no Celery
         worker alive, a write backlog), ``healthy`` otherwise.
         """
+        # Both parts are asked at once, and neither may hold the answer past
+        # health_timeout: a hung dependency is reported down, not waited for.
+        deadline = time.monotonic() + self.settings.health_timeout
+        ping = _Check(self.store.ping)
+        executor_health = _Check(self.executor.health)
         try:
-            self.store.ping()
+            ping.result(deadline)
             database: dict[str, Any] = {"status": "ok", "kind": self.store.kind}
         except Exception as e:
             database = {"status": "down", "kind": self.store.kind, "error": str(e)[:300]}
         if self.writer.last_error is not None and database["status"] == "ok":
             database = {"status": "degraded", "kind": self.store.kind, "error": str(self.writer.last_error)[:300]}
         try:
-            executor = self.executor.health()
+            executor = executor_health.result(deadline)
         except Exception as e:
             executor = {"status": "down", "kind": self.settings.executor, "error": str(e)[:300]}
         alive = int(executor.get("workers_alive", 0))
@@ -252,6 +259,33 @@ class Conveyor:
             overall = "degraded"
         report["overall_status"] = overall
         return report
+
+
+class _Check:
+    """One health check, started at once in a thread of its own so that a hung one can be given up on."""
+
+    def __init__(self, check: Callable[[], Any]) -> None:
+        self._check = check
+        self._done = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, name="conveyor-health", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._check()
+        except BaseException as e:
+            self._error = e
+        finally:
+            self._done.set()
+
+    def result(self, deadline: float) -> Any:
+        """The check's value; its error; or TimeoutError at ``deadline`` (``time.monotonic()``)."""
+        if not self._done.wait(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError("no answer within the health deadline")
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 _default: Conveyor | None = None

@@ -215,18 +215,30 @@ class QuotaExceeded(TaskError):
     code = "quota_exceeded"
 
 
-class StoreError(ConveyorError):
-    """The task store cannot be reached or refused a write."""
+class _Unavailable(ConveyorError):
+    """A dependency is down or did not answer within its deadline: 503, ``Retry-After``, the dependency named."""
 
     status_code = 503
+    dependency = "service"
+
+    def __init__(self, message: str, *, details: Any = None, dependency: str | None = None) -> None:
+        super().__init__(
+            message, details=details if details is not None else {"dependency": dependency or self.dependency}
+        )
+
+
+class StoreError(_Unavailable):
+    """The task store cannot be reached, did not answer in time, or refused a write."""
+
     code = "store_unavailable"
+    dependency = "database"
 
 
-class ExecutorError(ConveyorError):
-    """The executor cannot take work now (broker down, pool stopped)."""
+class ExecutorError(_Unavailable):
+    """The executor cannot take work now (broker down or too slow, pool stopped)."""
 
-    status_code = 503
     code = "executor_unavailable"
+    dependency = "executor"
 
 
 # Signals raised inside task functions. They are not failures of Conveyor, so

@@ -51,7 +51,9 @@ class Resources:
                 from conveyor.stores import open_store
 
                 self._store = open_store(
-                    self.settings.resolved_database_url, result_ttl=self.settings.effective_result_ttl
+                    self.settings.resolved_database_url,
+                    result_ttl=self.settings.effective_result_ttl,
+                    deadlines=self.settings.deadlines,
                 )
             return self._store
 

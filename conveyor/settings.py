@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.stores import StoreKind, store_kind
+from conveyor.stores.deadlines import Deadlines
 
 __all__ = ["Settings"]
 
@@ -91,6 +92,23 @@ class Settings(BaseSettings):
     #: graceful shutdown waits this long for running tasks
     shutdown_timeout: float = Field(default=30.0, ge=0)
 
+    # Deadlines on dependency calls: one that passes answers 503 with Retry-After
+    # naming the dependency, instead of holding the request (and a thread) forever.
+    #: opening a connection to the database or Redis, in seconds
+    store_connect_timeout: float = Field(default=3.0, gt=0, le=300)
+    #: one SQL statement (PostgreSQL ``statement_timeout``, then the connection is
+    #: dropped a second later if the server does not answer at all), SQLite's busy
+    #: wait, one Redis command
+    store_statement_timeout: float = Field(default=5.0, gt=0, le=3600)
+    #: waiting for a row or table lock on PostgreSQL (``lock_timeout``)
+    store_lock_timeout: float = Field(default=3.0, gt=0, le=3600)
+    #: waiting for a free pooled database connection
+    store_pool_timeout: float = Field(default=2.0, gt=0, le=300)
+    #: connecting to the broker and sending one message to it (Celery, hybrid)
+    broker_timeout: float = Field(default=3.0, gt=0, le=300)
+    #: ``/health`` answers within this long; a part that has not answered is reported down
+    health_timeout: float = Field(default=2.0, gt=0, le=60)
+
     #: largest request body accepted, in MiB (uploads included)
     max_body_mb: float = Field(default=100.0, gt=0)
     #: requests a second one tenant may make to the API (a burst of ``tenant_burst`` first);
@@ -150,6 +168,16 @@ class Settings(BaseSettings):
         if self.result_ttl is not None:
             return self.result_ttl
         return 3600.0 if self.store_kind == "redis" else 7 * 24 * 3600.0
+
+    @property
+    def deadlines(self) -> Deadlines:
+        """The store's call deadlines, from the ``store_*_timeout`` settings."""
+        return Deadlines(
+            connect=self.store_connect_timeout,
+            statement=self.store_statement_timeout,
+            lock=self.store_lock_timeout,
+            pool=self.store_pool_timeout,
+        )
 
     @property
     def max_body_bytes(self) -> int:

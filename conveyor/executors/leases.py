@@ -77,7 +77,19 @@ class LeaseKeeper:
             thread.join(timeout)
 
     def renew(self) -> None:
-        self.store.renew_leases(self.worker_id, now() + self.lease_seconds)
+        """Extend every lease by ``lease_seconds``, counted from when the renewal returned.
+
+        The time written is taken before the call; one that blocked (a hung
+        database, up to its deadline) wrote a lease with less time left than
+        a round's worth, perhaps already past. Then it is renewed again at
+        once, from the new time, until a renewal returns in time.
+        """
+        while True:
+            started = now()
+            self.store.renew_leases(self.worker_id, started + self.lease_seconds)
+            if now() - started < renew_interval(self.lease_seconds) or self._stop.is_set():
+                return
+            log.warning("lease renewal took %.1fs; renewing again", now() - started)
 
     def _run(self) -> None:
         if self._first is not None:

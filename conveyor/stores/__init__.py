@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from conveyor.stores.base import Store
+    from conveyor.stores.deadlines import Deadlines
 
 __all__ = ["StoreKind", "open_store", "store_kind"]
 
@@ -27,11 +28,18 @@ def store_kind(url: str) -> StoreKind:
     return "sql"
 
 
-def open_store(url: str, *, result_ttl: float = 0, migrations: Mapping[str, Path] | None = None) -> Store:
+def open_store(
+    url: str,
+    *,
+    result_ttl: float = 0,
+    migrations: Mapping[str, Path] | None = None,
+    deadlines: Deadlines | None = None,
+) -> Store:
     """A store for a database URL: ``sqlite://``, ``postgresql+psycopg://``, ``redis://`` or ``memory://``.
 
     ``migrations``: the Alembic version folders of loaded workloads (name →
-    folder), run after the core's when a SQL store opens.
+    folder), run after the core's when a SQL store opens. ``deadlines``: how
+    long its calls may take (``Settings.deadlines``; defaults otherwise).
     """
     kind = store_kind(url)
     if kind == "memory":
@@ -41,7 +49,7 @@ def open_store(url: str, *, result_ttl: float = 0, migrations: Mapping[str, Path
     if kind == "redis":
         from conveyor.stores.redis import RedisStore
 
-        return RedisStore(url, default_ttl=result_ttl)
+        return RedisStore(url, default_ttl=result_ttl, deadlines=deadlines)
     from conveyor.stores.sql import SqlStore
 
-    return SqlStore(url, migrations=migrations)
+    return SqlStore(url, migrations=migrations, deadlines=deadlines)

@@ -180,8 +180,22 @@ class Store(Protocol):
         """Set ``fields`` if the task is in one of ``from_states``, with ``event`` on its timeline, in one
         write (a requeue, a retry, a move to another executor); None when the task was not in those states."""
 
-    def claim(self, task_ids: Sequence[str], worker: str, lease_until: float) -> list[TaskRecord]:
-        """Take unfinished tasks for ``worker``; returns those it got."""
+    def claim(
+        self,
+        task_ids: Sequence[str],
+        worker: str,
+        lease_until: float,
+        *,
+        at: float | None = None,
+        dead_workers: Sequence[str] = (),
+    ) -> list[TaskRecord]:
+        """Take unfinished tasks for ``worker`` that are still recoverable; returns those it got.
+
+        Recoverable as ``recoverable`` means it: no lease, a lease lapsed
+        before ``at`` (default: now), or a holder among ``dead_workers``.
+        Checked in the same step as the take, so of two claimers only one
+        gets a task.
+        """
 
     def start_run(self, task_id: str, worker: str, lease_until: float, at: float) -> TaskRecord | None:
         """Claim a task for running: PENDING or RETRY, or PROCESSING whose lease lapsed.

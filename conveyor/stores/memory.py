@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
+from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord, now
 from conveyor.stores.base import (
     Change,
     DuplicateTask,
@@ -127,12 +127,21 @@ class MemoryStore:
                 self._events.setdefault(task_id, []).append(dataclasses.replace(event, seq=self._seq))
             return new
 
-    def claim(self, task_ids: Sequence[str], worker: str, lease_until: float) -> list[TaskRecord]:
+    def claim(
+        self,
+        task_ids: Sequence[str],
+        worker: str,
+        lease_until: float,
+        *,
+        at: float | None = None,
+        dead_workers: Sequence[str] = (),
+    ) -> list[TaskRecord]:
         got = []
+        at = now() if at is None else at
         with self._lock:
             for task_id in task_ids:
                 r = self._tasks.get(task_id)
-                if r is not None and r.state in UNFINISHED_STATES:
+                if r is not None and r.state in UNFINISHED_STATES and _holder_gone(r, at, dead_workers):
                     self._tasks[task_id] = r = r.replace(worker=worker, lease_expires_at=lease_until)
                     got.append(r)
         return got
@@ -183,7 +192,7 @@ class MemoryStore:
             found = [
                 r
                 for r in self._tasks.values()
-                if r.executor == executor and r.state in wanted and (r.worker in dead or (r.lease_expires_at or 0) < at)
+                if r.executor == executor and r.state in wanted and _holder_gone(r, at, dead)
             ]
         found.sort(key=lambda r: r.created_at)
         return found[:limit]
@@ -248,6 +257,10 @@ class MemoryStore:
                     if r.worker and r.worker.startswith(worker_prefix) and r.state in UNFINISHED_STATES
                 }
             )
+
+
+def _holder_gone(r: TaskRecord, at: float, dead_workers: Sequence[str] | set[str]) -> bool:
+    return r.worker in dead_workers or (r.lease_expires_at or 0) < at
 
 
 def _runnable(r: TaskRecord, at: float) -> bool:

@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.errors import MissingExtra, StoreError
-from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
+from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord, now
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
+from conveyor.stores.deadlines import Deadlines
 from conveyor.stores.redis_scripts import (
     APPLY,
     FIELDS,
@@ -53,7 +54,9 @@ class RedisStore:
     def after_fork(self) -> None:
         """redis-py's pool notices a new process id and opens its own connections."""
 
-    def __init__(self, url: str, *, default_ttl: float = 3600.0, prefix: str = "conveyor:") -> None:
+    def __init__(
+        self, url: str, *, default_ttl: float = 3600.0, prefix: str = "conveyor:", deadlines: Deadlines | None = None
+    ) -> None:
         try:
             import redis
         except ImportError as e:  # pragma: no cover - the extra is installed in dev
@@ -62,7 +65,14 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self.default_ttl = default_ttl
-        self.r = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+        self.deadlines = deadlines or Deadlines()
+        # A hung server answers nothing: every command has the statement deadline.
+        self.r = redis.Redis.from_url(
+            url,
+            socket_timeout=self.deadlines.statement,
+            socket_connect_timeout=self.deadlines.connect,
+            health_check_interval=30,
+        )
         self._apply = self.r.register_script(APPLY)
         self._insert = self.r.register_script(INSERT)
         self._request_cancel = self.r.register_script(REQUEST_CANCEL)
@@ -222,13 +232,37 @@ class RedisStore:
         done = self._call(self._apply, args=self._apply_args(change, allowed))
         return self.get(task_id) if done else None
 
-    def claim(self, task_ids: Sequence[str], worker: str, lease_until: float) -> list[TaskRecord]:
-        pipe = self.r.pipeline(transaction=False)
-        for task_id in task_ids:
-            change = Change(task_id, {"worker": worker, "lease_expires_at": lease_until})
-            self._apply(args=self._apply_args(change), client=pipe)
-        results = self._call(pipe.execute)
-        return self.get_many([i for i, ok in zip(task_ids, results, strict=True) if ok])
+    def claim(
+        self,
+        task_ids: Sequence[str],
+        worker: str,
+        lease_until: float,
+        *,
+        at: float | None = None,
+        dead_workers: Sequence[str] = (),
+    ) -> list[TaskRecord]:
+        at = now() if at is None else at
+        dead = set(dead_workers)
+        got = [i for i in task_ids if self._call(self._claim_one, i, worker, lease_until, at, dead)]
+        return self.get_many(got)
+
+    def _claim_one(self, task_id: str, worker: str, lease_until: float, at: float, dead: set[str]) -> bool:
+        """Take one task if its holder is still gone; a record changed meanwhile (another claimer) is left."""
+        key = self._k("t", task_id)
+        with self.r.pipeline() as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                raw_worker, raw_lease = pipe.hmget(key, ["worker", "lease_expires_at"])
+                holder = json.loads(raw_worker) if raw_worker else None
+                lease = json.loads(raw_lease) if raw_lease else None
+                if not (lease is None or lease < at or holder in dead):
+                    return False
+                pipe.multi()
+                change = Change(task_id, {"worker": worker, "lease_expires_at": lease_until})
+                self._apply(args=self._apply_args(change), client=pipe)
+                return bool(pipe.execute()[0])
+            except self._redis_mod.WatchError:
+                return False
 
     def start_run(self, task_id: str, worker: str, lease_until: float, at: float) -> TaskRecord | None:
         event = event_json(TaskEvent(task_id, at, Status.PROCESSING, 0.0, "Started", kind="state"))

@@ -20,8 +20,9 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Engine
 
 from conveyor.errors import InvalidParams, StoreError
-from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
+from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord, now
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
+from conveyor.stores.deadlines import Deadlines
 from conveyor.stores.sql_schema import (
     COLUMNS,
     VERSION_TABLE,
@@ -57,10 +58,12 @@ class SqlStore:
         engine: Engine | None = None,
         migrate: bool = True,
         migrations: Mapping[str, Path] | None = None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.url = url
         self._migrations = dict(migrations or {})
-        self.engine = engine or create_engine_for(url)
+        self.deadlines = deadlines or Deadlines()
+        self.engine = engine or create_engine_for(url, self.deadlines)
         self.kind = self.engine.dialect.name
         self._migrate = migrate
         # SQLite has one writer at a time and its busy handler sleeps in
@@ -78,6 +81,9 @@ class SqlStore:
         self._checkpoint_stop = threading.Event()
         #: autocommit connections for start_run on PostgreSQL, made on first use
         self._claims: Engine | None = None
+        #: the writer's and the lease keeper's own connections on PostgreSQL, made
+        #: on first use: requests that hold every pooled connection cannot starve them
+        self._upkeep: Engine | None = None
 
     # -- connection -------------------------------------------------------
 
@@ -87,6 +93,9 @@ class SqlStore:
             yield
         except exc.IntegrityError:
             raise
+        except exc.TimeoutError as e:
+            # Every pooled connection is busy (often: all waiting on a hung server).
+            raise StoreError(f"database unavailable: no connection free within {self.deadlines.pool:g}s") from e
         except exc.DataError as e:
             # A value the column cannot hold (too long, out of range): the caller's input, not an outage.
             raise InvalidParams.for_field(
@@ -103,6 +112,19 @@ class SqlStore:
     def _write(self) -> Iterator[sa.Connection]:
         with self._errors(), self._write_lock, self.engine.begin() as conn:
             yield conn
+
+    @contextlib.contextmanager
+    def _upkeep_write(self) -> Iterator[sa.Connection]:
+        """A transaction on the upkeep engine (PostgreSQL) or the main one (SQLite)."""
+        if self.kind == "sqlite":
+            with self._write() as conn:
+                yield conn
+            return
+        with self._errors():
+            if self._upkeep is None:
+                self._upkeep = create_engine_for(self.url, self.deadlines, pool_size=2, max_overflow=2)
+            with self._upkeep.begin() as conn:
+                yield conn
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sa.Connection]:
@@ -152,9 +174,10 @@ class SqlStore:
                 self._raw.close()
                 self._raw = None
         self.engine.dispose()
-        if self._claims is not None:
-            self._claims.dispose()
-            self._claims = None
+        for extra in (self._claims, self._upkeep):
+            if extra is not None:
+                extra.dispose()
+        self._claims = self._upkeep = None
 
     @contextlib.contextmanager
     def _raw_write(self) -> Iterator[Any]:
@@ -282,7 +305,7 @@ class SqlStore:
                         "message": e.message,
                     }
                 )
-        with self._write() as conn:
+        with self._upkeep_write() as conn:
             ids = sorted({c.task_id for c in changes if c.fields})
             if len(ids) > 1:
                 # Rows locked in one order by every writer (see renew_leases):
@@ -397,18 +420,29 @@ class SqlStore:
             row = conn.execute(tasks_table.select().where(t.id == task_id)).first()
         return _record(row) if row is not None else None
 
-    def claim(self, task_ids: Sequence[str], worker: str, lease_until: float) -> list[TaskRecord]:
+    def claim(
+        self,
+        task_ids: Sequence[str],
+        worker: str,
+        lease_until: float,
+        *,
+        at: float | None = None,
+        dead_workers: Sequence[str] = (),
+    ) -> list[TaskRecord]:
         if not task_ids:
             return []
         t = tasks_table.c
+        # Only while still recoverable, checked in the UPDATE itself: of two
+        # replicas recovering the same task at once, the second finds the
+        # first's fresh lease (PostgreSQL re-reads a row it waited for) and
+        # gets nothing.
+        holder_gone = _holder_gone(now() if at is None else at, dead_workers)
         with self._write() as conn:
-            conn.execute(
-                tasks_table.update()
-                .where(t.id.in_(list(task_ids)), t.state.in_(_UNFINISHED))
-                .values(worker=worker, lease_expires_at=lease_until)
-            )
             rows = conn.execute(
-                tasks_table.select().where(t.id.in_(list(task_ids)), t.worker == worker, t.state.in_(_UNFINISHED))
+                tasks_table.update()
+                .where(t.id.in_(list(task_ids)), t.state.in_(_UNFINISHED), holder_gone)
+                .values(worker=worker, lease_expires_at=lease_until)
+                .returning(*tasks_table.c)
             ).all()
         return [_record(r) for r in rows]
 
@@ -443,21 +477,23 @@ class SqlStore:
             # its message is still held by the worker running it, whose outcome
             # (written with a durable commit) still lands once. Nothing is lost
             # or run twice for it, and the claim no longer waits for an fsync.
-            self._claims = sa.create_engine(
-                self.engine.url,
+            self._claims = create_engine_for(
+                self.url,
+                self.deadlines,
                 isolation_level="AUTOCOMMIT",
+                pool_pre_ping=False,
                 pool_size=2,
                 max_overflow=8,
-                pool_recycle=1800,
-                connect_args={"options": "-c synchronous_commit=off"},
+                server_options=("-c synchronous_commit=off",),
             )
         return self._claims
 
     def after_fork(self) -> None:
         """In a forked child: leave the parent's pooled connections to the parent."""
         self.engine.dispose(close=False)
-        if self._claims is not None:
-            self._claims.dispose(close=False)
+        for extra in (self._claims, self._upkeep):
+            if extra is not None:
+                extra.dispose(close=False)
 
     def renew_leases(self, worker: str, until: float) -> int:
         t = tasks_table.c
@@ -467,7 +503,7 @@ class SqlStore:
             # locks in scan order and can deadlock with a batch.
             ordered = sa.select(t.id).where(held).order_by(t.id).with_for_update()
             held = t.id.in_(ordered)
-        with self._write() as conn:
+        with self._upkeep_write() as conn:
             result = conn.execute(tasks_table.update().where(held).values(lease_expires_at=until))
         return int(result.rowcount)
 
@@ -480,11 +516,7 @@ class SqlStore:
         states: Sequence[Status] = (),
     ) -> list[TaskRecord]:
         t = tasks_table.c
-        # No lease, or a lapsed one. A record with no holder but a lease in the
-        # future (a Celery retry waiting for its countdown) is not recoverable yet.
-        holder_gone = sa.or_(t.lease_expires_at.is_(None), t.lease_expires_at < at)
-        if dead_workers:
-            holder_gone = sa.or_(holder_gone, t.worker.in_(list(dead_workers)))
+        holder_gone = _holder_gone(at, dead_workers)
         with self._read() as conn:
             rows = conn.execute(
                 tasks_table.select()
@@ -565,6 +597,19 @@ class SqlStore:
                 .where(t.worker.startswith(worker_prefix, autoescape=True), t.state.in_(_UNFINISHED))
             ).all()
         return sorted(r[0] for r in rows)
+
+
+def _holder_gone(at: float, dead_workers: Sequence[str]) -> Any:
+    """No lease, a lapsed one, or a dead holder's.
+
+    A record with no holder but a lease in the future (a Celery retry waiting
+    for its countdown) is not recoverable yet.
+    """
+    t = tasks_table.c
+    gone = sa.or_(t.lease_expires_at.is_(None), t.lease_expires_at < at)
+    if dead_workers:
+        gone = sa.or_(gone, t.worker.in_(list(dead_workers)))
+    return gone
 
 
 def _raw_value(name: str, value: Any) -> Any:

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
 from conveyor.records import RECORD_FIELDS, Status, TaskRecord
+from conveyor.stores.deadlines import Deadlines, pg_connect, pg_connect_args, unbounded
 
 __all__ = [
     "MIGRATIONS",
@@ -120,13 +121,21 @@ def claim_statements() -> tuple[sa.Update, sa.Insert, sa.Select[Any]]:
     return claim, step, in_one
 
 
-def create_engine_for(url: str) -> Engine:
-    """An engine with the settings each backend needs (WAL and busy timeout on SQLite)."""
+def create_engine_for(url: str, deadlines: Deadlines | None = None, **options: Any) -> Engine:
+    """An engine with the settings each backend needs (WAL and busy timeout on SQLite) and ``deadlines``.
+
+    ``options`` override the PostgreSQL pool's (``pool_size``, ``isolation_level``...);
+    ``server_options`` adds ``-c name=value`` settings to every connection.
+    """
+    deadlines = deadlines or Deadlines()
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        busy_ms = int(deadlines.statement * 1000)
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": deadlines.statement}, pool_timeout=deadlines.pool
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -135,14 +144,25 @@ def create_engine_for(url: str) -> Engine:
             # WAL + NORMAL: a commit survives a process crash; only an OS crash
             # can lose the last transactions, the trade-off SQLite recommends.
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
             # Checkpoints (which fsync) run on the store's own thread, not
             # inside whichever commit crosses the threshold: see _checkpoints.
             cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=1800)
+    server_options = options.pop("server_options", ())
+    pool = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_recycle": 1800, **options}
+    engine = sa.create_engine(
+        url, pool_timeout=deadlines.pool, connect_args=pg_connect_args(deadlines, *server_options), **pool
+    )
+    if engine.dialect.driver == "psycopg":
+
+        @event.listens_for(engine, "do_connect")
+        def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            return pg_connect(deadlines, cargs, cparams)
+
+    return engine
 
 
 #: Alembic's version table, named so it never clashes with an application's own history
@@ -167,8 +187,12 @@ def upgrade(engine: Engine, revision: str = "head", *, migrations: Mapping[str, 
     histories += [(f"conveyor_{name}_alembic_version", folder) for name, folder in (migrations or {}).items()]
     # Two processes starting at once (an API and a worker on a fresh
     # database) must not both create the tables: one waits for the other.
-    with _sqlite_file_lock(engine), engine.begin() as conn:
+    # A migration may rightly take long (or wait for another process's), so
+    # it runs without the statement deadlines every other call has.
+    with unbounded(), _sqlite_file_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
+            conn.execute(sa.text("SET LOCAL lock_timeout = 0"))
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(7243001)"))
         _restamp_moved(conn)
         for version_table, folder in histories:

@@ -186,6 +186,21 @@ def test_leases_are_renewed_and_expired_ones_recovered(store: Store) -> None:
     assert store.held_by("w") == ["w1", "w3", "w9"]
 
 
+def test_a_claim_takes_a_task_only_while_its_holder_is_gone(store: Store) -> None:
+    """Two recoverers that both saw a lapsed lease: the second finds the first's fresh one and gets nothing."""
+    t = now()
+    lapsed = rec(worker="w1", lease_expires_at=t - 1, executor="local")
+    held = rec(worker="w2", lease_expires_at=t + 60, executor="local")
+    dead = rec(worker="w3", lease_expires_at=t + 60, executor="local")
+    store.insert([lapsed, held, dead])
+    first = store.claim([lapsed.id, held.id, dead.id], "r1", t + 30, at=t, dead_workers=["w3"])
+    assert sorted(r.id for r in first) == sorted([lapsed.id, dead.id])
+    assert store.claim([lapsed.id, held.id, dead.id], "r2", t + 30, at=t, dead_workers=["w3"]) == []
+    got = store.get(lapsed.id)
+    assert got is not None
+    assert got.worker == "r1"
+
+
 def test_expired_finished_records_are_purged(store: Store) -> None:
     t = now()
     old = rec(state=Status.SUCCESS, expires_at=t - 1)

@@ -72,11 +72,15 @@ def create_celery_app(conveyor: Conveyor) -> Celery:
         # Sending gives up after one quick reconnect: a submit during a broker
         # outage answers 503 (or falls back) at once instead of after kombu's
         # default retries. Consumers reconnect on their own, unaffected.
-        broker_connection_timeout=2.0,
+        broker_connection_timeout=s.broker_timeout,
         broker_transport_options={
             **SEND_RETRY,
             **(
                 {
+                    # A hung Redis answers nothing: without a socket timeout a
+                    # publish waits forever. Above BRPOP's 1 s, so consumers are unaffected.
+                    "socket_timeout": max(s.broker_timeout, 2.0),
+                    "socket_connect_timeout": s.broker_timeout,
                     "priority_steps": REDIS_PRIORITY_STEPS,
                     "sep": ":",
                     "queue_order_strategy": "priority",

@@ -113,7 +113,7 @@ class CeleryExecutor:
                 **self._confirm,
             )
         except Exception as e:  # kombu raises OperationalError, ConnectionRefusedError, ...
-            raise ExecutorError(f"the broker cannot take the task: {e}") from e
+            raise ExecutorError(f"the broker cannot take the task: {e}", dependency="broker") from e
 
     def dispatch(self, record: TaskRecord) -> None:
         self.send(record)
@@ -182,7 +182,7 @@ class CeleryExecutor:
         kind = "rabbitmq" if url.startswith(("amqp", "pyamqp")) else "redis"
         try:
             with self.app.connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1, timeout=2)
+                conn.ensure_connection(max_retries=1, timeout=self.settings.broker_timeout)
             return {"status": "ok", "kind": kind}
         except Exception as e:
             return {"status": "down", "kind": kind, "error": str(e)[:200]}
@@ -237,7 +237,7 @@ class CeleryExecutor:
         depths: dict[str, int] = {}
         try:
             with self.app.connection_for_read() as conn:
-                conn.ensure_connection(max_retries=1, timeout=2)
+                conn.ensure_connection(max_retries=1, timeout=self.settings.broker_timeout)
                 for name in names:
                     # a passive declare of a missing queue closes the channel: one channel per queue
                     channel = conn.channel()
@@ -250,5 +250,5 @@ class CeleryExecutor:
                         with contextlib.suppress(Exception):
                             channel.close()
         except Exception as e:  # kombu's OperationalError, ConnectionRefusedError, ...
-            raise ExecutorError(f"the broker cannot be reached: {e}") from e
+            raise ExecutorError(f"the broker cannot be reached: {e}", dependency="broker") from e
         return depths

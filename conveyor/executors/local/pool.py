@@ -247,10 +247,16 @@ class LocalExecutor:
     def recover(self) -> int:
         """Take back unfinished local tasks whose holder is gone; returns how many."""
         dead = [w for w in self.store.held_by(f"local:{HOST}:") if w != self.worker_id and holder_dead(w)]
-        found = self.store.recoverable("local", now(), dead)
+        at = now()
+        # A lease that lapsed while its holder runs in this process (a database
+        # that hung past it) is no sign of a lost task: that pool still owns it,
+        # perhaps with its outcome waiting in the writer. Never adopt it.
+        found = [r for r in self.store.recoverable("local", at, dead) if r.worker not in LIVE_HERE]
         if not found:
             return 0
-        claimed = self.store.claim([r.id for r in found], self.worker_id, now() + self.lease_seconds)
+        claimed = self.store.claim(
+            [r.id for r in found], self.worker_id, now() + self.lease_seconds, at=at, dead_workers=dead
+        )
         keep: list[TaskRecord] = []
         for r in claimed:
             if r.id in self._owned:
