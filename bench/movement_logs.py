@@ -16,7 +16,7 @@ What is measured, all in one run on this machine:
 * **add-movement, lists**: the same route with ``--list-size`` logs per
   request, in logs/s.
 * **drain**: ``--drain`` logs queued in Redis, moved into ``movement_logs`` on
-  PostgreSQL (a fresh database) by ``run_batches`` in batches of 5,000,
+  PostgreSQL (a fresh database) by ``run_batches`` in batches of the default size,
   checked for count and ids; beside a plain psycopg ``executemany`` of the
   same rows into the same (emptied) table.
 * ``--attribution`` instead: one POST through the bare app, through the
@@ -200,6 +200,7 @@ def drain(n: int, redis_url: str, pg_admin: str) -> tuple[float, float]:
 
     from conveyor.stores.sql import create_engine_for
     from conveyor.workloads.movement_logs.batch import run_batches
+    from conveyor.workloads.movement_logs.config import MovementLogsSettings
     from conveyor.workloads.movement_logs.models import MovementIn, encode_item
     from conveyor.workloads.movement_logs.queue import RedisLogQueue
     from conveyor.workloads.movement_logs.tables import logs_table, metadata
@@ -231,7 +232,8 @@ def drain(n: int, redis_url: str, pg_admin: str) -> tuple[float, float]:
         for start in range(0, n, 5000):
             queue.push([text for _, text in items[start : start + 5000]], t)
         t0 = time.perf_counter()
-        result = run_batches(engine, queue, max_items=5000, max_batches=10_000)
+        batch = MovementLogsSettings().batch_size
+        result = run_batches(engine, queue, max_items=batch, max_batches=10_000)
         ours = n / (time.perf_counter() - t0)
         with engine.connect() as conn:
             ids = set(conn.execute(sa.select(logs_table.c.event_id)).scalars())
