@@ -16,7 +16,6 @@ clause skips them and they are counted as duplicates.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -78,14 +77,6 @@ def _rows(items: list[str], now: float) -> tuple[list[dict[str, Any]], list[str]
     return rows, bad
 
 
-#: how this API's own encoder starts every item (``models.encode_item``)
-_CANONICAL = '{"event_id":'
-
-
-def _canonical(row: dict[str, Any]) -> str:
-    return json.dumps(row, separators=(",", ":"))
-
-
 def _write_pg(
     conn: sa.Connection,
     items: list[str],
@@ -93,42 +84,42 @@ def _write_pg(
     chunk_size: int,
     on_chunk: Callable[[int], None],
     now: float,
+    recovered: bool,
 ) -> tuple[int, int, list[str]]:
-    """(valid, inserted, rejected) of one batch on PostgreSQL, which parses the items itself.
+    """(valid, inserted, rejected) of one batch on PostgreSQL.
 
-    Items this API queued go as they are; others (pushed by hand) are checked
-    and completed in Python first. If any item is not what it claims (the
-    statement fails), the batch is written the slower way, every item
-    checked here, and the bad ones set aside.
+    A fresh batch is COPYed straight into the table (``db.copy_new_items_pg``);
+    if the table refuses any row of it (an event id already stored, an item
+    that is not what it claims), the COPY is rolled back to a savepoint and
+    the batch is written the careful way: every item checked here, the bad
+    ones set aside, stored ids skipped. A batch taken over from a dead
+    worker goes the careful way at once: its rows may be stored already.
     """
-    ready: list[str] = []
-    bad: list[str] = []
-    for raw in items:
-        if raw.startswith(_CANONICAL):
-            ready.append(raw)
-            continue
-        row = parse_item(raw, now=now)
-        if row is None:
-            bad.append(raw)
-        else:
-            ready.append(_canonical(row))
     import psycopg
 
-    savepoint = conn.begin_nested()
-    try:
-        moved = db.write_items_pg(
-            conn, ready, batch_id=batch_id, stored_at=time.time(), chunk_size=chunk_size, on_chunk=on_chunk
-        )
-    except (sa.exc.DBAPIError, psycopg.Error) as e:
-        log.warning("batch %s: PostgreSQL could not read every item (%s); parsing them here", batch_id, e)
-        savepoint.rollback()
-        rows, bad = _rows(items, now)
-        moved = db.write_rows(
-            conn, rows, batch_id=batch_id, stored_at=time.time(), chunk_size=chunk_size, on_chunk=on_chunk
-        )
-        return len(rows), moved, bad
-    savepoint.commit()
-    return len(ready), moved, bad
+    if not recovered:
+        savepoint = conn.begin_nested()
+        try:
+            moved, bad = db.copy_new_items_pg(
+                conn,
+                items,
+                batch_id=batch_id,
+                stored_at=time.time(),
+                parse=lambda raw: parse_item(raw, now=now),
+                chunk_size=chunk_size,
+                on_chunk=on_chunk,
+            )
+        except (sa.exc.DBAPIError, psycopg.Error, UnicodeError) as e:
+            log.info("batch %s: the table refused the plain COPY (%s); writing it row by row", batch_id, e)
+            savepoint.rollback()
+        else:
+            savepoint.commit()
+            return moved, moved, bad
+    rows, bad = _rows(items, now)
+    moved = db.write_rows(
+        conn, rows, batch_id=batch_id, stored_at=time.time(), chunk_size=chunk_size, on_chunk=on_chunk
+    )
+    return len(rows), moved, bad
 
 
 def run_batch(
@@ -160,7 +151,7 @@ def run_batch(
 
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                valid, moved, bad = _write_pg(conn, claim.items, batch_id, chunk_size, chunk_done, started)
+                valid, moved, bad = _write_pg(conn, claim.items, batch_id, chunk_size, chunk_done, started, recovered)
                 rows = [{}] * valid  # only their number is used from here on
             else:
                 rows, bad = _rows(claim.items, started)

@@ -23,7 +23,7 @@ class MovementLogsSettings(BaseSettings):
     #: the Redis list producers push to; seed 003's operators run ``redis-cli LLEN movement_logs``
     queue_name: str = Field(default="movement_logs", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
     #: logs one batch moves at most (M)
-    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    batch_size: int = Field(default=10_000, ge=1, le=100_000)
     #: seconds between scheduled batches (N)
     interval: float = Field(default=10.0, gt=0, le=86_400)
     #: batches one scheduled run moves at most (it stops as soon as the queue is empty)

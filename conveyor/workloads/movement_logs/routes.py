@@ -19,13 +19,14 @@ from typing import Annotated, Any
 import anyio.to_thread
 import sqlalchemy as sa
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from conveyor.api.deps import App, Manager, Operator, Tenant, get_app, get_caller_limited
 from conveyor.api.routing import SlashRouter
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, InvalidParams
 from conveyor.workloads.movement_logs import db, metrics
+from conveyor.workloads.movement_logs.codec import dumps
 from conveyor.workloads.movement_logs.config import MovementLogsSettings
 from conveyor.workloads.movement_logs.errors import InvalidJson, InvalidPage, LogQueueUnavailable
 from conveyor.workloads.movement_logs.models import MovementIn, encode_item, parse_body
@@ -47,7 +48,8 @@ async def _lifespan(api: FastAPI) -> AsyncIterator[None]:
     client: Any = None
     if conveyor is not None:
         metrics.install(conveyor)
-        url = redis_url_for(conveyor.settings, workload_settings(conveyor))
+        wl = api.state.movement_logs_settings = workload_settings(conveyor)
+        url = redis_url_for(conveyor.settings, wl)
         if url is not None:
             import redis.asyncio
 
@@ -131,7 +133,7 @@ async def _apush(client: Any, name: str, items: list[str]) -> int:
     summary="Queue a movement log (or a JSON list of them)",
     openapi_extra=_ADD_BODY,
 )
-async def add_movement(request: Request) -> JSONResponse:
+async def add_movement(request: Request) -> Response:
     """One movement event (or a JSON list of them); answers at once with the event id and the queue length.
 
     A JSON list of up to ``CONVEYOR_MOVEMENT_LOGS_MAX_LIST`` logs is queued all
@@ -150,36 +152,36 @@ async def add_movement(request: Request) -> JSONResponse:
         raise InvalidJson(
             f"the body is not valid JSON: {e}", details=[{"field": "body", "message": "not valid JSON", "type": "json"}]
         ) from None
-    wl, queue = _queue(app)
+    state = request.app.state
+    # Read once at startup by the lifespan; an app served without it (no lifespan run) reads them here.
+    wl: MovementLogsSettings = getattr(state, "movement_logs_settings", None) or workload_settings(app)
     logs, is_list = parse_body(data, wl.max_list)
     received = time.time()
     encoded = [encode_item(log, tenant, received) for log in logs]
     items = [text for _, text in encoded]
-    client = getattr(request.app.state, "movement_logs_redis", None)
-    if client is not None and isinstance(queue, RedisLogQueue):
-        length = await _apush(client, queue.name, items)
+    # The lifespan made this client exactly when the queue is a Redis list (the same URL open_queue uses).
+    client = getattr(state, "movement_logs_redis", None)
+    if client is not None:
+        length = await _apush(client, wl.queue_name, items)
     else:
+        _wl, queue = _queue(app)
         length = await _run(queue.push, items, received)
     if not is_list:
-        return JSONResponse(
-            {
-                "status": "queued",
-                "message": "Movement log added to queue",
-                "event_id": encoded[0][0],
-                "queue_length": length,
-            },
-            status_code=202,
-        )
-    return JSONResponse(
-        {
+        body: dict[str, Any] = {
+            "status": "queued",
+            "message": "Movement log added to queue",
+            "event_id": encoded[0][0],
+            "queue_length": length,
+        }
+    else:
+        body = {
             "status": "queued",
             "message": f"{len(encoded)} movement logs added to queue",
             "count": len(encoded),
             "event_ids": [event_id for event_id, _ in encoded],
             "queue_length": length,
-        },
-        status_code=202,
-    )
+        }
+    return Response(dumps(body), status_code=202, media_type="application/json")
 
 
 def _when(field: str, value: str | None) -> float | None:

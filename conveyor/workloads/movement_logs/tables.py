@@ -40,7 +40,7 @@ logs_table = sa.Table(
     sa.Index("ix_movement_logs_tenant_timestamp", "tenant", "timestamp"),
 )
 
-#: PostgreSQL checks every stored row itself: the batch hands it the queue's JSON unparsed (db.write_items_pg)
+#: PostgreSQL checks every stored row itself: a fresh batch is COPYed in unchecked (db.copy_new_items_pg)
 LOG_CHECK_PG = (
     "track_id >= 0 AND user_id <> '' AND state <> '' AND store <> '' AND jsonb_typeof(bbox) = 'array' "
     "AND jsonb_array_length(bbox) = 4 AND (bbox->>0)::float8 < (bbox->>2)::float8 "

@@ -242,6 +242,32 @@ def test_another_tenant_sees_none_of_a_tenants_logs(embedded: tuple[TestClient, 
     assert client.get("/api/logs/movements/").status_code == 401
 
 
+def test_two_tenants_posting_the_same_event_id_both_are_stored_and_each_sees_only_its_own(
+    logs: tuple[TestClient, Conveyor],
+) -> None:
+    """A client event id is unique per tenant: alpha's "cam-1:7" and beta's are two logs; retries stay one each."""
+    client, _app = logs
+    mine = {**SEED_BODY, "event_id": "cam-1:7", "store": "Store A"}
+    theirs = {**SEED_BODY, "event_id": "cam-1:7", "store": "Store B", "track_id": 2}
+    for body, headers in ((mine, ALPHA), (theirs, BETA), (mine, ALPHA), (theirs, BETA)):
+        r = client.post("/api/logs/add-movement/", json=body, headers=headers)
+        assert (r.status_code, r.json()["event_id"]) == (202, "cam-1:7"), r.text
+    result = process(client)
+    assert (result["moved"], result["duplicates"]) == (2, 2)
+    for headers, store, track_id in ((ALPHA, "Store A", 1), (BETA, "Store B", 2)):
+        page = client.get("/api/logs/movements/", headers=headers).json()
+        assert page["count"] == 1
+        assert [(r["event_id"], r["store"], r["track_id"]) for r in page["results"]] == [("cam-1:7", store, track_id)]
+        assert (
+            client.get(
+                "/api/logs/movements/",
+                headers=headers,
+                params={"store": "Store A" if store == "Store B" else "Store B"},
+            ).json()["count"]
+            == 0
+        )
+
+
 def test_queue_status_reports_length_age_processing_and_the_last_batch(logs: tuple[TestClient, Conveyor]) -> None:
     """Before a batch: the length and the oldest age; after: an empty queue and the batch's figures."""
     client, _app = logs
@@ -252,7 +278,7 @@ def test_queue_status_reports_length_age_processing_and_the_last_batch(logs: tup
     assert status["queue_name"] == "movement_logs"
     assert status["oldest_age_seconds"] >= 0
     assert status["last_batch"] is None
-    assert status["batch_size"] == 5000
+    assert status["batch_size"] == 10_000
     result = process(client)
     status = client.get("/api/logs/queue-status/", headers=OPS).json()
     assert status["queue_length"] == 0

@@ -73,6 +73,40 @@ def test_a_log_sent_twice_with_its_own_event_id_is_stored_once(
     assert stored_ids(engine) == ["cam-7:42"]
 
 
+def test_a_retry_arriving_after_its_first_copy_was_stored_counts_as_a_duplicate(
+    engine: sa.Engine, queue: RedisLogQueue | SqlLogQueue
+) -> None:
+    """A fresh batch holding an id stored by an earlier batch: the plain COPY is refused, the careful write skips it."""
+    queue.push([item(1, event_id="cam-7:42")], time.time())
+    assert run_batch(engine, queue, max_items=10).moved == 1
+    queue.push([item(2), item(1, event_id="cam-7:42"), item(3)], time.time())
+    result = run_batch(engine, queue, max_items=10)
+    assert (result.moved, result.duplicates, result.invalid) == (2, 1, 0)
+    assert sorted(stored_ids(engine)).count("cam-7:42") == 1
+    assert len(stored_ids(engine)) == 3
+    assert queue.length() == 0
+
+
+@pytest.mark.redis
+def test_a_batch_mixing_hand_pushed_items_and_text_to_escape_stores_every_field_intact(
+    engine: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL's COPY path: tabs, backslashes, non-ASCII text survive; a hand-pushed body is checked, stored."""
+    queue = RedisLogQueue(redis_url())
+    odd = "Tab\there \\N back\\slash, newline\n and é ✓"
+    queue.push([item(1, store=odd, user_id="ü"), item(2)], time.time())
+    queue.client.lpush("movement_logs", json.dumps({**SEED_BODY, "track_id": 3}))
+    result = run_batch(engine, queue, max_items=10)
+    assert (result.moved, result.duplicates, result.invalid) == (3, 0, 0)
+    _total, rows = db.list_logs(engine, db.LogFilter(tenant="local"), limit=10, offset=0)
+    assert sorted((r.track_id, r.user_id, r.store, r.bbox) for r in rows) == [
+        (1, "ü", odd, [100, 100, 200, 200]),
+        (2, "USER2", "Store A", [100, 100, 200, 200]),
+        (3, "USER123", "Store A", [100, 100, 200, 200]),
+    ]
+    assert not [r for r in caplog.records if "refused the plain COPY" in r.getMessage()], "not the COPY path"
+
+
 def test_the_same_event_id_of_two_tenants_is_two_logs(engine: sa.Engine, queue: RedisLogQueue | SqlLogQueue) -> None:
     """Ids are unique per tenant: one tenant cannot shadow another's log by guessing its id."""
     queue.push([item(1, "alpha", event_id="e1"), item(1, "beta", event_id="e1")], time.time())

@@ -1,20 +1,19 @@
 """Logs posted by concurrent clients end in the table exactly once, whatever is killed in between.
 
-Each run posts ``N`` logs to a real ``conveyor serve`` from several client
-threads (lists and single logs), then checks the table's count and the set of
-its event ids against the ids the server answered with. ``N`` is
-``CONVEYOR_TEST_LOGS_N``: 20,000 by default, so both runs stay near half a
-minute on a shared 2-core machine; the issue's 100,000 is the same test with
-``CONVEYOR_TEST_LOGS_N=100000`` (about 30 s more here, up to a minute when the
-machine is busy).
+Each run posts ``N`` logs to a real ``conveyor serve`` from eight concurrent
+clients (lists of 1,000 and single logs), then checks the table's count and
+the set of its event ids against the ids the server answered with. ``N`` is
+``CONVEYOR_TEST_LOGS_N``, the issue's 100,000 by default: each run takes
+about 15-30 s on the shared 2-core machine (set it lower for a quick look).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ from tests.workloads.movement_logs.conftest import SEED_BODY, empty_log_tables
 
 pytestmark = [pytest.mark.slow]
 
-N = int(os.environ.get("CONVEYOR_TEST_LOGS_N", "20000"))
+N = int(os.environ.get("CONVEYOR_TEST_LOGS_N", "100000"))
 #: this workload's private servers live on ports 16400-16499 (other engineers' tests use others)
 PORTS = range(16400, 16500)
 
@@ -90,43 +89,43 @@ def serve(tmp_path: Path, env: dict[str, str]) -> Server:
     return server.start(timeout=60)
 
 
-def post_concurrently(url: str, n: int, clients: int = 8) -> set[str]:
-    """``n`` logs from ``clients`` threads: lists of 200, and every tenth request a single log."""
-    ids: set[str] = set()
-    lock = threading.Lock()
-    errors: list[BaseException] = []
+def post_concurrently(url: str, n: int, clients: int = 8, size: int = 1000) -> set[str]:
+    """``n`` logs from ``clients`` concurrent asyncio clients: lists of ``size``, every tenth request a single log.
 
-    def client(k: int) -> None:
+    Each body is encoded once, before its request: the clients share the
+    machine's cores with the server, so the test's own JSON must not be what
+    it measures waiting on.
+    """
+
+    async def client(k: int, http: httpx.AsyncClient) -> list[str]:
         mine: list[str] = []
         share = n // clients + (1 if k < n % clients else 0)
-        sent = 0
-        try:
-            with httpx.Client(base_url=url, timeout=60) as http:
-                while sent < share:
-                    if sent % 10 == 0:
-                        r = http.post("/api/logs/add-movement/", json={**SEED_BODY, "track_id": k * n + sent})
-                        assert r.status_code == 202, r.text
-                        mine.append(r.json()["event_id"])
-                        sent += 1
-                        continue
-                    size = min(200, share - sent)
-                    body = [{**SEED_BODY, "user_id": f"C{k}", "track_id": k * n + sent + i} for i in range(size)]
-                    r = http.post("/api/logs/add-movement/", json=body)
-                    assert r.status_code == 202, r.text
-                    mine.extend(r.json()["event_ids"])
-                    sent += size
-        except BaseException as e:
-            errors.append(e)
-        with lock:
-            ids.update(mine)
+        sent = requests = 0
+        while sent < share:
+            requests += 1
+            if requests % 10 == 0 or share - sent == 1:
+                r = await http.post("/api/logs/add-movement/", json={**SEED_BODY, "track_id": k * n + sent})
+                assert r.status_code == 202, r.text
+                mine.append(r.json()["event_id"])
+                sent += 1
+                continue
+            count = min(size, share - sent)
+            body = [{**SEED_BODY, "user_id": f"C{k}", "track_id": k * n + sent + i} for i in range(count)]
+            r = await http.post(
+                "/api/logs/add-movement/", content=json.dumps(body), headers={"Content-Type": "application/json"}
+            )
+            assert r.status_code == 202, r.text
+            mine.extend(r.json()["event_ids"])
+            sent += count
+        return mine
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
-    assert not errors, errors[0]
-    assert len(ids) == n
+    async def run() -> list[list[str]]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            return await asyncio.gather(*(client(k, http) for k in range(clients)))
+
+    answered = asyncio.run(run())
+    ids = {event_id for mine in answered for event_id in mine}
+    assert sum(len(mine) for mine in answered) == len(ids) == n
     return ids
 
 
@@ -190,11 +189,12 @@ def test_logs_posted_concurrently_are_stored_exactly_once_when_the_worker_is_kil
         assert in_flight > 0, "the kill landed between batches"
         assert count_at_kill < N
         workers.start(broker.url, clean_postgres_url, concurrency=1, workloads="system,movement_logs", name="w2")
-        results = run_until_empty(server.url, queue)
+        run_until_empty(server.url, queue)
         count, stored_ids = stored(clean_postgres_url)
         assert count == N
         assert stored_ids == ids
-        assert sum(r["recovered"] for r in results) >= 1
+        # The dead worker's batch was taken over: by a task of run_until_empty, or by the killed task
+        # itself, which Celery redelivers to the new worker (acks late); the history records either.
         with httpx.Client(base_url=server.url) as http:
             history = http.get("/api/logs/batches/", params={"limit": 500}).json()["results"]
         assert any(b["recovered"] for b in history)

@@ -99,3 +99,47 @@ def test_new_event_ids_are_unique_and_sort_by_time() -> None:
     ids = [new_event_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert [i[:14] for i in ids] == sorted(i[:14] for i in ids)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"bbox": [0.5, 1e-3, 1e9, 2.5]},
+        {"bbox": [-1e9, -5, 0, 0.0]},
+        {"track_id": 2**63 - 1},
+        {"user_id": " padded "},
+        {"store": "Store\u00e9"},
+        {"store": "Store\x00A"},
+        {"state": "\u2003walking"},
+        {"user_id": "u" * 101},
+        {"bbox": [1, 1, 1, 2]},
+        {"bbox": [1, 2, 3, float("nan")]},
+        {"bbox": [1, 2, 3, True]},
+        {"bbox": [1, 2, 3, 4e9]},
+        {"track_id": True},
+        {"track_id": 1.0},
+        {"event_id": "cam-1:7"},
+        {"timestamp": 1796119200},
+    ],
+)
+def test_the_plain_seed_body_shortcut_accepts_only_what_the_model_accepts_with_the_same_values(
+    change: dict[str, Any],
+) -> None:
+    """``parse_body`` skips pydantic's validators for a plainly right body: the log is the one the model builds."""
+    from pydantic import ValidationError
+
+    from conveyor.workloads.movement_logs.models import MovementIn
+
+    body = {**SEED_BODY, **change}
+    try:
+        expected: MovementIn | None = MovementIn.model_validate(body)
+    except ValidationError:
+        expected = None
+    try:
+        (got,), _is_list = parse_body(body, 10)
+    except InvalidParams:
+        got = None
+    assert got == expected
+    if expected is not None:
+        assert encode_item(got, "t", 1.0)[1].split(",", 1)[1] == encode_item(expected, "t", 1.0)[1].split(",", 1)[1]
