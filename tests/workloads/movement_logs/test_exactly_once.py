@@ -3,8 +3,9 @@
 Each run posts ``N`` logs to a real ``conveyor serve`` from eight concurrent
 clients (lists of 1,000 and single logs), then checks the table's count and
 the set of its event ids against the ids the server answered with. ``N`` is
-``CONVEYOR_TEST_LOGS_N``, the issue's 100,000 by default: each run takes
-about 15-30 s on the shared 2-core machine (set it lower for a quick look).
+``CONVEYOR_TEST_LOGS_N``, the issue's 100,000 by default: each run took
+20-30 s on the shared 2-core machine when it was quiet, up to ~110 s at a
+load average of 17 (set it lower for a quick look).
 """
 
 from __future__ import annotations
