@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     #: run the periodic-job scheduler inside ``serve``
     scheduler: bool = True
 
+    #: one log line per HTTP request (uvicorn's access log, credentials masked). Off by default:
+    #: a write per request costs more than the request itself; a proxy in front usually logs them anyway.
+    access_log: bool = False
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     #: allow a non-loopback ``serve`` with no API keys (every caller is one tenant)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+from starlette.responses import Response
 
 from conveyor.records import TaskRecord
 from conveyor.registry import TaskType
@@ -22,7 +23,15 @@ __all__ = [
     "TaskTypesPublic",
     "TasksPublic",
     "iso",
+    "json_response",
 ]
+
+
+def json_response(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``model`` encoded once, by pydantic-core: a route returning a model would have FastAPI
+    validate it again against the response model and encode it through ``jsonable_encoder``."""
+    body = type(model).__pydantic_serializer__.to_json(model)
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")
 
 
 def iso(ts: float | None) -> str | None:

@@ -119,13 +119,22 @@ def claim_statements() -> tuple[sa.Update, sa.Insert, sa.Select[Any]]:
     return claim, step, in_one
 
 
+#: SQLite connections kept open: the concurrency of an API process under load
+SQLITE_POOL = 32
+
+
 def create_engine_for(url: str) -> Engine:
     """An engine with the settings each backend needs (WAL and busy timeout on SQLite)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # Pool as many connections as requests run at once (the API's worker threads): an overflow
+        # connection is opened, set up with four PRAGMAs and closed again for every request past
+        # the pool. Idle SQLite connections cost a file handle and a page cache each.
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=SQLITE_POOL, max_overflow=64
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.datastructures import FormData
 
@@ -28,6 +28,7 @@ from conveyor.api.schemas import (
     TasksPublic,
     TaskStatus,
     iso,
+    json_response,
     public_error,
 )
 from conveyor.errors import InvalidParams, RequestError, TaskNotFound, UnknownTaskType, UnsupportedMediaType
@@ -189,7 +190,7 @@ def _hook_for(app: Conveyor, name: str) -> SubmitHook | None:
     openapi_extra=SUBMIT_REQUEST,
     responses=SUBMIT_ERRORS,
 )
-async def submit(request: Request, app: App, caller: Who) -> JSONResponse:
+async def submit(request: Request, app: App, caller: Who) -> Response:
     """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once.
 
     A task type with a submit hook may also take a multipart form (its files) on this route.
@@ -210,7 +211,7 @@ async def submit(request: Request, app: App, caller: Who) -> JSONResponse:
         if form is not None:
             await form.close()  # its files spool to temporary files
     created = TaskCreated.of(record)
-    return JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.links["self"]})
+    return json_response(created, status_code=202, headers={"Location": created.links["self"]})
 
 
 @router.post(
@@ -221,7 +222,7 @@ async def submit(request: Request, app: App, caller: Who) -> JSONResponse:
     response_model=TaskCreated,
     summary="Submit a task (flat body)",
 )
-async def submit_flat(request: Request, app: App, caller: Who) -> JSONResponse:
+async def submit_flat(request: Request, app: App, caller: Who) -> Response:
     return await submit(request, app, caller)
 
 
@@ -268,24 +269,22 @@ def _split(value: str | None) -> list[str]:
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="A task's full record")
-async def get_task(task_id: str, manager: Manager, caller: Who) -> TaskPublic:
+async def get_task(task_id: str, manager: Manager, caller: Who) -> Response:
     """The error's traceback is shown to operators only."""
     record = await manager.aio.get(task_id, tenant=caller.tenant)
-    return TaskPublic.of(record, with_traceback=caller.operator)
+    return json_response(TaskPublic.of(record, with_traceback=caller.operator))
 
 
 @router.get("/{task_id}/status/", response_model=TaskStatus, summary="Status and progress (light, for polling)")
-async def get_status(task_id: str, manager: Manager, tenant: Tenant) -> TaskStatus:
-    return TaskStatus.of(await manager.aio.get(task_id, tenant=tenant))
+async def get_status(task_id: str, manager: Manager, tenant: Tenant) -> Response:
+    return json_response(TaskStatus.of(await manager.aio.get(task_id, tenant=tenant)))
 
 
 @router.get("/{task_id}/result/", response_model=TaskResult, summary="The result of a finished task")
-async def get_result(task_id: str, manager: Manager, caller: Who) -> TaskResult:
+async def get_result(task_id: str, manager: Manager, caller: Who) -> Response:
     """409 while the task has not finished; a failed task answers with its error (traceback for operators);
     404 once its result has expired."""
-    tenant = caller.tenant
-    await manager.aio.result(task_id, tenant=tenant)
-    record = await manager.aio.get(task_id, tenant=tenant)
+    record = await manager.aio.finished(task_id, tenant=caller.tenant)
     if record.expires_at is not None and record.expires_at <= time.time():
         # Kept until the next purge on SQL; gone at once on Redis. Either way: expired.
         expired = TaskNotFound(task_id)
@@ -293,7 +292,7 @@ async def get_result(task_id: str, manager: Manager, caller: Who) -> TaskResult:
         expired.details = {"task_id": task_id, "expired_at": iso(record.expires_at)}
         raise expired
     error = public_error(record.error, with_traceback=caller.operator)
-    return TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=error)
+    return json_response(TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=error))
 
 
 @router.post("/{task_id}/cancel/", response_model=TaskStatus, summary="Cancel a task")
