@@ -3,9 +3,10 @@
     python -m bench.http --runs 3 --duration 15
 
 Method: each server is a real subprocess (``conveyor serve``; uvicorn over
-``bench.http_apps`` for the peers). ``wrk`` at 32 connections runs a warm-up,
-then ``--runs`` timed runs; the median run (by requests/s) is reported with
-its p50/p99. Conveyor rows: ``POST /api/v1/tasks`` of ``system.ping`` with a
+``bench.http_apps`` for the peers), all started at once. ``wrk`` at 32
+connections warms each up, then runs ``--runs`` rounds, each round one timed
+run of every row in turn (so the drifting load of a shared machine falls on
+every row alike); the median run (by requests/s) is reported with its p50/p99. Conveyor rows: ``POST /api/v1/tasks`` of ``system.ping`` with a
 tenant's API key, the status GET and the result GET of one finished task, on
 SQLite and on a fresh PostgreSQL database. After the submit runs the store is
 read until every accepted task is SUCCESS (the ``ended`` column). Peers: an
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -133,21 +135,40 @@ def wrk(url: str, script: Path, *, connections: int, threads: int, duration: flo
     return parse_wrk(out)
 
 
-def measure(name: str, url: str, script: Path, args: argparse.Namespace, *, count_2xx: bool = True) -> Row:
-    """Warm-up, then ``args.runs`` timed runs; ``accepted``: the 2xx answers of every run (warm-up too)."""
-    warm = wrk(url, script, connections=args.connections, threads=args.threads, duration=args.warmup)
-    runs = []
-    for _ in range(args.runs):
-        runs.append(wrk(url, script, connections=args.connections, threads=args.threads, duration=args.duration))
-    row = Row(name, runs)
-    ok = sum(r.requests - r.non2xx for r in [warm, *runs])
-    row.accepted = ok if count_2xx else 0
-    print(
-        f"  {name:<44} {row.median.rps:8.0f} req/s  p50 {row.median.p50_ms:6.2f} ms  "
-        f"p99 {row.median.p99_ms:6.2f} ms  non2xx {row.non2xx}",
-        flush=True,
-    )
-    return row
+@dataclass
+class Target:
+    """One row to measure: a URL and its wrk script; ``submits`` counts its 2xx answers as accepted tasks."""
+
+    name: str
+    url: str
+    script: Path
+    submits: bool = False
+    row: Row = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.row = Row(self.name, [])
+
+
+def measure_all(targets: list[Target], args: argparse.Namespace) -> None:
+    """A warm-up of each, then ``args.runs`` rounds, each round one run of every target in turn.
+
+    Interleaved so that the load of a shared machine, which drifts over minutes, falls on every
+    row alike rather than on whichever ran during a busy spell.
+    """
+    for t in targets:
+        warm = wrk(t.url, t.script, connections=args.connections, threads=args.threads, duration=args.warmup)
+        t.row.accepted += warm.requests - warm.non2xx if t.submits else 0
+    for n in range(args.runs):
+        print(f"round {n + 1}/{args.runs}  load {os.getloadavg()[0]:.1f}", flush=True)
+        for t in targets:
+            run = wrk(t.url, t.script, connections=args.connections, threads=args.threads, duration=args.duration)
+            t.row.runs.append(run)
+            t.row.accepted += run.requests - run.non2xx if t.submits else 0
+            print(
+                f"  {t.name:<34} {run.rps:8.0f} req/s  p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms  "
+                f"non2xx {run.non2xx}",
+                flush=True,
+            )
 
 
 @contextlib.contextmanager
@@ -211,11 +232,20 @@ def _wait_ended(url: str, expected: int, timeout: float = 300) -> int:
         time.sleep(0.25)
 
 
-def bench_conveyor(store: str, url: str, args: argparse.Namespace, folder: Path) -> list[Row]:
+@dataclass
+class Conveyor:
+    store: str
+    url: str
+    submit: Target
+    reads: list[Target]
+
+
+def start_conveyor(
+    stack: contextlib.ExitStack, store: str, url: str, args: argparse.Namespace, folder: Path
+) -> Conveyor:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    data = folder / f"data-{store}"
-    cmd = [sys.executable, "-m", "conveyor", "serve", "--port", str(port), "--data-dir", str(data)]
+    cmd = [sys.executable, "-m", "conveyor", "serve", "--port", str(port), "--data-dir", str(folder / f"data-{store}")]
     cmd += ["--database-url", url, *args.serve_arg]
     env = _env(
         CONVEYOR_API_KEYS=f"{API_KEY}=bench",
@@ -223,59 +253,57 @@ def bench_conveyor(store: str, url: str, args: argparse.Namespace, folder: Path)
         CONVEYOR_MAX_UNFINISHED_PER_TENANT="100000000",
     )
     auth = {"Authorization": f"Bearer {API_KEY}"}
-    rows: list[Row] = []
-    print(f"conveyor serve ({store})", flush=True)
-    with server(cmd, env, f"{base}/livez", folder / f"serve-{store}.log"):
-        submit = _lua("POST", SUBMIT_BODY, auth, folder)
-        row = measure(f"conveyor {store} submit", f"{base}/api/v1/tasks", submit, args)
-        row.stored = sum(_count_states(url).values())
-        row.ended = _wait_ended(url, row.stored)
-        rows.append(row)
-        one = httpx.post(f"{base}/api/v1/tasks", json=SUBMIT_BODY, headers=auth).json()["task_id"]
-        _wait_ended(url, row.stored + 1)
-        get = _lua("GET", None, auth, folder)
-        for what in ("status", "result"):
-            row = measure(
-                f"conveyor {store} {what} GET", f"{base}/api/v1/tasks/{one}/{what}/", get, args, count_2xx=False
-            )
-            rows.append(row)
-    return rows
+    stack.enter_context(server(cmd, env, f"{base}/livez", folder / f"serve-{store}.log"))
+    one = httpx.post(f"{base}/api/v1/tasks", json=SUBMIT_BODY, headers=auth).json()["task_id"]
+    _wait_ended(url, 1)
+    get = _lua("GET", None, auth, folder)
+    submit = Target(f"conveyor {store} submit", f"{base}/api/v1/tasks", _lua("POST", SUBMIT_BODY, auth, folder), True)
+    reads = [Target(f"conveyor {store} {w} GET", f"{base}/api/v1/tasks/{one}/{w}/", get) for w in ("status", "result")]
+    return Conveyor(store, url, submit, reads)
 
 
-def bench_peers(args: argparse.Namespace, folder: Path) -> list[Row]:
-    import redis
+def start_peers(stack: contextlib.ExitStack, args: argparse.Namespace, folder: Path, queue: str) -> list[Target]:
+    peer_env = _peer_env(args, queue)
+    targets = []
+    for app in ("empty", "lpush", "celery"):
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "uvicorn", f"bench.http_apps:{app}", "--port", str(port)]
+        cmd += ["--log-level", "warning", "--no-access-log"]
+        stack.enter_context(server(cmd, peer_env, f"{base}/openapi.json", folder / f"peer-{app}.log"))
+        targets.append(Target(f"fastapi {app} POST", f"{base}/tasks", _lua("POST", SUBMIT_BODY, {}, folder), True))
+        if app == "empty":
+            targets.append(Target("fastapi empty GET", f"{base}/tasks/x/status/", _lua("GET", None, {}, folder)))
+    return targets
 
-    rows: list[Row] = []
-    r = redis.Redis.from_url(args.redis)
-    queue = f"http-bench-{uuid.uuid4().hex[:6]}"
-    peer_env = _env(
+
+def _peer_env(args: argparse.Namespace, queue: str) -> dict[str, str]:
+    return _env(
         PEER_BROKER=args.redis,
         PEER_COUNTER_URL=args.redis,
         PEER_QUEUE=queue,
         PEER_COUNTER=f"{queue}:done",
         PEER_LIST=f"{queue}:lpush",
     )
-    for app in ("empty", "lpush", "celery"):
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "uvicorn", f"bench.http_apps:{app}", "--port", str(port)]
-        cmd += ["--log-level", "warning", "--no-access-log"]
-        print(f"fastapi {app}", flush=True)
-        with server(cmd, peer_env, f"{base}/openapi.json", folder / f"peer-{app}.log"):
-            submit = _lua("POST", SUBMIT_BODY, {}, folder)
-            row = measure(f"fastapi {app} POST", f"{base}/tasks", submit, args)
-            if app == "lpush":
-                row.stored = row.ended = int(r.llen(f"{queue}:lpush"))
-            rows.append(row)
-            if app == "empty":
-                get = _lua("GET", None, {}, folder)
-                grow = measure("fastapi empty GET", f"{base}/tasks/x/status/", get, args, count_2xx=False)
-                rows.append(grow)
-        if app == "celery":
-            row.stored = int(r.llen(queue))
-            row.ended = _drain_celery(r, peer_env, queue, row.stored, folder)
+
+
+def count_ended(
+    conveyors: list[Conveyor], peers: list[Target], args: argparse.Namespace, folder: Path, queue: str
+) -> None:
+    """Every row's accepted tasks, counted where they ended (the store, the list, the Celery worker's counter)."""
+    import redis
+
+    for c in conveyors:
+        c.submit.row.stored = sum(_count_states(c.url).values()) - 1  # the one the GETs read
+        c.submit.row.ended = _wait_ended(c.url, c.submit.row.stored + 1) - 1
+    r = redis.Redis.from_url(args.redis)
+    for t in peers:
+        if t.name == "fastapi lpush POST":
+            t.row.stored = t.row.ended = int(r.llen(f"{queue}:lpush"))
+        elif t.name == "fastapi celery POST":
+            t.row.stored = int(r.llen(queue))
+            t.row.ended = _drain_celery(r, _peer_env(args, queue), queue, t.row.stored, folder)
     r.delete(f"{queue}:lpush", f"{queue}:done", queue)
-    return rows
 
 
 def _drain_celery(r: Any, env: dict[str, str], queue: str, expected: int, folder: Path) -> int:
@@ -364,16 +392,18 @@ def main(argv: list[str] | None = None) -> None:
         f"cores={os.cpu_count()}  serve args={args.serve_arg}  load: {os.getloadavg()}",
         flush=True,
     )
-    rows: list[Row] = []
+    queue = f"http-bench-{uuid.uuid4().hex[:6]}"
     try:
-        for store in [s.strip() for s in args.stores.split(",") if s.strip()]:
-            if store == "sqlite":
-                rows += bench_conveyor(store, f"sqlite:///{folder / 'bench.db'}", args, folder)
-            else:
-                with fresh_postgres() as url:
-                    rows += bench_conveyor(store, url, args, folder)
-        if args.peers:
-            rows += bench_peers(args, folder)
+        with contextlib.ExitStack() as stack:
+            conveyors = []
+            for store in [s.strip() for s in args.stores.split(",") if s.strip()]:
+                url = f"sqlite:///{folder / 'bench.db'}" if store == "sqlite" else stack.enter_context(fresh_postgres())
+                conveyors.append(start_conveyor(stack, store, url, args, folder))
+            peers = start_peers(stack, args, folder, queue) if args.peers else []
+            targets = [t for c in conveyors for t in (c.submit, *c.reads)] + peers
+            measure_all(targets, args)
+            count_ended(conveyors, peers, args, folder, queue)
+            rows = [t.row for t in targets]
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     tenant_max_streams: int = Field(default=20, ge=0)
     #: the highest priority a tenant may ask for (operators may use up to 9)
     tenant_max_priority: int = Field(default=6, ge=0, le=9)
+    #: tasks one ``POST /api/v1/tasks/batch`` may carry (each also counts against the tenant's rate)
+    max_batch_size: int = Field(default=1000, ge=1, le=100_000)
     #: unfinished tasks one tenant may have at once
     max_unfinished_per_tenant: int = Field(default=10_000, ge=1)
     #: seconds a finished task's record and result are kept (0: forever); unset: one

@@ -21,6 +21,7 @@ __all__ = [
     "TaskStatus",
     "TaskTypePublic",
     "TaskTypesPublic",
+    "TasksCreated",
     "TasksPublic",
     "iso",
     "json_response",
@@ -275,5 +276,26 @@ SUBMIT_REQUEST: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": SubmitBody.model_json_schema()}},
+    }
+}
+
+
+class TasksCreated(BaseModel):
+    """Answer to a batch submit (202): one entry per item, in the order sent."""
+
+    data: list[TaskCreated]
+    count: int
+
+
+class BatchBody(BaseModel):
+    """``{"tasks": [item, ...]}``: each item has the shape of a single submit's body (either form)."""
+
+    tasks: list[SubmitBody] = Field(description="at most CONVEYOR_MAX_BATCH_SIZE items (1000 by default)")
+
+
+BATCH_REQUEST: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": BatchBody.model_json_schema()}},
     }
 }

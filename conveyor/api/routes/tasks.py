@@ -38,7 +38,17 @@ from conveyor.stores.base import TaskQuery
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
 
-__all__ = ["SubmitHook", "legacy_router", "read_json_object", "router", "submit_from_body", "submit_hook"]
+__all__ = [
+    "SubmitHook",
+    "has_submit_hook",
+    "legacy_router",
+    "params_and_options",
+    "read_json_object",
+    "router",
+    "submit_from_body",
+    "submit_hook",
+    "task_type_of",
+]
 
 #: ``hook(app, task_type, body, form=..., body_bytes=...) -> body``: a task type that reads its
 #: own submit body (files of a multipart form, its own size limits and cross-field checks)
@@ -138,16 +148,7 @@ async def submit_from_body(
     A tenant may submit public task types only; an internal one (maintenance
     that acts on every tenant) answers as an unknown type does.
     """
-    manager = app.manager
-    registry = manager.registry
-    name = body.get("task_type", body.get("type"))
-    if not isinstance(name, str) or not name:
-        known = registry.names(public=not caller.operator)
-        raise InvalidParams.for_field(
-            "task_type", "field required", type="missing", summary="task_type is required", known_types=known
-        )
-    if not caller.operator:
-        registry.get_public(name)
+    name = task_type_of(app, caller, body)
     hook = _hook_for(app, name)
     if hook is not None:
         body = await hook(app, name, body, form=form, body_bytes=body_bytes)
@@ -156,6 +157,28 @@ async def submit_from_body(
             f"task type {name!r} takes a JSON body: send it as application/json, not a form",
             details={"task_type": name},
         )
+    params, options = params_and_options(app, caller, body, header_key, form=form)
+    return await app.manager.aio.submit_task(name, params, tenant=caller.tenant, **options)
+
+
+def task_type_of(app: Conveyor, caller: Caller, body: dict[str, Any]) -> str:
+    """The body's ``task_type`` (or ``type``): one the caller may submit, or a 422/400 that lists the known ones."""
+    registry = app.manager.registry
+    name = body.get("task_type", body.get("type"))
+    if not isinstance(name, str) or not name:
+        known = registry.names(public=not caller.operator)
+        raise InvalidParams.for_field(
+            "task_type", "field required", type="missing", summary="task_type is required", known_types=known
+        )
+    if not caller.operator:
+        registry.get_public(name)
+    return name
+
+
+def params_and_options(
+    app: Conveyor, caller: Caller, body: dict[str, Any], header_key: str | None, *, form: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A submit body's task params and its options (priority capped for a tenant)."""
     if "params" in body:
         params = body["params"]
         if not isinstance(params, dict):
@@ -171,7 +194,12 @@ async def submit_from_body(
     cap = app.settings.tenant_max_priority
     if not caller.operator and options["priority"] is not None and options["priority"] > cap:
         raise InvalidParams.for_field("priority", f"must be between 0 and {cap} for a tenant (operators: up to 9)")
-    return await manager.aio.submit_task(name, params, tenant=caller.tenant, **options)
+    return params, options
+
+
+def has_submit_hook(app: Conveyor, name: str) -> bool:
+    """The task type reads its own submit body (files, its own limits)."""
+    return _hook_for(app, name) is not None
 
 
 def _hook_for(app: Conveyor, name: str) -> SubmitHook | None:
