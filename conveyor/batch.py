@@ -29,7 +29,7 @@ from conveyor.transitions import never_dispatched
 if TYPE_CHECKING:
     from conveyor.manager import TaskManager
 
-__all__ = ["NotSubmitted", "SubmitRequest", "submit_requests"]
+__all__ = ["NotSubmitted", "SubmitRequest", "check_requests", "submit_requests"]
 
 #: longest delay a task may be given, in seconds (as on a single submit)
 MAX_DELAY = 366 * 86400
@@ -83,6 +83,19 @@ def _checked(manager: TaskManager, req: SubmitRequest, queues: set[str]) -> Task
         message="Queued",
         **manager.executor.claim_fields(engine),
     )
+
+
+def check_requests(manager: TaskManager, requests: Sequence[SubmitRequest]) -> list[ConveyorError | None]:
+    """What each request would meet on a submit, storing nothing: its error, or None."""
+    queues = manager.declared_queues()
+    errors: list[ConveyorError | None] = []
+    for req in requests:
+        try:
+            _checked(manager, req, queues)
+            errors.append(None)
+        except ConveyorError as e:
+            errors.append(e)
+    return errors
 
 
 def submit_requests(manager: TaskManager, requests: Sequence[SubmitRequest]) -> list[TaskRecord | ConveyorError]:

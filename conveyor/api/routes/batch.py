@@ -28,7 +28,7 @@ from conveyor.api.schemas import (
     TasksCreated,
     json_response,
 )
-from conveyor.batch import NotSubmitted, SubmitRequest, submit_requests
+from conveyor.batch import NotSubmitted, SubmitRequest, check_requests, submit_requests
 from conveyor.errors import ConveyorError, ExecutorError, InvalidParams, QuotaExceeded
 
 __all__ = ["router"]
@@ -72,7 +72,9 @@ async def submit_batch(request: Request, app: App, caller: Who) -> Response:
     parsed: list[SubmitRequest | ConveyorError] = [_item(app, caller, item) for item in items]
     requests = [p for p in parsed if isinstance(p, SubmitRequest)]
     if len(requests) < len(parsed):
-        _refuse(parsed)
+        # Name every bad item at once, those whose params are wrong too, not only the unreadable ones.
+        checked = iter(await anyio.to_thread.run_sync(check_requests, app.manager, requests))
+        _refuse([p if isinstance(p, ConveyorError) else next(checked) for p in parsed])
     results = await anyio.to_thread.run_sync(submit_requests, app.manager, requests)
     _refuse(results)
     created = [TaskCreated.of(r) for r in results if not isinstance(r, ConveyorError)]
