@@ -132,9 +132,9 @@ def create_engine_for(url: str) -> Engine:
         # Pool as many connections as requests run at once (the API's worker threads): an overflow
         # connection is opened, set up with four PRAGMAs and closed again for every request past
         # the pool. Idle SQLite connections cost a file handle and a page cache each.
-        engine = sa.create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=SQLITE_POOL, max_overflow=64
-        )
+        # (An in-memory database has SQLAlchemy's one-connection-per-thread pool, which takes no size.)
+        sizes = {"pool_size": SQLITE_POOL, "max_overflow": 64} if path and path != ":memory:" else {}
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **sizes)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
