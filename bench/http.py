@@ -1,4 +1,5 @@
-"""HTTP throughput of ``conveyor serve`` beside the bare FastAPI apps a user would write instead.
+"""HTTP throughput of ``conveyor serve`` beside the bare FastAPI apps a user
+would write instead.
 
     python -m bench.http --runs 3 --duration 15
 
@@ -6,18 +7,19 @@ Method: each server is a real subprocess (``conveyor serve``; uvicorn over
 ``bench.http_apps`` for the peers), all started at once. ``wrk`` at 32
 connections warms each up, then runs ``--runs`` rounds, each round one timed
 run of every row in turn (so the drifting load of a shared machine falls on
-every row alike); the median run (by requests/s) is reported with its p50/p99. Conveyor rows: ``POST /api/v1/tasks`` of ``system.ping`` with a
-tenant's API key, the status GET and the result GET of one finished task, on
-SQLite and on a fresh PostgreSQL database. After the submit runs the store is
-read until every accepted task is SUCCESS (the ``ended`` column). Peers: an
-empty endpoint (POST and GET), one Redis ``LPUSH`` (``ended`` = list length)
-and Celery ``delay()`` (a Celery worker, started once wrk is done so it takes
-no CPU from the endpoint, runs them all: ``ended`` = its counter).
-``non2xx`` counts non-2xx answers and socket errors.
+every row alike); the median run (by requests/s) is reported with its p50/p99.
+Conveyor rows: ``POST /api/v1/tasks`` of ``system.ping`` with a tenant's API
+key, the status GET and the result GET of one finished task, on SQLite and on
+a fresh PostgreSQL database. After the submit runs the store is read until
+every accepted task is SUCCESS (the ``ended`` column). Peers: an empty
+endpoint (POST and GET), one Redis ``LPUSH`` (``ended`` = list length) and
+Celery ``delay()`` (a Celery worker, started once wrk is done so it takes no
+CPU from the endpoint, runs them all: ``ended`` = its counter). ``non2xx``
+counts non-2xx answers and socket errors.
 
 The tenant rate limit and unfinished-task cap are lifted for the run
-(``CONVEYOR_TENANT_RATE=0``): they are policies, and 15 s at full speed
-would trip both.
+(``CONVEYOR_TENANT_RATE=0``): they are policies, and 15 s at full speed would
+trip both.
 """
 
 from __future__ import annotations
