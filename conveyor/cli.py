@@ -99,6 +99,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=int(settings.shutdown_timeout) + 5,
     )
 

@@ -66,13 +66,24 @@ class _QuotaGuard:
         self.refresh = refresh
         self._lock = threading.Lock()
         self._counts: dict[str, tuple[float, int]] = {}
+        self._counting: set[str] = set()
 
     def check(self, manager: TaskManager, tenant: str, adding: int = 1) -> None:
+        t = time.monotonic()
         with self._lock:
             cached = self._counts.get(tenant)
-        t = time.monotonic()
-        if cached is None or t - cached[0] > self.refresh:
-            cached = (t, manager.store.count_unfinished(tenant))
+            # One submitter re-counts a stale tenant; the others go on with the count they have
+            # (32 concurrent submits would otherwise run 32 COUNT queries at once).
+            stale = cached is None or (t - cached[0] > self.refresh and tenant not in self._counting)
+            if stale:
+                self._counting.add(tenant)
+        if stale:
+            try:
+                cached = (t, manager.store.count_unfinished(tenant))
+            finally:
+                with self._lock:
+                    self._counting.discard(tenant)
+        assert cached is not None
         if cached[1] + adding > self.limit:
             with self._lock:
                 self._counts[tenant] = cached
@@ -335,13 +346,17 @@ class TaskManager:
 
     def result(self, task_id: str, *, tenant: str | None = None) -> Any:
         """The value a finished task returned; TaskNotFinished while it runs."""
+        return self.finished(task_id, tenant=tenant).result
+
+    def finished(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
+        """The record of a finished task (one read); TaskNotFinished while it runs."""
         record = self.get(task_id, tenant=tenant)
         if not record.finished:
             raise TaskNotFinished(
                 f"task {task_id} is {record.state.value}; its result is not ready",
                 details={"task_id": task_id, "status": record.state.value, "progress": record.progress},
             )
-        return record.result
+        return record
 
     def events(self, task_id: str, *, tenant: str | None = None, after_seq: int = 0) -> builtins.list[TaskEvent]:
         self.get(task_id, tenant=tenant)
@@ -482,12 +497,19 @@ class AsyncTaskManager:
         return await anyio.to_thread.run_sync(lambda: self._m.submit_task(task_type, params, **options))
 
     async def get(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
+        if getattr(self._m.store, "reads_inline", False):
+            return self._m.get(task_id, tenant=tenant)  # cheaper on the loop than the hop to a thread
         return await anyio.to_thread.run_sync(lambda: self._m.get(task_id, tenant=tenant))
 
     get_result = get
 
     async def result(self, task_id: str, *, tenant: str | None = None) -> Any:
         return await anyio.to_thread.run_sync(lambda: self._m.result(task_id, tenant=tenant))
+
+    async def finished(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
+        if getattr(self._m.store, "reads_inline", False):
+            return self._m.finished(task_id, tenant=tenant)
+        return await anyio.to_thread.run_sync(lambda: self._m.finished(task_id, tenant=tenant))
 
     async def cancel(self, task_id: str, *, tenant: str | None = None, terminate: bool = False) -> TaskRecord:
         return await anyio.to_thread.run_sync(lambda: self._m.cancel(task_id, tenant=tenant, terminate=terminate))

@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     tenant_max_streams: int = Field(default=20, ge=0)
     #: the highest priority a tenant may ask for (operators may use up to 9)
     tenant_max_priority: int = Field(default=6, ge=0, le=9)
+    #: tasks one ``POST /api/v1/tasks/batch`` may carry (each also counts against the tenant's rate)
+    max_batch_size: int = Field(default=1000, ge=1, le=100_000)
     #: unfinished tasks one tenant may have at once
     max_unfinished_per_tenant: int = Field(default=10_000, ge=1)
     #: seconds a finished task's record and result are kept (0: forever); unset: one
@@ -126,6 +128,10 @@ class Settings(BaseSettings):
     result_ttl: float | None = Field(default=None, ge=0)
     #: run the periodic-job scheduler inside ``serve``
     scheduler: bool = True
+
+    #: one log line per HTTP request (uvicorn's access log, credentials masked). Off by default:
+    #: a write per request costs more than the request itself; a proxy in front usually logs them anyway.
+    access_log: bool = False
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import hmac
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -21,6 +20,9 @@ from conveyor.api.limits import TenantLimits
 from conveyor.app import Conveyor
 from conveyor.errors import AuthenticationError, Forbidden
 from conveyor.manager import TaskManager
+
+if TYPE_CHECKING:
+    from conveyor.settings import Settings
 
 __all__ = [
     "App",
@@ -57,9 +59,24 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def get_tenant(caller: Annotated[Caller, Depends(get_caller_limited)]) -> str:
-    """The tenant that owns the caller's API key (an operator's key names its own tenant)."""
-    return caller.tenant
+#: id(settings) -> (settings, its api_keys, its operator_keys, digest -> caller)
+_key_tables: dict[int, tuple[Settings, object, object, dict[bytes, Caller]]] = {}
+
+
+def _callers_by_digest(settings: Settings) -> dict[bytes, Caller]:
+    """Each configured key's SHA-256 digest mapped to its caller, built once per Settings (not per request).
+
+    Rebuilt when ``api_keys`` or ``operator_keys`` is replaced on the object; an operator's key wins
+    over the same key listed as a tenant's.
+    """
+    entry = _key_tables.get(id(settings))
+    current = (settings, settings.api_keys, settings.operator_keys)
+    if entry is not None and all(a is b for a, b in zip(entry[:3], current, strict=True)):
+        return entry[3]
+    table = {_digest(key): Caller(tenant, operator=False) for key, tenant in settings.api_keys.items()}
+    table.update({_digest(key): Caller(name, operator=True) for key, name in settings.operator_keys.items()})
+    _key_tables[id(settings)] = (settings, settings.api_keys, settings.operator_keys, table)
+    return table
 
 
 def get_caller(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> Caller:
@@ -92,15 +109,9 @@ def get_caller(request: Request, app: Annotated[Conveyor, Depends(get_app)]) -> 
         supplied = request.query_params.get("api_key")
     if not supplied:
         raise AuthenticationError("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
-    digest = _digest(supplied)
-    found: Caller | None = None
-    # Compare digests in constant time, and every key, so the check leaks nothing about keys.
-    for key, name in operators.items():
-        if hmac.compare_digest(digest, _digest(key)):
-            found = Caller(name, operator=True)
-    for key, tenant in keys.items():
-        if hmac.compare_digest(digest, _digest(key)) and found is None:
-            found = Caller(tenant, operator=False)
+    # Looked up by the SHA-256 digest of the supplied key: the lookup's timing can tell at most
+    # something about a digest, never about a key's characters as a string comparison would.
+    found = _callers_by_digest(app.settings).get(_digest(supplied))
     if found is None:
         raise AuthenticationError("the API key is not valid")
     return found
@@ -113,6 +124,35 @@ def get_caller_limited(request: Request, app: Annotated[Conveyor, Depends(get_ap
         limits: TenantLimits = request.app.state.limits
         limits.hit(caller.tenant)
     return caller
+
+
+# The dependencies FastAPI resolves are coroutines: a plain ``def`` dependency runs in a worker
+# thread, a hop per dependency per request for work that takes microseconds.
+
+
+async def _app(request: Request) -> Conveyor:
+    return get_app(request)
+
+
+async def _manager(request: Request) -> TaskManager:
+    return get_app(request).manager
+
+
+async def _who(request: Request) -> Caller:
+    return get_caller_limited(request, get_app(request))
+
+
+def get_tenant(caller: Annotated[Caller, Depends(_who)]) -> str:
+    """The tenant that owns the caller's API key (an operator's key names its own tenant)."""
+    return caller.tenant
+
+
+async def _tenant(caller: Annotated[Caller, Depends(_who)]) -> str:
+    return caller.tenant
+
+
+async def _operator(caller: Annotated[Caller, Depends(_who)]) -> Caller:
+    return require_operator(caller)
 
 
 def stream_slot(request: Request, caller: Caller) -> Callable[[], None]:
@@ -128,16 +168,16 @@ def is_stream(request: Request) -> bool:
     return request.url.path.rstrip("/").endswith("/events")
 
 
-def require_operator(caller: Annotated[Caller, Depends(get_caller_limited)]) -> Caller:
+def require_operator(caller: Caller) -> Caller:
     if not caller.operator:
         raise Forbidden("this action needs an operator's API key (CONVEYOR_OPERATOR_KEYS)")
     return caller
 
 
-App = Annotated[Conveyor, Depends(get_app)]
+App = Annotated[Conveyor, Depends(_app)]
 #: who is calling (tenant and operator flag)
-Who = Annotated[Caller, Depends(get_caller_limited)]
+Who = Annotated[Caller, Depends(_who)]
 #: an operator, or 403
-Operator = Annotated[Caller, Depends(require_operator)]
-Manager = Annotated[TaskManager, Depends(get_manager)]
-Tenant = Annotated[str, Depends(get_tenant)]
+Operator = Annotated[Caller, Depends(_operator)]
+Manager = Annotated[TaskManager, Depends(_manager)]
+Tenant = Annotated[str, Depends(_tenant)]

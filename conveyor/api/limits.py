@@ -107,21 +107,22 @@ class TenantLimits:
         self._streams: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def hit(self, tenant: str, *, now: float | None = None) -> None:
-        """Take one request from the tenant's bucket; RateLimited with the seconds to wait when it is empty."""
+    def hit(self, tenant: str, *, now: float | None = None, cost: int = 1) -> None:
+        """Take ``cost`` requests (a batch counts each task) from the tenant's bucket; RateLimited with the
+        seconds to wait when it holds fewer (a cost above the burst can never pass: the batch is too long)."""
         if self.rate <= 0:
             return
         t = time.monotonic() if now is None else now
         with self._lock:
             tokens, last = self._buckets.get(tenant, (float(self.burst), t))
             tokens = min(float(self.burst), tokens + (t - last) * self.rate)
-            if tokens < 1.0:
+            if tokens < cost:
                 self._buckets[tenant] = (tokens, t)
                 raise RateLimited(
                     f"tenant {tenant!r} is sending more than {self.rate:g} requests a second",
-                    retry_after=(1.0 - tokens) / self.rate,
+                    retry_after=(cost - tokens) / self.rate,
                 )
-            self._buckets[tenant] = (tokens - 1.0, t)
+            self._buckets[tenant] = (tokens - cost, t)
             if len(self._buckets) > 100_000:  # forget idle tenants rather than grow without end
                 self._buckets = {k: v for k, v in self._buckets.items() if t - v[1] < 60}
 

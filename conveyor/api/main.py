@@ -14,7 +14,7 @@ from conveyor.api import accesslog
 from conveyor.api.errors import install_error_handlers
 from conveyor.api.guard import InputGuardMiddleware
 from conveyor.api.limits import BodyLimitMiddleware, TenantLimits
-from conveyor.api.routes import session, stats, system, task_types, tasks, workloads
+from conveyor.api.routes import batch, session, stats, system, task_types, tasks, workloads
 from conveyor.app import Conveyor
 
 __all__ = ["create_app"]
@@ -57,6 +57,7 @@ def create_app(conveyor: Conveyor | None = None, *, manage: bool = True, schedul
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=conveyor.settings.max_body_bytes)
     app.add_middleware(InputGuardMiddleware)
+    app.include_router(batch.router)
     app.include_router(tasks.router)
     app.include_router(tasks.legacy_router)
     app.include_router(task_types.router)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+from starlette.responses import Response
 
 from conveyor.records import TaskRecord
 from conveyor.registry import TaskType
@@ -20,9 +21,18 @@ __all__ = [
     "TaskStatus",
     "TaskTypePublic",
     "TaskTypesPublic",
+    "TasksCreated",
     "TasksPublic",
     "iso",
+    "json_response",
 ]
+
+
+def json_response(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``model`` encoded once, by pydantic-core: a route returning a model would have FastAPI
+    validate it again against the response model and encode it through ``jsonable_encoder``."""
+    body = type(model).__pydantic_serializer__.to_json(model)
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")
 
 
 def iso(ts: float | None) -> str | None:
@@ -266,5 +276,26 @@ SUBMIT_REQUEST: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": SubmitBody.model_json_schema()}},
+    }
+}
+
+
+class TasksCreated(BaseModel):
+    """Answer to a batch submit (202): one entry per item, in the order sent."""
+
+    data: list[TaskCreated]
+    count: int
+
+
+class BatchBody(BaseModel):
+    """``{"tasks": [item, ...]}``: each item has the shape of a single submit's body (either form)."""
+
+    tasks: list[SubmitBody] = Field(description="at most CONVEYOR_MAX_BATCH_SIZE items (1000 by default)")
+
+
+BATCH_REQUEST: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": BatchBody.model_json_schema()}},
     }
 }

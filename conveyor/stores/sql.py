@@ -36,6 +36,8 @@ from conveyor.stores.sql_schema import claim_statements as _claim_statements
 from conveyor.stores.sql_schema import record_from_row as _record
 from conveyor.stores.sql_schema import row_from_record as _row
 
+_GET_SQL = f"SELECT {', '.join(COLUMNS)} FROM conveyor_tasks WHERE id = ?"
+
 __all__ = ["VERSION_TABLE", "SqlStore", "create_engine_for", "metadata", "tasks_table", "upgrade"]
 
 log = logging.getLogger("conveyor.stores.sql")
@@ -84,6 +86,10 @@ class SqlStore:
         #: the writer's and the lease keeper's own connections on PostgreSQL, made
         #: on first use: requests that hold every pooled connection cannot starve them
         self._upkeep: Engine | None = None
+        # A SQLite file's one-record reads: a connection per calling thread (an event loop's, mostly).
+        database = self.engine.url.database if self.kind == "sqlite" else None
+        self._read_path = database if database and database != ":memory:" and "mode=memory" not in url else None
+        self._readers = threading.local()
 
     # -- connection -------------------------------------------------------
 
@@ -228,9 +234,38 @@ class SqlStore:
             raise DuplicateTask(str(e.orig)) from e
 
     def get(self, task_id: str) -> TaskRecord | None:
+        if self.reads_inline:
+            return self._get_raw(task_id)
         with self._read() as conn:
             row = conn.execute(tasks_table.select().where(tasks_table.c.id == task_id)).first()
         return _record(row) if row is not None else None
+
+    @property
+    def reads_inline(self) -> bool:
+        """A read of one record is cheaper than a hop to a worker thread, so async callers may make it
+        on their event loop: true of a SQLite file (a WAL reader never waits for the writer)."""
+        return self._read_path is not None
+
+    def _get_raw(self, task_id: str) -> TaskRecord | None:
+        """One record through this thread's own read connection and pre-rendered SQL: SQLAlchemy's
+        compile, pool checkout and row processing cost several times SQLite's own read."""
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        try:
+            if conn is None:
+                wait = self.deadlines.statement
+                conn = sqlite3.connect(self._read_path or "", timeout=wait, check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+                self._readers.conn = conn
+            row = conn.execute(_GET_SQL, (task_id,)).fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(f"database unavailable: {e}") from e
+        if row is None:
+            return None
+        values = dict(zip(COLUMNS, row, strict=True))
+        for name in _JSON_COLUMNS:
+            if values[name] is not None:
+                values[name] = json.loads(values[name])
+        return TaskRecord.from_dict(values)
 
     def get_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
         if not task_ids:
@@ -494,6 +529,7 @@ class SqlStore:
         for extra in (self._claims, self._upkeep):
             if extra is not None:
                 extra.dispose(close=False)
+        self._readers = threading.local()  # the forking thread's read connection stays the parent's
 
     def renew_leases(self, worker: str, until: float) -> int:
         t = tasks_table.c

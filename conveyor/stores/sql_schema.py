@@ -121,6 +121,10 @@ def claim_statements() -> tuple[sa.Update, sa.Insert, sa.Select[Any]]:
     return claim, step, in_one
 
 
+#: SQLite connections kept open: the concurrency of an API process under load
+SQLITE_POOL = 32
+
+
 def create_engine_for(url: str, deadlines: Deadlines | None = None, **options: Any) -> Engine:
     """An engine with the settings each backend needs (WAL and busy timeout on SQLite) and ``deadlines``.
 
@@ -133,8 +137,16 @@ def create_engine_for(url: str, deadlines: Deadlines | None = None, **options: A
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         busy_ms = int(deadlines.statement * 1000)
+        # Pool as many connections as requests run at once (the API's worker threads): an overflow
+        # connection is opened, set up with four PRAGMAs and closed again for every request past
+        # the pool. Idle SQLite connections cost a file handle and a page cache each.
+        # (An in-memory database has SQLAlchemy's one-connection-per-thread pool, which takes no size.)
+        sizes = {"pool_size": SQLITE_POOL, "max_overflow": 64} if path and path != ":memory:" else {}
         engine = sa.create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": deadlines.statement}, pool_timeout=deadlines.pool
+            url,
+            connect_args={"check_same_thread": False, "timeout": deadlines.statement},
+            pool_timeout=deadlines.pool,
+            **sizes,
         )
 
         @event.listens_for(engine, "connect")

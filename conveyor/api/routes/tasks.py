@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.datastructures import FormData
 
@@ -28,6 +28,7 @@ from conveyor.api.schemas import (
     TasksPublic,
     TaskStatus,
     iso,
+    json_response,
     public_error,
 )
 from conveyor.errors import InvalidParams, RequestError, TaskNotFound, UnknownTaskType, UnsupportedMediaType
@@ -37,7 +38,17 @@ from conveyor.stores.base import TaskQuery
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
 
-__all__ = ["SubmitHook", "legacy_router", "read_json_object", "router", "submit_from_body", "submit_hook"]
+__all__ = [
+    "SubmitHook",
+    "has_submit_hook",
+    "legacy_router",
+    "params_and_options",
+    "read_json_object",
+    "router",
+    "submit_from_body",
+    "submit_hook",
+    "task_type_of",
+]
 
 #: ``hook(app, task_type, body, form=..., body_bytes=...) -> body``: a task type that reads its
 #: own submit body (files of a multipart form, its own size limits and cross-field checks)
@@ -137,16 +148,7 @@ async def submit_from_body(
     A tenant may submit public task types only; an internal one (maintenance
     that acts on every tenant) answers as an unknown type does.
     """
-    manager = app.manager
-    registry = manager.registry
-    name = body.get("task_type", body.get("type"))
-    if not isinstance(name, str) or not name:
-        known = registry.names(public=not caller.operator)
-        raise InvalidParams.for_field(
-            "task_type", "field required", type="missing", summary="task_type is required", known_types=known
-        )
-    if not caller.operator:
-        registry.get_public(name)
+    name = task_type_of(app, caller, body)
     hook = _hook_for(app, name)
     if hook is not None:
         body = await hook(app, name, body, form=form, body_bytes=body_bytes)
@@ -155,6 +157,28 @@ async def submit_from_body(
             f"task type {name!r} takes a JSON body: send it as application/json, not a form",
             details={"task_type": name},
         )
+    params, options = params_and_options(app, caller, body, header_key, form=form)
+    return await app.manager.aio.submit_task(name, params, tenant=caller.tenant, **options)
+
+
+def task_type_of(app: Conveyor, caller: Caller, body: dict[str, Any]) -> str:
+    """The body's ``task_type`` (or ``type``): one the caller may submit, or a 422/400 that lists the known ones."""
+    registry = app.manager.registry
+    name = body.get("task_type", body.get("type"))
+    if not isinstance(name, str) or not name:
+        known = registry.names(public=not caller.operator)
+        raise InvalidParams.for_field(
+            "task_type", "field required", type="missing", summary="task_type is required", known_types=known
+        )
+    if not caller.operator:
+        registry.get_public(name)
+    return name
+
+
+def params_and_options(
+    app: Conveyor, caller: Caller, body: dict[str, Any], header_key: str | None, *, form: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A submit body's task params and its options (priority capped for a tenant)."""
     if "params" in body:
         params = body["params"]
         if not isinstance(params, dict):
@@ -170,7 +194,12 @@ async def submit_from_body(
     cap = app.settings.tenant_max_priority
     if not caller.operator and options["priority"] is not None and options["priority"] > cap:
         raise InvalidParams.for_field("priority", f"must be between 0 and {cap} for a tenant (operators: up to 9)")
-    return await manager.aio.submit_task(name, params, tenant=caller.tenant, **options)
+    return params, options
+
+
+def has_submit_hook(app: Conveyor, name: str) -> bool:
+    """The task type reads its own submit body (files, its own limits)."""
+    return _hook_for(app, name) is not None
 
 
 def _hook_for(app: Conveyor, name: str) -> SubmitHook | None:
@@ -189,7 +218,7 @@ def _hook_for(app: Conveyor, name: str) -> SubmitHook | None:
     openapi_extra=SUBMIT_REQUEST,
     responses=SUBMIT_ERRORS,
 )
-async def submit(request: Request, app: App, caller: Who) -> JSONResponse:
+async def submit(request: Request, app: App, caller: Who) -> Response:
     """Submit ``{"task_type": ..., "params": {...}}``; answers 202 with the task id at once.
 
     A task type with a submit hook may also take a multipart form (its files) on this route.
@@ -210,7 +239,7 @@ async def submit(request: Request, app: App, caller: Who) -> JSONResponse:
         if form is not None:
             await form.close()  # its files spool to temporary files
     created = TaskCreated.of(record)
-    return JSONResponse(created.model_dump(), status_code=202, headers={"Location": created.links["self"]})
+    return json_response(created, status_code=202, headers={"Location": created.links["self"]})
 
 
 @router.post(
@@ -221,7 +250,7 @@ async def submit(request: Request, app: App, caller: Who) -> JSONResponse:
     response_model=TaskCreated,
     summary="Submit a task (flat body)",
 )
-async def submit_flat(request: Request, app: App, caller: Who) -> JSONResponse:
+async def submit_flat(request: Request, app: App, caller: Who) -> Response:
     return await submit(request, app, caller)
 
 
@@ -268,24 +297,22 @@ def _split(value: str | None) -> list[str]:
 
 
 @router.get("/{task_id}", response_model=TaskPublic, summary="A task's full record")
-async def get_task(task_id: str, manager: Manager, caller: Who) -> TaskPublic:
+async def get_task(task_id: str, manager: Manager, caller: Who) -> Response:
     """The error's traceback is shown to operators only."""
     record = await manager.aio.get(task_id, tenant=caller.tenant)
-    return TaskPublic.of(record, with_traceback=caller.operator)
+    return json_response(TaskPublic.of(record, with_traceback=caller.operator))
 
 
 @router.get("/{task_id}/status/", response_model=TaskStatus, summary="Status and progress (light, for polling)")
-async def get_status(task_id: str, manager: Manager, tenant: Tenant) -> TaskStatus:
-    return TaskStatus.of(await manager.aio.get(task_id, tenant=tenant))
+async def get_status(task_id: str, manager: Manager, tenant: Tenant) -> Response:
+    return json_response(TaskStatus.of(await manager.aio.get(task_id, tenant=tenant)))
 
 
 @router.get("/{task_id}/result/", response_model=TaskResult, summary="The result of a finished task")
-async def get_result(task_id: str, manager: Manager, caller: Who) -> TaskResult:
+async def get_result(task_id: str, manager: Manager, caller: Who) -> Response:
     """409 while the task has not finished; a failed task answers with its error (traceback for operators);
     404 once its result has expired."""
-    tenant = caller.tenant
-    await manager.aio.result(task_id, tenant=tenant)
-    record = await manager.aio.get(task_id, tenant=tenant)
+    record = await manager.aio.finished(task_id, tenant=caller.tenant)
     if record.expires_at is not None and record.expires_at <= time.time():
         # Kept until the next purge on SQL; gone at once on Redis. Either way: expired.
         expired = TaskNotFound(task_id)
@@ -293,7 +320,7 @@ async def get_result(task_id: str, manager: Manager, caller: Who) -> TaskResult:
         expired.details = {"task_id": task_id, "expired_at": iso(record.expires_at)}
         raise expired
     error = public_error(record.error, with_traceback=caller.operator)
-    return TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=error)
+    return json_response(TaskResult(task_id=record.id, status=record.state.value, result=record.result, error=error))
 
 
 @router.post("/{task_id}/cancel/", response_model=TaskStatus, summary="Cancel a task")
