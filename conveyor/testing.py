@@ -32,6 +32,7 @@ from conveyor.stores.memory import MemoryStore
 from conveyor.transitions import outcome_change, progress_change
 
 if TYPE_CHECKING:
+    from conveyor.executors.base import Executor
     from conveyor.manager import TaskManager
     from conveyor.resources import Resources
 
@@ -167,7 +168,7 @@ class JoinableExecutor:
     def route(self, task_type: TaskType) -> str:
         return "local"
 
-    def claim_fields(self, engine: str) -> dict[str, Any]:
+    def claim_fields(self, engine: str, *, due: float | None = None) -> dict[str, Any]:
         return {}
 
     def dispatch(self, record: TaskRecord) -> None:
@@ -257,3 +258,8 @@ class JoinableExecutor:
         if outcome.state is Status.RETRY:
             self._push(task_id, change.fields.get("eta") or now(), record.priority)
         return 1
+
+
+def _is_an_executor(executor: JoinableExecutor) -> Executor:
+    """Never called: mypy checks here that JoinableExecutor keeps up with the Executor protocol."""
+    return executor
