@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conveyor import FINAL_STATES, Settings, Status
+from conveyor import Settings, Status
+from conveyor.records import FINAL_STATES
 from conveyor.stores import open_store
 from tests.acceptance.server import Server
 from tests.conftest import AppFactory

@@ -379,7 +379,7 @@ class LocalExecutor(LaneScheduler):
             w.done(msg.task_id)
             self._finish(msg.task_id, Outcome(Status(msg.state), msg.result, msg.error, msg.retry_in), msg.at)
             if w.queue:
-                self._mark_started(w, t_mono)
+                self._mark_started(w, t_mono, msg.at)
         elif isinstance(msg, Progress):
             owned = self._owned.get(msg.task_id)
             if owned is not None:

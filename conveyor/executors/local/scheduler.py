@@ -153,8 +153,8 @@ class LaneScheduler:
         if first:
             self._mark_started(w, t_mono)
 
-    def _mark_started(self, w: WorkerProcess, t_mono: float) -> None:
-        """The first task in a worker's queue starts as soon as it is there."""
+    def _mark_started(self, w: WorkerProcess, t_mono: float, at: float | None = None) -> None:
+        """The first task in a worker's queue starts as soon as it is there (``at``: when the one before ended)."""
         task_id = w.queue[0]
         if task_id in self._terminating:
             self._terminating.discard(task_id)
@@ -168,7 +168,7 @@ class LaneScheduler:
             return
         owned.progress = 0.0
         # Its start (and attempt) was written when it was sent; this is when it really began.
-        self.writer.put(Change(task_id, {"started_at": now()}))
+        self.writer.put(Change(task_id, {"started_at": at if at is not None else now()}))
 
     def _assign(self) -> None:
         for lane in self._lanes.values():
