@@ -109,7 +109,8 @@ class Settings(BaseSettings):
     #: declare gets one process of its own. Set: exactly these lanes (``default`` gets
     #: ``concurrency`` unless listed); tasks of an unlisted queue run in ``default``.
     queues: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
-    #: tasks handed to one worker process ahead of time (hides the round trip)
+    #: tasks one local worker process holds (running and next, each PROCESSING); at least
+    #: this many, more for tasks shorter than a store write (up to 32); 1: one at a time
     prefetch: int = Field(default=2, ge=1, le=64)
     #: how often buffered progress and state changes are written, in seconds
     flush_interval: float = Field(default=0.02, gt=0, le=5)

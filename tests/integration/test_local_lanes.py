@@ -60,16 +60,17 @@ def test_another_tenants_task_starts_after_the_tasks_already_handed_out_not_afte
     app = make_app(concurrency=concurrency, prefetch=prefetch, workloads=WORKLOADS)
     m = app.manager
     marks = str(tmp_path / "marks")
-    flood = [m.submit("lanes.touch", path=marks, seconds=0.02, tenant="flood") for _ in range(200)]
+    flood = [m.submit("lanes.touch", path=marks, seconds=0.05, tenant="flood") for _ in range(200)]
     submitted = time.time()
-    quiet = m.submit("lanes.touch", path=marks, seconds=0.02, tenant="quiet")
+    quiet = m.submit("lanes.touch", path=marks, seconds=0.05, tenant="quiet")
     assert m.wait(quiet, timeout=30).state is Status.SUCCESS
     quiet_started = m.get(quiet).result
     for task_id in flood:
         assert m.wait(task_id, timeout=60).state is Status.SUCCESS
     ahead = sum(1 for task_id in flood if submitted < m.get(task_id).result < quiet_started)
-    # Started after it came in and before it: what each worker had sent or staged, and a turn or two.
-    assert ahead <= concurrency * (prefetch + 2), ahead
+    # Started after it came in and before it: what the workers held (``prefetch`` each, or as many
+    # as cover one start write) and a turn. Without turns it would be the whole backlog (~190).
+    assert ahead <= 30, ahead
 
 
 def test_a_cancel_answered_cancelled_means_the_body_never_ran(make_app: AppFactory, tmp_path: Path) -> None:

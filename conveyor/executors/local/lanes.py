@@ -12,6 +12,7 @@ for the tasks already handed to the lane's workers, not for the 200.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ __all__ = ["DEFAULT_LANE", "FairLine", "Lane", "lane_sizes"]
 
 #: the lane of the ``default`` queue, and of every queue that has no lane of its own
 DEFAULT_LANE = "default"
+#: the most tasks one worker holds (staged or sent), however short its tasks are
+MAX_HELD = 32
 
 
 def lane_sizes(configured: Mapping[str, int], declared: Iterable[str], concurrency: int) -> dict[str, int]:
@@ -87,6 +90,29 @@ class Lane:
     size: int
     line: FairLine = field(default_factory=FairLine)
     workers: list[WorkerProcess] = field(default_factory=list)
+    #: moving averages: seconds from staging a task to its start being written, and of a task's run
+    write_seconds: float = 0.0
+    task_seconds: float = 1.0
 
     def live_workers(self) -> list[WorkerProcess]:
         return [w for w in self.workers if not w.dead]
+
+    def wrote_start(self, seconds: float) -> None:
+        self.write_seconds = 0.8 * self.write_seconds + 0.2 * seconds
+
+    def ran(self, seconds: float) -> None:
+        self.task_seconds = 0.8 * self.task_seconds + 0.2 * seconds
+
+    def held_per_worker(self, prefetch: int) -> int:
+        """How many tasks each worker holds: ``prefetch``, or enough to cover one start write.
+
+        A task may be sent only once its start is written, so a worker whose
+        tasks are shorter than that write would wait for it between tasks;
+        it holds as many as run while one write lands. Long tasks keep
+        ``prefetch``, and another tenant waits about one write, not a flood.
+        ``prefetch`` 1 asks for one task at a time, and gets it.
+        """
+        if prefetch == 1:
+            return 1
+        cover = math.ceil(self.write_seconds / max(self.task_seconds, 1e-4)) + 1
+        return max(prefetch, min(MAX_HELD, cover))

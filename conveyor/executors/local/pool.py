@@ -376,6 +376,8 @@ class LocalExecutor(LaneScheduler):
 
     def _handle(self, w: WorkerProcess, msg: FromWorker, t_mono: float) -> None:
         if isinstance(msg, Done):
+            if w.running_since is not None:
+                self._lanes[w.lane].ran(t_mono - w.running_since)
             w.done(msg.task_id)
             self._finish(msg.task_id, Outcome(Status(msg.state), msg.result, msg.error, msg.retry_in), msg.at)
             if w.queue:

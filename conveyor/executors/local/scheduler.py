@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,6 +43,8 @@ class OwnedTask:
     cancel_requested: bool = False
     #: the worker it was chosen for while its start is being written
     staged_on: WorkerProcess | None = None
+    #: when it was staged (monotonic)
+    staged_at: float = 0.0
 
 
 class LaneScheduler:
@@ -111,6 +114,7 @@ class LaneScheduler:
         """Choose ``w`` for a task and write its start; it is sent when the write lands (``_start_written``)."""
         owned.attempt += 1
         owned.staged_on = w
+        owned.staged_at = time.monotonic()
         w.staged += 1
         at = now()
         change = started_change(
@@ -127,6 +131,7 @@ class LaneScheduler:
         while self._confirmed:
             owned, applied = self._confirmed.popleft()
             w, owned.staged_on = owned.staged_on, None
+            owned.lane.wrote_start(t_mono - owned.staged_at)
             if w is not None:
                 w.staged -= 1
             task_id = owned.record.id
@@ -177,8 +182,8 @@ class LaneScheduler:
             if not lane.workers:
                 self._start_lane(lane)
             live = lane.live_workers()
-            # Fill idle workers first, then top up their queues to `prefetch`.
-            for depth in range(self.prefetch):
+            # Fill idle workers first, then top up what each holds.
+            for depth in range(lane.held_per_worker(self.prefetch)):
                 for w in live:
                     if w.load != depth:
                         continue
