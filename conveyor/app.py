@@ -124,6 +124,7 @@ class Conveyor:
             writer=self.writer,
             data_dir=s.data_dir,
             concurrency=s.concurrency,
+            queues=s.queues,
             prefetch=s.prefetch,
             lease_seconds=s.lease_seconds,
             result_ttl=s.effective_result_ttl,

@@ -39,6 +39,36 @@ def _parse_api_keys(value: object) -> dict[str, str]:
     return keys
 
 
+def _parse_queues(value: object) -> dict[str, int]:
+    """``default:2,documents:1`` or a JSON object ``{"default": 2}``: worker processes per queue."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        items = [(str(k), v) for k, v in value.items()]
+    else:
+        text = str(value).strip()
+        if text.startswith("{"):
+            items = [(str(k), v) for k, v in json.loads(text).items()]
+        else:
+            items = []
+            for part in text.split(","):
+                if part.strip():
+                    name, sep, count = part.strip().rpartition(":")
+                    if not sep:
+                        raise ValueError(f"queue entry {part.strip()!r} must look like queue:processes")
+                    items.append((name, count))
+    lanes: dict[str, int] = {}
+    for name, count in items:
+        try:
+            n = int(count)
+        except (TypeError, ValueError):
+            raise ValueError(f"queue {name!r}: {count!r} is not a number of processes") from None
+        if not name.strip() or not 1 <= n <= 256:
+            raise ValueError(f"queue entry {name!r}:{count!r} needs a name and 1 to 256 processes")
+        lanes[name.strip()] = n
+    return lanes
+
+
 class Settings(BaseSettings):
     """Conveyor's configuration. Every field can be set as ``CONVEYOR_<NAME>``."""
 
@@ -81,9 +111,15 @@ class Settings(BaseSettings):
     #: the tenant used when no keys are configured (loopback only)
     local_tenant: str = "local"
 
-    #: worker processes of the local executor
+    #: worker processes of the local executor's ``default`` lane (see ``queues``)
     concurrency: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, le=256)
-    #: tasks handed to one worker process ahead of time (hides the round trip)
+    #: the local executor's lanes: worker processes per queue, ``default:2,documents:1``.
+    #: Unset: ``default`` gets ``concurrency`` and every other queue the loaded task types
+    #: declare gets one process of its own. Set: exactly these lanes (``default`` gets
+    #: ``concurrency`` unless listed); tasks of an unlisted queue run in ``default``.
+    queues: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    #: tasks one local worker process holds (running and next, each PROCESSING); at least
+    #: this many, more for tasks shorter than a store write (up to 32); 1: one at a time
     prefetch: int = Field(default=2, ge=1, le=64)
     #: how often buffered progress and state changes are written, in seconds
     flush_interval: float = Field(default=0.02, gt=0, le=5)
@@ -146,6 +182,11 @@ class Settings(BaseSettings):
     @classmethod
     def _keys(cls, value: object) -> dict[str, str]:
         return _parse_api_keys(value)
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _queues(cls, value: object) -> dict[str, int]:
+        return _parse_queues(value)
 
     @field_validator("workloads", "celery_task_types", "heavy_tasks", mode="before")
     @classmethod

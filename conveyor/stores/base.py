@@ -159,8 +159,12 @@ class Store(Protocol):
 
     def query(self, query: TaskQuery) -> Page: ...
 
-    def apply(self, changes: Sequence[Change]) -> None:
-        """Apply changes to tasks that are not finished; changes to finished ones are dropped."""
+    def apply(self, changes: Sequence[Change]) -> set[str]:
+        """Apply changes to tasks that are not finished; returns the ids they applied to.
+
+        A change to a finished (or unknown) task is dropped whole, its timeline
+        steps included: a finished task's timeline ends with its outcome.
+        """
 
     def events(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]: ...
 

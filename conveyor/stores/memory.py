@@ -71,12 +71,14 @@ class MemoryStore:
         items.sort(key=lambda r: r.created_at, reverse=query.newest_first)
         return Page(items[query.offset : query.offset + query.limit], len(items))
 
-    def apply(self, changes: Sequence[Change]) -> None:
+    def apply(self, changes: Sequence[Change]) -> set[str]:
+        applied: set[str] = set()
         with self._lock:
             for change in changes:
                 current = self._tasks.get(change.task_id)
                 if current is None or current.state in FINAL_STATES:
                     continue
+                applied.add(change.task_id)
                 fields = dict(change.fields)
                 if "state" in fields:
                     fields["state"] = Status(fields["state"])
@@ -84,6 +86,7 @@ class MemoryStore:
                 for event in change.events:
                     self._seq += 1
                     self._events.setdefault(change.task_id, []).append(dataclasses.replace(event, seq=self._seq))
+        return applied
 
     def events(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
         return [e for e in self._events.get(task_id, []) if e.seq > after_seq]

@@ -181,11 +181,12 @@ class RedisStore:
         args += [event_json(e) for e in change.events]
         return args
 
-    def apply(self, changes: Sequence[Change]) -> None:
+    def apply(self, changes: Sequence[Change]) -> set[str]:
         pipe = self.r.pipeline(transaction=False)
         for change in changes:
             self._apply(args=self._apply_args(change), client=pipe)
-        self._call(pipe.execute)
+        applied = self._call(pipe.execute)
+        return {change.task_id for change, done in zip(changes, applied, strict=True) if done}
 
     def events(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
         out = []

@@ -316,12 +316,10 @@ class SqlStore:
             self._update_cache[keys] = stmt
         return stmt
 
-    def apply(self, changes: Sequence[Change]) -> None:
+    def apply(self, changes: Sequence[Change]) -> set[str]:
         if self.kind == "sqlite":
-            self._apply_raw(changes)
-            return
+            return self._apply_raw(changes)
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        events: list[dict[str, Any]] = []
         for change in changes:
             keys = tuple(sorted(change.fields))
             params = {"_id": change.task_id}
@@ -329,41 +327,35 @@ class SqlStore:
                 v = change.fields[k]
                 params[f"_v_{k}"] = v.value if isinstance(v, Status) else v
             groups.setdefault(keys, []).append(params)
-            for e in change.events:
-                events.append(
-                    {
-                        "task_id": e.task_id,
-                        "at": e.at,
-                        "kind": e.kind,
-                        "state": e.state.value,
-                        "progress": e.progress,
-                        "message": e.message,
-                    }
-                )
         with self._upkeep_write() as conn:
-            ids = sorted({c.task_id for c in changes if c.fields})
-            if len(ids) > 1:
-                # Rows locked in one order by every writer (see renew_leases):
-                # two batches touching the same tasks in different orders deadlock.
-                t = tasks_table.c
-                conn.execute(sa.select(t.id).where(t.id.in_(ids)).order_by(t.id).with_for_update())
+            ids = sorted({c.task_id for c in changes})
+            # Rows locked in one order by every writer (see renew_leases): two
+            # batches touching the same tasks in different orders deadlock. The
+            # lock also fixes which tasks are unfinished until the commit.
+            t = tasks_table.c
+            live = set(
+                conn.execute(
+                    sa.select(t.id).where(t.id.in_(ids), t.state.notin_(_FINAL)).order_by(t.id).with_for_update()
+                ).scalars()
+            )
             for keys, rows in groups.items():
-                if keys:
+                rows = [row for row in rows if row["_id"] in live]
+                if keys and rows:
                     conn.execute(self._update_for(keys), rows)
+            events = _event_rows(changes, live)
             if events:
                 conn.execute(events_table.insert(), events)
+        return live
 
-    def _apply_raw(self, changes: Sequence[Change]) -> None:
+    def _apply_raw(self, changes: Sequence[Change]) -> set[str]:
         groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-        events: list[tuple[Any, ...]] = []
-        for change in changes:
-            keys = tuple(sorted(change.fields))
-            if keys:
-                row = (*tuple(_raw_value(k, change.fields[k]) for k in keys), change.task_id)
-                groups.setdefault(keys, []).append(row)
-            for e in change.events:
-                events.append((e.task_id, e.at, e.kind, e.state.value, e.progress, e.message))
         with self._raw_write() as cur:
+            live = self._unfinished_raw(cur, sorted({c.task_id for c in changes}))
+            for change in changes:
+                keys = tuple(sorted(change.fields))
+                if keys and change.task_id in live:
+                    row = (*tuple(_raw_value(k, change.fields[k]) for k in keys), change.task_id)
+                    groups.setdefault(keys, []).append(row)
             for keys, rows in groups.items():
                 sql = self._raw_sql.get(keys)
                 if sql is None:
@@ -371,10 +363,26 @@ class SqlStore:
                     sql = f"UPDATE conveyor_tasks SET {assignments} WHERE id = ? AND state NOT IN ({_FINAL_SQL})"
                     self._raw_sql[keys] = sql
                 cur.executemany(sql, rows)
+            events = [tuple(e[c] for c in _EVENT_COLUMNS) for e in _event_rows(changes, live)]
             if events:
                 cur.executemany(
                     f"INSERT INTO conveyor_task_events ({', '.join(_EVENT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)", events
                 )
+        return live
+
+    @staticmethod
+    def _unfinished_raw(cur: Any, ids: list[str]) -> set[str]:
+        """Which of ``ids`` are unfinished, read inside the write transaction (SQLite has one writer)."""
+        if not cur.connection.in_transaction:
+            # Take the write lock now, so no other process finishes one of them before our updates.
+            cur.execute("BEGIN IMMEDIATE")
+        live: set[str] = set()
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            marks = ", ".join("?" * len(part))
+            cur.execute(f"SELECT id FROM conveyor_tasks WHERE id IN ({marks}) AND state NOT IN ({_FINAL_SQL})", part)
+            live.update(row[0] for row in cur.fetchall())
+        return live
 
     def events(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
         e = events_table.c
@@ -662,3 +670,20 @@ def _raw_value(name: str, value: Any) -> Any:
 def _short(e: Exception) -> str:
     text = str(getattr(e, "orig", None) or e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__
+
+
+def _event_rows(changes: Sequence[Change], live: set[str]) -> list[dict[str, Any]]:
+    """The timeline steps of the changes that applied: a finished task's timeline is closed."""
+    return [
+        {
+            "task_id": e.task_id,
+            "at": e.at,
+            "kind": e.kind,
+            "state": e.state.value,
+            "progress": e.progress,
+            "message": e.message,
+        }
+        for change in changes
+        if change.task_id in live
+        for e in change.events
+    ]

@@ -7,6 +7,10 @@ change is kept on the timeline) and written every ``interval`` seconds in one
 transaction. When the store is down the batch is kept and tried again, so no
 state change is lost while the process lives; a crash loses at most one
 interval, and the task is then run again (at-least-once).
+
+A change may carry a callback, told after the write whether the change
+applied (False: the task had finished meanwhile). The local pool hands a
+task to a worker process only once its start is written that way.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
 from conveyor.stores.base import Change, Store
 
-__all__ = ["BufferedWriter"]
+__all__ = ["BufferedWriter", "OnApplied"]
 
 log = logging.getLogger("conveyor.writer")
+
+#: told whether a change applied, after the write
+OnApplied: TypeAlias = Callable[[bool], None]
 
 
 class BufferedWriter:
@@ -37,6 +45,7 @@ class BufferedWriter:
         self.on_flushed = on_flushed
         self.max_batch = max_batch
         self._pending: dict[str, Change] = {}
+        self._callbacks: dict[str, list[OnApplied]] = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -51,8 +60,10 @@ class BufferedWriter:
             self._thread = threading.Thread(target=self._run, name="conveyor-writer", daemon=True)
             self._thread.start()
 
-    def put(self, change: Change, *, urgent: bool = False) -> None:
+    def put(self, change: Change, *, urgent: bool = False, on_applied: OnApplied | None = None) -> None:
         with self._lock:
+            if on_applied is not None:
+                self._callbacks.setdefault(change.task_id, []).append(on_applied)
             existing = self._pending.get(change.task_id)
             if existing is None:
                 self._pending[change.task_id] = change
@@ -71,11 +82,12 @@ class BufferedWriter:
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, {}
+                callbacks, self._callbacks = self._callbacks, {}
             if not batch:
                 return
             changes = list(batch.values())
             try:
-                self.store.apply(changes)
+                applied = self.store.apply(changes)
             except Exception:
                 with self._lock:
                     # Put the batch back under anything newer that came meanwhile.
@@ -84,7 +96,16 @@ class BufferedWriter:
                         if newer is not None:
                             change.merge(newer)
                         self._pending[change.task_id] = change
+                    for task_id, fns in callbacks.items():
+                        fns.extend(self._callbacks.get(task_id, ()))
+                        self._callbacks[task_id] = fns
                 raise
+            for task_id, fns in callbacks.items():
+                for fn in fns:
+                    try:
+                        fn(task_id in applied)
+                    except Exception:  # a listener's bug must not stop the writer
+                        log.exception("write callback failed")
         self.last_error = None
         if self.on_flushed is not None:
             try:

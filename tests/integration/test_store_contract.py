@@ -126,6 +126,26 @@ def test_changes_apply_to_unfinished_tasks_only(store: Store) -> None:
     assert [e.state for e in store.events(r.id)] == [Status.SUCCESS]
 
 
+def test_a_change_to_a_finished_task_adds_nothing_to_its_timeline(store: Store) -> None:
+    """A late outcome (a terminated task's worker, a redelivery) leaves one final step, and apply says so."""
+    done, waiting = rec(), rec()
+    store.insert([done, waiting])
+    t = now()
+    cancel = [TaskEvent(done.id, t, Status.CANCELLED, 0.0, "Terminated on request", kind="state")]
+    assert store.apply([Change(done.id, {"state": Status.CANCELLED, "finished_at": t}, cancel)]) == {done.id}
+    late = [TaskEvent(done.id, t + 1, Status.CANCELLED, 0.0, "Cancelled", kind="state")]
+    step = [TaskEvent(waiting.id, t + 1, Status.PROCESSING, 5.0, "working")]
+    applied = store.apply(
+        [
+            Change(done.id, {"state": Status.CANCELLED, "finished_at": t + 1}, late),
+            Change(waiting.id, {"progress": 5.0}, step),
+        ]
+    )
+    assert applied == {waiting.id}
+    assert [e.message for e in store.events(done.id)] == ["Terminated on request"]
+    assert [e.message for e in store.events(waiting.id)] == ["working"]
+
+
 def test_events_come_back_in_order_after_a_sequence_number(store: Store) -> None:
     r = rec()
     store.insert([r])

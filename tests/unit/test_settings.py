@@ -63,3 +63,16 @@ def test_the_documents_workload_is_on_by_default_where_it_can_run(monkeypatch: p
     assert "pip install 'conveyor[documents]'" in missing.skipped["documents"]
     with pytest.raises(ConfigurationError, match=r"conveyor\[documents\]"):
         load_workloads(["system", "documents"], store_kind="sql")  # asked for: a loud error
+
+
+def test_the_local_lanes_are_read_as_processes_per_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_QUEUES", "default:2, documents:1")
+    assert Settings().queues == {"default": 2, "documents": 1}
+    monkeypatch.setenv("CONVEYOR_QUEUES", '{"media": 3}')
+    assert Settings().queues == {"media": 3}
+    monkeypatch.delenv("CONVEYOR_QUEUES")
+    assert Settings().queues == {}
+    for bad in ("documents", "documents:none", "documents:0", ":2"):
+        monkeypatch.setenv("CONVEYOR_QUEUES", bad)
+        with pytest.raises(ValidationError):
+            Settings()

@@ -6,11 +6,19 @@ time limit. Each worker process (``child.py``) runs one task at a time; when
 a task passes its hard limit, its process is killed and replaced, and the
 pool goes on.
 
-The pool keeps every task it owns in memory (ready heap, delayed heap,
-per-worker queues) and is the only one that writes to the store, through the
-BufferedWriter. Workers speak over one duplex pipe each (``Run`` →
-``Done``/``Progress``) and one control pipe (``Cancel``); no worker touches
-the task store.
+The pool keeps every task it owns in memory (a fair line per lane, a
+delayed heap, per-worker queues) and is the only one that writes to the
+store, through the BufferedWriter. Workers speak over one duplex pipe each
+(``Run`` → ``Done``/``Progress``) and one control pipe (``Cancel``); no worker
+touches the task store. Lanes (``lanes.py``) give each queue worker processes
+of its own and take tenants in turn.
+
+A task is handed to a worker only once its start is written: PROCESSING,
+``attempts + 1``, holder and lease, in the writer's next batch. So every
+execution is counted before its body can run (a crash can make attempts
+count one that never ran, never miss one that did), and a cancel either
+finds the task waiting (CANCELLED, and its start write is then refused) or
+finds it PROCESSING and asks the worker to stop it.
 
 Durability: every task this pool owns carries its worker id and a lease in
 the store, renewed in one statement per interval (``leases.py``). After a
@@ -31,8 +39,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,12 +51,13 @@ from conveyor.executors.base import (
     outcome_change,
     progress_change,
     result_ttl_for,
-    started_change,
 )
 from conveyor.executors.leases import LeaseKeeper
-from conveyor.executors.local.messages import Done, FromWorker, Progress, Run
+from conveyor.executors.local.lanes import DEFAULT_LANE, Lane, lane_sizes
+from conveyor.executors.local.messages import Done, FromWorker, Progress
+from conveyor.executors.local.scheduler import LaneScheduler, OwnedTask
 from conveyor.executors.local.workers import HOST, LIVE_HERE, WorkerProcess, holder_dead, local_worker_id
-from conveyor.records import Status, TaskRecord, now
+from conveyor.records import FINAL_STATES, Status, TaskRecord, now
 from conveyor.registry import Registry, TaskType
 from conveyor.stores.base import Store
 from conveyor.stores.writer import BufferedWriter
@@ -62,15 +70,7 @@ __all__ = ["LocalExecutor", "local_worker_id"]
 log = logging.getLogger("conveyor.executors.local")
 
 
-@dataclass(eq=False)
-class _Owned:
-    record: TaskRecord
-    task_type: TaskType | None
-    attempt: int = 0
-    progress: float = 0.0
-
-
-class LocalExecutor:
+class LocalExecutor(LaneScheduler):
     """A bounded pool of worker processes with priorities, delays and hard time limits."""
 
     name = "local"
@@ -83,6 +83,7 @@ class LocalExecutor:
         writer: BufferedWriter,
         data_dir: Path,
         concurrency: int = 2,
+        queues: Mapping[str, int] | None = None,
         prefetch: int = 2,
         lease_seconds: float = 30.0,
         result_ttl: float = 0.0,
@@ -103,14 +104,13 @@ class LocalExecutor:
         self.on_worker_start = on_worker_start
         self._mp = multiprocessing.get_context("fork")
         self._lock = threading.Lock()
-        self._owned: dict[str, _Owned] = {}
+        self._owned: dict[str, OwnedTask] = {}
         self._inbox: deque[TaskRecord] = deque()
         self._dropped: set[str] = set()
         self._poked = False
-        self._ready: list[tuple[int, int, str]] = []
-        self._delayed: list[tuple[float, int, str]] = []
-        self._seq = itertools.count()
-        self._workers: list[WorkerProcess] = []
+        sizes = lane_sizes(queues or {}, (t.queue for t in registry), concurrency)
+        self._init_scheduling(sizes)
+        self._indexes = itertools.count()
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._running = False
@@ -146,8 +146,8 @@ class LocalExecutor:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        for i in range(self.concurrency):
-            self._workers.append(self._spawn(i))
+        # The default lane is there from the start; the others when their first task comes.
+        self._start_lane(self._lanes[DEFAULT_LANE])
         self._loop_thread = threading.Thread(target=self._loop, name="conveyor-pool", daemon=True)
         self._loop_thread.start()
         self._keeper.start()
@@ -158,42 +158,57 @@ class LocalExecutor:
         self._adopt([record])
 
     def cancel(self, record: TaskRecord) -> None:
+        """The manager either cancelled a waiting task (``record`` is CANCELLED) or flagged a started one."""
         with self._lock:
             owned = self._owned.get(record.id)
             if owned is None:
                 if any(r.id == record.id for r in list(self._inbox)):
-                    self._dropped.add(record.id)
+                    if record.state in FINAL_STATES:
+                        self._dropped.add(record.id)
+                    else:
+                        self._cancel_asked.add(record.id)
                 return
-            for w in self._workers:
+            owned.cancel_requested = True
+            for w in self._all_workers():
                 if record.id in w.queue and not w.dead:
                     w.cancel(record.id)
                     return
-            # Waiting here: the manager has already written CANCELLED.
-            del self._owned[record.id]
+            if record.state in FINAL_STATES:
+                # Waiting here or being staged: its start write will be refused.
+                del self._owned[record.id]
 
     def terminate(self, record: TaskRecord) -> None:
-        """Kill the worker process running this task; the pool replaces it."""
+        """Kill the worker process running this task (its record already says CANCELLED); the pool replaces it."""
         with self._lock:
-            for w in self._workers:
-                if w.queue and w.queue[0] == record.id and not w.dead:
-                    # Forgotten first, so that the lost worker earns it no retry.
-                    self._owned.pop(record.id, None)
+            # Forgotten first, so that the lost worker earns it no retry and a staged start is not sent.
+            self._owned.pop(record.id, None)
+            for w in self._all_workers():
+                if w.dead or record.id not in w.queue:
+                    continue
+                if w.queue[0] == record.id:
                     self._worker_lost(w, "terminated on request")
-                    return
+                else:
+                    # Sent ahead: the flag stops it before its body; if it starts anyway it is killed.
+                    self._terminating.add(record.id)
+                    w.cancel(record.id)
+                return
 
     def health(self) -> dict[str, Any]:
-        alive = sum(1 for w in self._workers if w.alive)
-        status = "ok" if self._running and alive == self.concurrency else ("degraded" if alive else "down")
+        started = self._all_workers()
+        alive = sum(1 for w in started if w.alive)
+        status = "ok" if self._running and alive == len(started) else ("degraded" if alive else "down")
         return {"status": status, "kind": "local", "workers_alive": alive, "concurrency": self.concurrency}
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            running = sum(1 for w in self._workers if w.queue and w.running_since is not None)
+            workers = self._all_workers()
+            running = sum(1 for w in workers if w.queue and w.running_since is not None)
             return {
                 "worker_id": self.worker_id,
                 "concurrency": self.concurrency,
+                "lanes": {lane.name: lane.size for lane in self._lanes.values()},
                 "running": running,
-                "ready": len(self._ready) + len(self._inbox),
+                "ready": sum(len(lane.line) for lane in self._lanes.values()) + len(self._inbox),
                 "delayed": len(self._delayed),
                 "owned": len(self._owned),
                 "processed": self.processed,
@@ -207,7 +222,7 @@ class LocalExecutor:
 
     def workers(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [w.info(self.worker_id) for w in self._workers]
+            return [w.info(self.worker_id) for w in self._all_workers()]
 
     def stop(self, *, graceful: bool = True) -> None:
         if not self._running:
@@ -218,9 +233,10 @@ class LocalExecutor:
             while time.monotonic() < deadline:
                 with self._lock:
                     # Stop feeding workers, and take back what they have not started.
-                    self._ready.clear()
+                    for lane in self._lanes.values():
+                        lane.line.clear()
                     self._inbox.clear()
-                    busy = any(w.queue for w in self._workers if not w.dead)
+                    busy = any(w.load for w in self._all_workers() if not w.dead)
                 if not busy:
                     break
                 time.sleep(0.02)
@@ -229,11 +245,13 @@ class LocalExecutor:
         if self._loop_thread is not None:
             self._loop_thread.join(5)
         self._keeper.stop(5)
-        for w in self._workers:
+        workers = self._all_workers()
+        for w in workers:
             w.ask_to_stop()
-        for w in self._workers:
+        for w in workers:
             w.close(graceful=graceful)
-        self._workers.clear()
+        for lane in self._lanes.values():
+            lane.workers.clear()
         for sock in (self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
@@ -275,27 +293,21 @@ class LocalExecutor:
 
     # -- internals -------------------------------------------------------------
 
+    def _all_workers(self) -> list[WorkerProcess]:
+        return [w for lane in self._lanes.values() for w in lane.workers]
+
+    def _start_lane(self, lane: Lane) -> None:
+        lane.workers = [self._spawn(lane, slot) for slot in range(lane.size)]
+
+    def _spawn(self, lane: Lane, slot: int) -> WorkerProcess:
+        return WorkerProcess.spawn(
+            self._mp, next(self._indexes), self.registry, self.data_dir, self.on_worker_start, lane=lane.name, slot=slot
+        )
+
     def _adopt(self, records: list[TaskRecord]) -> None:
         # A deque append needs no lock: submitters never wait for the pool loop.
         self._inbox.extend(records)
         self._poke()
-
-    def _drain_inbox(self) -> None:
-        """Move submitted records into the pool's queues (pool loop, under the lock)."""
-        t = now()
-        while self._inbox:
-            r = self._inbox.popleft()
-            if r.id in self._owned:
-                continue
-            if r.id in self._dropped:
-                self._dropped.discard(r.id)
-                continue
-            task_type = self.registry.get(r.type) if r.type in self.registry else None
-            self._owned[r.id] = _Owned(r, task_type, attempt=r.attempts, progress=r.progress)
-            if r.eta is not None and r.eta > t:
-                heapq.heappush(self._delayed, (r.eta, next(self._seq), r.id))
-            else:
-                heapq.heappush(self._ready, (-r.priority, next(self._seq), r.id))
 
     def _poke(self) -> None:
         # One wake-up byte at a time is enough; the loop clears the flag when it wakes.
@@ -304,36 +316,6 @@ class LocalExecutor:
         self._poked = True
         with contextlib.suppress(BlockingIOError, OSError):
             self._wake_w.send(b"x")
-
-    def _spawn(self, index: int) -> WorkerProcess:
-        return WorkerProcess.spawn(self._mp, index, self.registry, self.data_dir, self.on_worker_start)
-
-    def _send_run(self, w: WorkerProcess, owned: _Owned, t_mono: float) -> None:
-        r = owned.record
-        attempt = owned.attempt + 1
-        if w.send_run(Run(r.id, r.type, r.params, r.tenant, r.queue, attempt, r.max_retries, r.cancel_requested)):
-            self._mark_started(w, t_mono)
-
-    def _mark_started(self, w: WorkerProcess, t_mono: float) -> None:
-        """The first task in a worker's queue starts as soon as it is there."""
-        task_id = w.queue[0]
-        owned = self._owned.get(task_id)
-        w.running_since = t_mono
-        limit = owned.task_type.time_limit if owned and owned.task_type else None
-        w.deadline = t_mono + limit if limit else None
-        if owned is None:
-            return
-        owned.attempt += 1
-        owned.progress = 0.0
-        self.writer.put(
-            started_change(
-                owned.record,
-                attempt=owned.attempt,
-                worker=self.worker_id,
-                lease_until=now() + self.lease_seconds,
-                at=now(),
-            )
-        )
 
     def _finish(self, task_id: str, outcome: Outcome, at: float) -> None:
         owned = self._owned.pop(task_id, None)
@@ -353,9 +335,10 @@ class LocalExecutor:
         self.writer.put(change)
         if outcome.state is Status.RETRY:
             eta = change.fields["eta"]
-            retry = _Owned(
+            retry = OwnedTask(
                 record.replace(eta=eta, attempts=owned.attempt, state=Status.RETRY),
                 owned.task_type,
+                owned.lane,
                 attempt=owned.attempt,
             )
             self._owned[task_id] = retry
@@ -370,6 +353,7 @@ class LocalExecutor:
     def _worker_lost(self, w: WorkerProcess, reason: str) -> None:
         """A worker process died or was killed: settle its tasks and replace it."""
         queue = w.lost()
+        self._terminating.difference_update(queue)
         if queue:
             running, rest = queue[0], queue[1:]
             owned = self._owned.get(running)
@@ -390,58 +374,38 @@ class LocalExecutor:
             for task_id in rest:
                 o = self._owned.get(task_id)
                 if o is not None:
-                    heapq.heappush(self._ready, (-o.record.priority, -1, task_id))
+                    self._line_up(o, front=True)
         if self._running:
             self.restarts += 1
-            self._workers[w.index] = self._spawn(w.index)
+            lane = self._lanes[w.lane]
+            lane.workers[w.slot] = self._spawn(lane, w.slot)
 
     def _handle(self, w: WorkerProcess, msg: FromWorker, t_mono: float) -> None:
         if isinstance(msg, Done):
+            if w.running_since is not None:
+                self._lanes[w.lane].ran(t_mono - w.running_since)
             w.done(msg.task_id)
             self._finish(msg.task_id, Outcome(Status(msg.state), msg.result, msg.error, msg.retry_in), msg.at)
             if w.queue:
-                self._mark_started(w, t_mono)
+                self._mark_started(w, t_mono, msg.at)
         elif isinstance(msg, Progress):
             owned = self._owned.get(msg.task_id)
             if owned is not None:
                 owned.progress = msg.progress
                 self.writer.put(progress_change(msg.task_id, msg.progress, msg.message, msg.meta, msg.at))
 
-    def _assign(self, t_mono: float) -> None:
-        if not self._ready:
-            return
-        live = [w for w in self._workers if not w.dead]
-        if not live:
-            return
-        # Fill idle workers first, then top up the queues to `prefetch`.
-        for depth in range(self.prefetch):
-            for w in live:
-                if not self._ready:
-                    return
-                if len(w.queue) != depth:
-                    continue
-                while self._ready:
-                    _, _, task_id = heapq.heappop(self._ready)
-                    owned = self._owned.get(task_id)
-                    if owned is None:
-                        continue  # cancelled while waiting
-                    try:
-                        self._send_run(w, owned, t_mono)
-                    except (OSError, EOFError):
-                        heapq.heappush(self._ready, (-owned.record.priority, -1, task_id))
-                    break
-
     def _loop(self) -> None:
         while self._running:
             t_mono = time.monotonic()
             timeout = 0.25
             with self._lock:
+                workers = self._all_workers()
                 if self._delayed:
                     timeout = min(timeout, max(0.0, self._delayed[0][0] - now()))
-                for w in self._workers:
+                for w in workers:
                     if w.deadline is not None:
                         timeout = min(timeout, max(0.0, w.deadline - t_mono))
-                conns: list[Any] = [self._wake_r] + [w.conn for w in self._workers if not w.dead]
+                conns: list[Any] = [self._wake_r] + [w.conn for w in workers if not w.dead]
             wake = self._wake_r
             try:
                 ready = multiprocessing.connection.wait(conns, timeout)
@@ -449,6 +413,7 @@ class LocalExecutor:
                 ready = []
             t_mono = time.monotonic()
             with self._lock:
+                workers = self._all_workers()
                 for obj in ready:
                     if obj is wake:
                         self._poked = False
@@ -456,24 +421,26 @@ class LocalExecutor:
                             while wake is not None and wake.recv(4096):
                                 pass
                         continue
-                    sender = next((w for w in self._workers if w.conn is obj), None)
+                    sender = next((w for w in workers if w.conn is obj), None)
                     if sender is None or sender.dead:
                         continue
                     try:
-                        while sender.conn.poll():
+                        while not sender.dead and sender.conn.poll():
                             self._handle(sender, sender.conn.recv(), t_mono)
                     except (EOFError, OSError):
-                        sender.process.join(0.5)
-                        code = sender.process.exitcode
-                        self._worker_lost(sender, f"worker process died (exit code {code}) while running this task")
+                        if not sender.dead:
+                            sender.process.join(0.5)
+                            code = sender.process.exitcode
+                            self._worker_lost(sender, f"worker process died (exit code {code}) while running this task")
                 self._drain_inbox()
+                self._send_confirmed(t_mono)
                 t = now()
                 while self._delayed and self._delayed[0][0] <= t:
                     _, _, task_id = heapq.heappop(self._delayed)
                     owned = self._owned.get(task_id)
                     if owned is not None:
-                        heapq.heappush(self._ready, (-owned.record.priority, next(self._seq), task_id))
-                for w in list(self._workers):
+                        self._line_up(owned)
+                for w in self._all_workers():
                     if w.dead:
                         continue
                     if w.deadline is not None and t_mono >= w.deadline:
@@ -484,7 +451,7 @@ class LocalExecutor:
                     elif not w.process.is_alive():
                         self._worker_lost(w, f"worker process died (exit code {w.process.exitcode})")
                 if self._accepting:
-                    self._assign(t_mono)
+                    self._assign()
 
     def _first_recover(self) -> None:
         """The lease keeper's first round: take back what a dead pool left, before any renewal."""

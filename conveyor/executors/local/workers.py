@@ -62,6 +62,7 @@ def holder_dead(worker: str) -> bool:
 class WorkerProcess:
     """One forked worker, as the pool sees it: its pipes and the tasks sent to it."""
 
+    #: unique in its pool (the process's name); ``slot`` is its place in its lane
     index: int
     process: BaseProcess
     conn: multiprocessing.connection.Connection
@@ -73,6 +74,11 @@ class WorkerProcess:
     #: hard deadline (monotonic) of the running task
     deadline: float | None = None
     dead: bool = False
+    #: the lane (queue) it serves, and its place there
+    lane: str = "default"
+    slot: int = 0
+    #: tasks chosen for it whose start is being written; sent once it is
+    staged: int = 0
 
     @classmethod
     def spawn(
@@ -82,13 +88,21 @@ class WorkerProcess:
         registry: Registry,
         data_dir: Path,
         on_start: Callable[[], Resources | None] | None,
+        *,
+        lane: str = "default",
+        slot: int = 0,
     ) -> WorkerProcess:
         process, conn, control = fork_worker(mp, index, registry, data_dir, on_start)
-        return cls(index, process, conn, control)
+        return cls(index, process, conn, control, lane=lane, slot=slot)
 
     @property
     def alive(self) -> bool:
         return not self.dead and self.process.is_alive()
+
+    @property
+    def load(self) -> int:
+        """Tasks it has or will have: sent to it, and staged for it."""
+        return len(self.queue) + self.staged
 
     def send_run(self, msg: Run) -> bool:
         """Queue a task on this worker; True when it is the first, so it starts now."""
@@ -140,6 +154,7 @@ class WorkerProcess:
             "name": f"{pool_id}/{self.index}",
             "pid": self.process.pid,
             "alive": self.alive,
+            "queue": self.lane,
             "active": [self.queue[0]] if self.queue and self.running_since is not None else [],
             "reserved": list(self.queue)[1:],
         }

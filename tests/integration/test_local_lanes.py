@@ -1,0 +1,105 @@
+"""The local pool's lanes and turns: queues do not wait for each other, tenants do not wait for a flood,
+and a cancel answer never says CANCELLED for a body that ran."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from conveyor import Status
+from conveyor.errors import InvalidTransition
+from conveyor.executors.local.lanes import FairLine, lane_sizes
+from tests.conftest import AppFactory
+from tests.lanes_workload import executions
+
+WORKLOADS = "system,tests.lanes_workload"
+
+
+def test_the_default_layout_gives_every_declared_queue_a_lane_of_its_own() -> None:
+    assert lane_sizes({}, ["default", "documents", "documents", "media"], 3) == {
+        "default": 3,
+        "documents": 1,
+        "media": 1,
+    }
+    # Configured: exactly those lanes, default at the concurrency unless listed.
+    assert lane_sizes({"documents": 2}, ["default", "documents", "media"], 4) == {"documents": 2, "default": 4}
+    assert lane_sizes({"default": 1, "media": 3}, ["speech"], 4) == {"default": 1, "media": 3}
+
+
+def test_tenants_take_turns_and_each_tenants_priority_still_counts() -> None:
+    line = FairLine()
+    for i in range(5):
+        line.push("flood", 0, i, f"a{i}")
+    line.push("quiet", 0, 10, "b0")
+    line.push("quiet", 5, 11, "b-urgent")
+    line.push("flood", 9, 12, "a-urgent")
+    order = [line.pop() for _ in range(len(line))]
+    assert order[:4] == ["a-urgent", "b-urgent", "a0", "b0"]
+    assert order[4:] == ["a1", "a2", "a3", "a4"]
+    assert line.pop() is None
+
+
+def test_a_long_task_on_one_queue_does_not_hold_up_a_task_on_another(make_app: AppFactory) -> None:
+    app = make_app(concurrency=1, workloads=WORKLOADS)
+    m = app.manager
+    sleepers = [m.submit("system.sleep", seconds=30, steps=30) for _ in range(2)]
+    deadline = time.monotonic() + 20
+    while m.get(sleepers[0]).state is not Status.PROCESSING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    other = m.submit("lanes.elsewhere")
+    assert app.manager.wait(other, timeout=20).state is Status.SUCCESS
+    # The default lane is still busy with the sleepers (the second is handed to its worker, not run).
+    assert [m.get(s).state for s in sleepers] == [Status.PROCESSING, Status.PROCESSING]
+
+
+def test_another_tenants_task_starts_after_the_tasks_already_handed_out_not_after_a_flood(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    concurrency, prefetch = 2, 2
+    app = make_app(concurrency=concurrency, prefetch=prefetch, workloads=WORKLOADS)
+    m = app.manager
+    marks = str(tmp_path / "marks")
+    flood = [m.submit("lanes.touch", path=marks, seconds=0.05, tenant="flood") for _ in range(200)]
+    submitted = time.time()
+    quiet = m.submit("lanes.touch", path=marks, seconds=0.05, tenant="quiet")
+    assert m.wait(quiet, timeout=30).state is Status.SUCCESS
+    quiet_started = m.get(quiet).result
+    for task_id in flood:
+        assert m.wait(task_id, timeout=60).state is Status.SUCCESS
+    ahead = sum(1 for task_id in flood if submitted < m.get(task_id).result < quiet_started)
+    # Started after it came in and before it: what the workers held (``prefetch`` each, or as many
+    # as cover one start write) and a turn. Without turns it would be the whole backlog (~190).
+    assert ahead <= 30, ahead
+
+
+def test_a_cancel_answered_cancelled_means_the_body_never_ran(make_app: AppFactory, tmp_path: Path) -> None:
+    """Cancels timed around the start of a prefetched task: CANCELLED only when its body did not run."""
+    app = make_app(concurrency=1, prefetch=2, workloads=WORKLOADS)
+    m = app.manager
+    marks = str(tmp_path / "marks")
+    answers: list[Status] = []
+    finals: list[Status] = []
+    trials = 48
+    for i in range(trials):
+        blocker = m.submit("lanes.touch", path=marks, seconds=0.03)
+        target = m.submit("lanes.touch", path=marks, seconds=0.01)
+        time.sleep(0.08 * i / trials)  # sweeps the moment the target becomes the running one
+        try:
+            answer = m.cancel(target).state
+        except InvalidTransition:
+            answer = Status.SUCCESS  # it had already finished
+        answers.append(answer)
+        final = m.wait(target, timeout=30)
+        finals.append(final.state)
+        m.wait(blocker, timeout=30)
+        ran = executions(marks).get(target, 0)
+        if answer is Status.CANCELLED or final.state is Status.CANCELLED:
+            assert ran == 0, (i, answer, final.state, final.message)
+        else:
+            # "Cancellation requested" (PROCESSING), or too late: the body ran, and the record says so.
+            assert answer in (Status.PROCESSING, Status.SUCCESS)
+            assert (final.state, ran) == (Status.SUCCESS, 1), (i, answer, final.state)
+    # The sweep met both sides of the race: stopped before its body, and too late to stop.
+    assert Status.CANCELLED in finals
+    assert Status.SUCCESS in finals
