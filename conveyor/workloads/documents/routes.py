@@ -291,38 +291,26 @@ async def list_documents(
 
 
 def _search(engine: sa.Engine, tenant: str, q: str, limit: int, document_id: str | None) -> dict[str, Any]:
-    from conveyor.workloads.documents.search import rank
-
-    c = chunks_table.c
-    d = documents_table.c
     # Joined with ready documents: a document being deleted or re-processed has no results.
-    cond = [c.tenant == tenant, d.status == "ready"] + ([c.document_id == document_id] if document_id else [])
-    query = (
-        sa.select(c.document_id, c.idx, c.text, c.pages, d.filename)
-        .select_from(chunks_table.join(documents_table, d.id == c.document_id))
-        .where(*cond)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    hits = rank(q, [r.text for r in rows], limit=limit)
+    rows = db.search(engine, tenant, q, limit, document_id)
     return {
         "query": q,
         "data": [
             {
-                "document_id": rows[i].document_id,
-                "filename": rows[i].filename,
-                "index": rows[i].idx,
-                "score": round(score, 4),
-                "pages": rows[i].pages,
-                "text": rows[i].text,
+                "document_id": r.document_id,
+                "filename": r.filename,
+                "index": r.idx,
+                "score": round(float(r.score), 4),
+                "pages": r.pages,
+                "text": r.text,
             }
-            for i, score in hits
+            for r in rows
         ],
-        "count": len(hits),
+        "count": len(rows),
     }
 
 
-@router.get("/search", summary="Rank the tenant's chunks for a query (BM25)")
+@router.get("/search", summary="Rank the tenant's chunks for a query (full-text index)")
 async def search_all(
     app: App,
     tenant: Tenant,
@@ -382,7 +370,7 @@ async def get_chunks(
     return await anyio.to_thread.run_sync(read)
 
 
-@router.get("/{document_id}/search", summary="Rank one document's chunks for a query (BM25)")
+@router.get("/{document_id}/search", summary="Rank one document's chunks for a query (full-text index)")
 async def search_one(
     document_id: str,
     app: App,
