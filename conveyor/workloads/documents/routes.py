@@ -7,7 +7,6 @@ every route answers another tenant's document with 404.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -19,7 +18,7 @@ from conveyor.api.deps import App, Tenant
 from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import iso
 from conveyor.app import Conveyor
-from conveyor.errors import ConveyorError, InvalidParams, PayloadTooLarge, UnsupportedMediaType
+from conveyor.errors import InvalidParams, PayloadTooLarge, UnsupportedMediaType
 from conveyor.records import Status, TaskRecord, new_task_id
 from conveyor.workloads.documents import db, storage
 from conveyor.workloads.documents.config import DocumentsSettings
@@ -394,11 +393,7 @@ async def delete_document(document_id: str, app: App, tenant: Tenant) -> Respons
         row = db.find(engine, document_id, tenant)
         if row is None:
             raise DocumentNotFound(document_id)
-        task = app.store.get(row.task_id) if row.task_id else None
-        if task is not None and not task.finished:
-            # It may have finished meanwhile (409): the delete goes on either way.
-            with contextlib.suppress(ConveyorError):
-                app.manager.cancel(task.id, tenant=tenant)
+        app.manager.cancel_if_unfinished(row.task_id, tenant=tenant)
         db.delete(engine, document_id)
         delete_document_files(row.stored_path)
 
