@@ -1,7 +1,10 @@
 """EventHub: wakes whoever waits on a task when its record changes.
 
-Waiters (``TaskManager.wait``, the SSE stream) re-read the store when woken;
-the hub carries no data, so it cannot disagree with the store. Changes made
+Waiters (``TaskManager.wait``, the SSE streams) re-read the store when woken;
+the hub carries no data, so it cannot disagree with the store. A
+:class:`Subscription` (the many-task stream) also learns *which* of its tasks
+changed, so it re-reads those alone: a stream costs its own tasks' changes,
+never every change in the process. Changes made
 by another process (a Celery worker) reach no hub here: waiters also poll
 the store on a short timer, which is the fallback that always works.
 """
@@ -14,7 +17,36 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["EventHub"]
+__all__ = ["EventHub", "Subscription"]
+
+
+class Subscription:
+    """A set of task ids watched from one event loop; ``changed()`` answers which of them changed."""
+
+    def __init__(self, hub: EventHub, task_ids: Iterable[str]) -> None:
+        self.hub = hub
+        self.task_ids = frozenset(task_ids)
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self._pending: set[str] = set()
+
+    def _notify(self, task_id: str) -> None:
+        """Under the hub's lock, from any thread."""
+        self._pending.add(task_id)
+        with contextlib.suppress(RuntimeError):  # that loop has closed
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def changed(self, timeout: float) -> set[str]:
+        """The watched ids that changed since the last call; empty when ``timeout`` passed first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        with self.hub._lock:
+            self._event.clear()
+            pending, self._pending = self._pending, set()
+        return pending
+
+    def close(self) -> None:
+        self.hub._unsubscribe(self)
 
 
 class EventHub:
@@ -23,21 +55,36 @@ class EventHub:
         self._sync: dict[str, set[threading.Event]] = {}
         self._async: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._any: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._subs: dict[str, set[Subscription]] = {}
 
     def publish(self, task_ids: Iterable[str]) -> None:
         with self._lock:
-            if not self._sync and not self._async and not self._any:
+            if not self._sync and not self._async and not self._any and not self._subs:
                 return
             wake_sync: list[threading.Event] = []
             wake_async: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = list(self._any)
             for task_id in task_ids:
                 wake_sync.extend(self._sync.get(task_id, ()))
                 wake_async.extend(self._async.get(task_id, ()))
+                for sub in self._subs.get(task_id, ()):
+                    sub._notify(task_id)
         for ev in wake_sync:
             ev.set()
         for loop, aev in wake_async:
             with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(aev.set)
+
+    def subscribe(self, task_ids: Iterable[str]) -> Subscription:
+        """Watch ``task_ids`` from the running event loop; ``close()`` the result when done."""
+        sub = Subscription(self, task_ids)
+        with self._lock:
+            for task_id in sub.task_ids:
+                self._subs.setdefault(task_id, set()).add(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        for task_id in sub.task_ids:
+            self._discard(self._subs, task_id, sub)
 
     def wait(self, task_id: str, timeout: float) -> bool:
         """Block until the task changes or ``timeout`` passes."""

@@ -388,6 +388,13 @@ class TaskManager:
 
     # -- change ----------------------------------------------------------------
 
+    def cancel_if_unfinished(self, task_id: str | None, *, tenant: str | None = None) -> TaskRecord | None:
+        """Cancel the task unless it is gone or has finished (by now, maybe): a workload's delete goes on either way."""
+        try:
+            return self.cancel(task_id, tenant=tenant) if task_id else None
+        except (InvalidTransition, TaskNotFound):
+            return None
+
     def cancel(self, task_id: str, *, tenant: str | None = None, terminate: bool = False) -> TaskRecord:
         """Cancel a task: at once if it waits, cooperatively if it runs.
 

@@ -12,7 +12,13 @@ Layout, under a key prefix (``conveyor:`` by default):
 * ``queues``              set of queue names seen
 * ``unfinished:{tenant}`` counter of PENDING/PROCESSING/RETRY tasks
 * ``held:{worker}``       set of unfinished ids a worker holds; ``workers`` names them
-* ``idem:{tenant}:{key}`` the id an idempotency key names
+* ``idem:{tenant}:{key}`` the id an idempotency key names; here and in the
+                          ``ix:`` keys the tenant's ``%`` and ``:`` are escaped
+                          (``%25``, ``%3A``), so tenants "a:b" and "a" never share a key
+* ``ix:{tenant}:s:{state}``, ``ix:{tenant}:ty:{type}``, ``ix:{tenant}:q:{queue}``
+                          sorted sets of ids by creation time: what a filtered
+                          list intersects, so it reads only its page's records;
+                          ``ixall:...`` the same across tenants
 * ``fin`` / ``fin:{tenant}`` sorted sets of ``state|id|time`` by finish time, kept
                           for a day: what the throughput counts read
 
@@ -25,6 +31,7 @@ expire. Ids left in listing sets by an expired record are dropped when met.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,11 +42,13 @@ from conveyor.stores.deadlines import Deadlines
 from conveyor.stores.redis_scripts import (
     APPLY,
     FIELDS,
+    INDEX,
     INSERT,
     REQUEST_CANCEL,
     START_RUN,
     THROUGHPUT,
     encode,
+    escape_tenant,
     event_json,
     record_from_hash,
 )
@@ -75,6 +84,7 @@ class RedisStore:
         )
         self._apply = self.r.register_script(APPLY)
         self._insert = self.r.register_script(INSERT)
+        self._index = self.r.register_script(INDEX)
         self._request_cancel = self.r.register_script(REQUEST_CANCEL)
         self._start_run = self.r.register_script(START_RUN)
         self._throughput = self.r.register_script(THROUGHPUT)
@@ -92,6 +102,25 @@ class RedisStore:
 
     def open(self) -> None:
         self.ping()
+        self._ensure_indexes()
+
+    def _ensure_indexes(self) -> None:
+        """Index the records written before the ``ix:`` sets existed, once per database.
+
+        Each batch is one script, so a change running meanwhile lands wholly
+        before or after it; two processes doing this at once only repeat work.
+        """
+        marker = self._k("ix", "version")
+        if self._call(self.r.exists, marker):
+            return
+        start = 0
+        while True:
+            ids = [i.decode() for i in self._call(self.r.zrange, self._k("all"), start, start + 499)]
+            if not ids:
+                break
+            self._call(self._index, args=[self.prefix, *ids])
+            start += 500
+        self._call(self.r.set, marker, "1")
 
     def close(self) -> None:
         self.r.close()
@@ -134,7 +163,7 @@ class RedisStore:
         return [record_from_hash(raw) for raw in self._call(pipe.execute) if raw]
 
     def find_by_idempotency_key(self, tenant: str, key: str) -> TaskRecord | None:
-        task_id = self._call(self.r.get, self._k("idem", tenant, key))
+        task_id = self._call(self.r.get, self._k("idem", escape_tenant(tenant), key))
         return self.get(task_id.decode()) if task_id else None
 
     def query(self, query: TaskQuery) -> Page:
@@ -146,21 +175,47 @@ class RedisStore:
             ids = [i.decode() for i in self._call(rangefn, index, query.offset, query.offset + query.limit - 1)]
             records = self._existing(index, ids)
             return Page(records, total - (len(ids) - len(records)))
-        # With filters every candidate is read: fine for the short-lived data this store keeps.
-        matched: list[TaskRecord] = []
-        start = 0
-        while True:
-            ids = [i.decode() for i in self._call(rangefn, index, start, start + 499)]
-            if not ids:
-                break
-            for r in self._existing(index, ids):
-                if _matches(r, query):
-                    matched.append(r)
-            start += 500
-        return Page(matched[query.offset : query.offset + query.limit], len(matched))
+        return self._filtered(index, query)
 
-    def _existing(self, index: str, ids: list[str]) -> list[TaskRecord]:
-        """The records behind ``ids``; ids whose record has expired are removed from ``index``."""
+    def _filtered(self, index: str, query: TaskQuery) -> Page:
+        """A filtered page from the index sets: Redis intersects the ids, and only the page's records are read."""
+        ix = self._k("ix", escape_tenant(query.tenant), "") if query.tenant is not None else self._k("ixall", "")
+        dims = [("s", [Status(s).value for s in query.states]), ("ty", list(query.types)), ("q", list(query.queues))]
+        sources = {dim: [f"{ix}{dim}:{v}" for v in values] for dim, values in dims if values}
+        tmp = self._k("tmp", uuid.uuid4().hex)
+        parts = [f"{tmp}:{dim}" for dim in sources]
+        pipe = self.r.pipeline(transaction=False)
+        for part, keys in zip(parts, sources.values(), strict=True):
+            pipe.zunionstore(part, keys, aggregate="MAX")
+        # weight 0 for the filter sets: the score stays the creation time from the listing index
+        pipe.zinterstore(tmp, {index: 1, **dict.fromkeys(parts, 0)})
+        pipe.expire(tmp, 60)
+        if parts:
+            pipe.unlink(*parts)
+        self._call(pipe.execute)
+        try:
+            if query.id_prefix:
+                ids, total = self._prefixed(tmp, query)
+            else:
+                rangefn = self.r.zrevrange if query.newest_first else self.r.zrange
+                total = int(self._call(self.r.zcard, tmp))
+                ids = [i.decode() for i in self._call(rangefn, tmp, query.offset, query.offset + query.limit - 1)]
+        finally:
+            self._call(self.r.unlink, tmp)
+        records = self._existing(index, ids, also=[k for keys in sources.values() for k in keys])
+        return Page(records, total - (len(ids) - len(records)))
+
+    def _prefixed(self, key: str, query: TaskQuery) -> tuple[list[str], int]:
+        """The page of ids in ``key`` that start with the query's prefix (ids only cross the wire)."""
+        prefix = query.id_prefix or ""
+        pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix) + "*"
+        scanned = self._call(lambda: list(self.r.zscan_iter(key, match=pattern, count=1000)))
+        found = [(score, i.decode()) for i, score in scanned]
+        found.sort(reverse=query.newest_first)
+        return [i for _, i in found[query.offset : query.offset + query.limit]], len(found)
+
+    def _existing(self, index: str, ids: list[str], also: Sequence[str] = ()) -> list[TaskRecord]:
+        """The records behind ``ids``; ids whose record has expired are removed from ``index`` (and ``also``)."""
         if not ids:
             return []
         pipe = self.r.pipeline(transaction=False)
@@ -169,7 +224,10 @@ class RedisStore:
         raws = self._call(pipe.execute)
         gone = [task_id for task_id, raw in zip(ids, raws, strict=True) if not raw]
         if gone:
-            self._call(self.r.zrem, index, *gone)
+            pipe = self.r.pipeline(transaction=False)
+            for key in (index, *also):
+                pipe.zrem(key, *gone)
+            self._call(pipe.execute)
         return [record_from_hash(raw) for raw in raws if raw]
 
     # -- changes --------------------------------------------------------------
@@ -389,12 +447,3 @@ class RedisStore:
                 self._call(self.r.unlink, *keys)
             if cursor == 0:
                 break
-
-
-def _matches(r: TaskRecord, q: TaskQuery) -> bool:
-    return (
-        (not q.states or r.state in q.states)
-        and (not q.types or r.type in q.types)
-        and (not q.queues or r.queue in q.queues)
-        and (not q.id_prefix or r.id.startswith(q.id_prefix))
-    )

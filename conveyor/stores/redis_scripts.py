@@ -15,11 +15,13 @@ __all__ = [
     "APPLY",
     "FIELDS",
     "FIN_KEEP",
+    "INDEX",
     "INSERT",
     "REQUEST_CANCEL",
     "START_RUN",
     "THROUGHPUT",
     "encode",
+    "escape_tenant",
     "event_json",
     "record_from_hash",
 ]
@@ -34,6 +36,17 @@ COMMON = f"""
 local P = ARGV[1]
 local FIN_KEEP = {FIN_KEEP}
 local function final(s) return s == 'SUCCESS' or s == 'FAILURE' or s == 'CANCELLED' end
+-- A tenant's name inside a key: ':' and '%' escaped, so "a:b" and "a" never share a key (escape_tenant).
+local function esc(s)
+  return (string.gsub(s, '[%%:]', function(c) if c == '%' then return '%25' end return '%3A' end))
+end
+-- The listing indexes of one task's state, for its tenant and for all tenants (ids scored by creation time).
+local function index_state(id, tenant, old_state, new_state, created)
+  for _, ix in ipairs({{P..'ix:'..esc(tenant)..':s:', P..'ixall:s:'}}) do
+    if old_state then redis.call('ZREM', ix..old_state, id) end
+    redis.call('ZADD', ix..new_state, created, id)
+  end
+end
 local function dec(v) if v == false or v == nil then return nil end local x = cjson.decode(v)
   if x == cjson.null then return nil end return x end
 -- Note a finish in the throughput sets, dropping what is older than they keep.
@@ -52,6 +65,7 @@ local function transition(id, key, cur_state, new_state, expires, worker)
   local tenant = dec(redis.call('HGET', key, 'tenant'))
   local created = dec(redis.call('HGET', key, 'created_at'))
   redis.call('ZREM', P..'q:'..queue..':'..cur_state, id)
+  index_state(id, tenant, cur_state, new_state, redis.call('HGET', key, 'created_at'))
   if final(new_state) then
     if not final(cur_state) then finished(id, key, tenant, new_state) end
     local score = '+inf'
@@ -133,7 +147,7 @@ INSERT = (
     + """
 local id, tenant, idem = ARGV[2], ARGV[3], ARGV[4]
 if idem ~= '' then
-  if redis.call('SET', P..'idem:'..tenant..':'..idem, id, 'NX') == false then return 0 end
+  if redis.call('SET', P..'idem:'..esc(tenant)..':'..idem, id, 'NX') == false then return 0 end
 end
 local key = P..'t:'..id
 local n = tonumber(ARGV[10])
@@ -144,6 +158,12 @@ local created, queue, state, worker = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 redis.call('ZADD', P..'tenant:'..tenant, created, id)
 redis.call('ZADD', P..'all', created, id)
 redis.call('SADD', P..'queues', queue)
+index_state(id, tenant, nil, state, created)
+local task_type = dec(redis.call('HGET', key, 'type'))
+for _, ix in ipairs({P..'ix:'..esc(tenant)..':', P..'ixall:'}) do
+  redis.call('ZADD', ix..'ty:'..task_type, created, id)
+  redis.call('ZADD', ix..'q:'..queue, created, id)
+end
 if final(state) then
   finished(id, key, tenant, state)
   local expires = ARGV[9]
@@ -155,6 +175,30 @@ else
   if worker ~= '' then
     redis.call('SADD', P..'held:'..worker, id)
     redis.call('SADD', P..'workers', worker)
+  end
+end
+return 1
+"""
+)
+
+# ARGV: prefix, ids... Adds existing records to the listing indexes (records written before they existed).
+INDEX = (
+    COMMON
+    + """
+for j = 2, #ARGV do
+  local id = ARGV[j]
+  local key = P..'t:'..id
+  local state = dec(redis.call('HGET', key, 'state'))
+  if state then
+    local tenant = dec(redis.call('HGET', key, 'tenant'))
+    local created = redis.call('HGET', key, 'created_at')
+    local task_type = dec(redis.call('HGET', key, 'type'))
+    local queue = dec(redis.call('HGET', key, 'queue'))
+    index_state(id, tenant, nil, state, created)
+    for _, ix in ipairs({P..'ix:'..esc(tenant)..':', P..'ixall:'}) do
+      redis.call('ZADD', ix..'ty:'..task_type, created, id)
+      redis.call('ZADD', ix..'q:'..queue, created, id)
+    end
   end
 end
 return 1
@@ -221,6 +265,11 @@ for _, o in ipairs(order) do
 end
 return out
 """
+
+
+def escape_tenant(tenant: str) -> str:
+    """A tenant's name as a key part: ``%`` and ``:`` escaped, as the scripts' ``esc`` does."""
+    return tenant.replace("%", "%25").replace(":", "%3A")
 
 
 def encode(value: Any) -> str:

@@ -104,6 +104,42 @@ def test_an_idempotency_key_is_unique_per_tenant(store: Store) -> None:
     assert found.tenant == "a"
 
 
+def test_idempotency_keys_of_tenants_whose_names_hold_a_colon_never_collide(store: Store) -> None:
+    """Tenant "a:b" with key "c" and tenant "a" with key "b:c" are two keys, not one."""
+    first = rec(tenant="a:b", idempotency_key="c")
+    second = rec(tenant="a", idempotency_key="b:c")
+    third = rec(tenant="a%3Ab", idempotency_key="c")
+    store.insert([first])
+    store.insert([second])
+    store.insert([third])
+    for r in (first, second, third):
+        found = store.find_by_idempotency_key(r.tenant, r.idempotency_key or "")
+        assert found is not None
+        assert found.id == r.id
+
+
+def test_a_filtered_list_follows_state_changes(store: Store) -> None:
+    t0 = now()
+    records = [rec(created_at=t0 + i, queue="q1" if i < 3 else "q2") for i in range(5)]
+    records.append(rec(tenant="a:b", created_at=t0 + 10))
+    store.insert(records)
+    t = now()
+    store.apply([Change(records[1].id, {"state": Status.SUCCESS, "finished_at": t}, [])])
+    store.apply([Change(records[4].id, {"state": Status.PROCESSING}, [])])
+    done = store.query(TaskQuery(tenant="a", states=[Status.SUCCESS]))
+    assert [r.id for r in done.items] == [records[1].id]
+    assert done.total == 1
+    waiting = store.query(TaskQuery(tenant="a", states=[Status.PENDING, Status.PROCESSING], queues=["q2"]))
+    assert [r.id for r in waiting.items] == [records[4].id, records[3].id]
+    oldest = store.query(TaskQuery(tenant="a", states=[Status.PENDING], newest_first=False, limit=1, offset=1))
+    assert [r.id for r in oldest.items] == [records[2].id]
+    assert oldest.total == 3
+    assert store.query(TaskQuery(tenant="a:b", states=[Status.PENDING])).total == 1
+    assert store.query(TaskQuery(tenant=None, states=[Status.PENDING])).total == 4
+    prefixed = store.query(TaskQuery(tenant="a", queues=["q1"], id_prefix=records[2].id[:8]))
+    assert [r.id for r in prefixed.items] == [records[2].id]
+
+
 def test_changes_apply_to_unfinished_tasks_only(store: Store) -> None:
     """Completion is idempotent: a second outcome for a finished task changes nothing."""
     r = rec()

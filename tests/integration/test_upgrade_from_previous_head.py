@@ -94,7 +94,7 @@ def test_a_database_of_the_previous_layout_upgrades_without_loss(
             assert conn.execute(sa.text("SELECT filename FROM conveyor_documents")).scalars().all() == ["a.txt"]
             assert conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0004"]
             documents = conn.execute(sa.text("SELECT version_num FROM conveyor_documents_alembic_version"))
-            assert documents.scalars().all() == ["documents_0001"]
+            assert documents.scalars().all() == ["documents_0002"]
             indexes = {i["name"] for i in sa.inspect(conn).get_indexes("conveyor_tasks")}
         assert any("finished" in name for name in indexes)  # 0003 ran (or had run) on the upgraded core
         store.open()  # and a second start is a no-op

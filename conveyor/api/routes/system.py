@@ -16,12 +16,18 @@ from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import EVENT_STREAM, QueuePublic, QueuesPublic, TaskStatus, iso
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, ExecutorError
+from conveyor.hub import Subscription
+from conveyor.records import TaskRecord
 
 __all__ = ["router"]
 
 router = SlashRouter(tags=["system"])
 
 MAX_WATCHED = 200
+#: how often the many-task stream re-reads its unfinished tasks when no change in this process woke it
+EVENTS_POLL = 5.0
+#: ...and when tasks run in other processes (Celery), whose changes wake no hub here
+EVENTS_REMOTE_POLL = 1.0
 
 
 @router.get("/livez", summary="Liveness: the process answers (reveals nothing else)")
@@ -102,39 +108,59 @@ async def many_events(
     caller: Who,
     ids: Annotated[str, Query(description="comma-separated task ids (at most 200)")],
 ) -> EventSourceResponse:
-    """A ``progress`` event each time one of the watched tasks changes; the stream stays open."""
-    watched = [i.strip() for i in ids.split(",") if i.strip()][:MAX_WATCHED]
+    """A ``progress`` event each time one of the watched tasks changes; the stream stays open.
+
+    The watched records are read once when the stream opens; after that the
+    hub names the watched tasks that changed and only those are read again,
+    so a stream costs its own tasks' changes, not every change in the process.
+    Changes made by another process (a Celery worker, another API process)
+    wake no hub here: unfinished watched tasks are also re-read on a slow timer.
+    """
+    watched = list(dict.fromkeys(i.strip() for i in ids.split(",") if i.strip()))[:MAX_WATCHED]
     tenant = caller.tenant
+    poll = EVENTS_POLL if app.settings.executor == "local" else EVENTS_REMOTE_POLL
     release = stream_slot(request, caller)
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
+        subscription = app.hub.subscribe(watched)
         try:
-            async for event in follow():
+            async for event in follow(subscription):
                 yield event
         finally:
+            subscription.close()
             release()
 
-    async def follow() -> AsyncIterator[dict[str, Any]]:
+    async def follow(subscription: Subscription) -> AsyncIterator[dict[str, Any]]:
         seen: dict[str, tuple[Any, ...]] = {}
+        finished: set[str] = set()
+        to_read = watched
         while True:
-            records = await anyio.to_thread.run_sync(app.store.get_many, watched)
+            records = await anyio.to_thread.run_sync(app.store.get_many, to_read) if to_read else []
             for r in records:
                 if r.tenant != tenant:
                     continue
+                if r.finished:
+                    finished.add(r.id)
                 key = (r.state, r.progress, r.message)
                 if seen.get(r.id) != key:
                     seen[r.id] = key
-                    data = TaskStatus.of(r).model_dump()
-                    data.update(
-                        type=r.type,
-                        attempts=r.attempts,
-                        updated_at=iso(r.updated_at),
-                        started_at=iso(r.started_at),
-                        finished_at=iso(r.finished_at),
-                    )
-                    yield {"event": "progress", "data": json.dumps(data)}
+                    yield {"event": "progress", "data": _many_event_json(r)}
             if await request.is_disconnected():
                 return
-            await app.hub.wait_async(None, 0.5)
+            changed = await subscription.changed(poll)
+            # woken: the tasks that changed; timed out: the unfinished ones, which another process may move
+            to_read = sorted(changed) if changed else [i for i in watched if i not in finished]
 
     return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-cache"})
+
+
+def _many_event_json(r: TaskRecord) -> str:
+    data = TaskStatus.of(r).model_dump()
+    data.update(
+        type=r.type,
+        attempts=r.attempts,
+        updated_at=iso(r.updated_at),
+        started_at=iso(r.started_at),
+        finished_at=iso(r.finished_at),
+    )
+    return json.dumps(data)

@@ -17,3 +17,9 @@ class DocumentsSettings(BaseSettings):
     quota_mb: float = Field(default=1024.0, gt=0)
     #: documents older than this many days are deleted by the hourly cleanup
     retention_days: float = Field(default=30.0, gt=0)
+    #: what a PDF's pages may decompress to in all, in MiB: one 20 MiB stream shared by every page once held a worker
+    pdf_max_content_mb: float = Field(default=128.0, gt=0)
+    #: the most pages read from one PDF
+    pdf_max_pages: int = Field(default=5000, gt=0)
+    #: the most seconds text extraction may take for one document (within the task's own time limit)
+    extract_seconds: float = Field(default=1800.0, gt=0)

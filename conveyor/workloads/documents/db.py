@@ -6,6 +6,7 @@ from its worker process's resources.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "mark_failed",
     "processing",
     "reconcile",
+    "search",
     "update",
     "usage",
 ]
@@ -118,3 +120,51 @@ def processing(engine: sa.Engine, *, limit: int = 1000) -> Sequence[sa.Row[Any]]
         return conn.execute(
             documents_table.select().where(d.status == "processing").order_by(d.created_at).limit(limit)
         ).all()
+
+
+#: what one search may name: more words than this only repeat what the first ones ask
+MAX_QUERY_TERMS = 32
+
+
+def search(engine: sa.Engine, tenant: str, q: str, limit: int, document_id: str | None = None) -> list[sa.Row[Any]]:
+    """The tenant's best chunks for ``q`` (any of its words), best first, at most ``limit`` rows.
+
+    The full-text index (SQLite FTS5, PostgreSQL tsvector + GIN, migration
+    documents_0002) finds and ranks the matches, and the database returns
+    only ``limit`` rows, so a query never loads the tenant's corpus. Rows:
+    ``document_id, idx, text, pages, filename, score`` (higher is better).
+    """
+    terms = _terms(q)
+    if not terms:
+        return []
+    c = chunks_table.c
+    cond = [c.tenant == tenant, d.status == "ready"] + ([c.document_id == document_id] if document_id else [])
+    columns = [c.document_id, c.idx, c.text, c.pages, d.filename]
+    joined = chunks_table.join(documents_table, d.id == c.document_id)
+    if engine.dialect.name == "postgresql":
+        tsquery = sa.func.to_tsquery("simple", " | ".join(terms))
+        vector: sa.ColumnElement[Any] = sa.literal_column("conveyor_document_chunks.search_vector")
+        score: sa.ColumnElement[Any] = sa.func.ts_rank_cd(vector, tsquery)
+        query = sa.select(*columns, score.label("score")).select_from(joined).where(*cond, vector.op("@@")(tsquery))
+    else:
+        fts = sa.table("conveyor_document_chunks_fts", sa.column("rowid", sa.Integer))
+        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        # bm25() is lower for a better match
+        score = -sa.func.bm25(sa.literal_column("conveyor_document_chunks_fts"))
+        query = (
+            sa.select(*columns, score.label("score"))
+            .select_from(fts.join(joined, sa.literal_column("conveyor_document_chunks.search_rowid") == fts.c.rowid))
+            .where(sa.literal_column("conveyor_document_chunks_fts").op("MATCH")(match), *cond)
+        )
+    query = query.order_by(sa.desc("score"), c.document_id, c.idx).limit(limit)
+    with engine.connect() as conn:
+        rows: list[sa.Row[Any]] = [*conn.execute(query)]
+    return rows
+
+
+def _terms(q: str) -> list[str]:
+    """The query's words, lower-cased, with accents folded and as written (PostgreSQL's index keeps accents)."""
+    from conveyor.workloads.documents.search import tokenize
+
+    raw = re.findall(r"\w+", q.lower())
+    return list(dict.fromkeys([*tokenize(q), *raw]))[:MAX_QUERY_TERMS]

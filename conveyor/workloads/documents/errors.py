@@ -67,3 +67,9 @@ class BadEncoding(DocumentError):
 
 class OutputNotWritten(DocumentError):
     code = "output_not_written"
+
+
+class ExtractionLimit(DocumentError):
+    """The file would take more than a limit allows to read (a decompression or page-work bomb)."""
+
+    code = "extraction_limit"

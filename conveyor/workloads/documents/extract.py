@@ -7,10 +7,12 @@ plain words; the task stores that message on the document.
 from __future__ import annotations
 
 import re
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from conveyor.errors import SoftTimeLimitExceeded, TaskCancelled
 from conveyor.workloads.documents.errors import (
@@ -18,6 +20,7 @@ from conveyor.workloads.documents.errors import (
     DocumentError,
     EmptyText,
     EncryptedPdf,
+    ExtractionLimit,
     FileMissing,
     OutputNotWritten,
     UnreadableDocument,
@@ -29,7 +32,9 @@ __all__ = [
     "DocumentError",
     "EmptyText",
     "EncryptedPdf",
+    "ExtractLimits",
     "Extracted",
+    "ExtractionLimit",
     "FileMissing",
     "OutputNotWritten",
     "UnreadableDocument",
@@ -133,13 +138,29 @@ def sniff_file(path: Path, filename: str | None = None) -> str:
     return sniff(head, filename or path.name)
 
 
-def extract(path: Path, filename: str | None = None, progress: Callable[[float], None] | None = None) -> Extracted:
+@dataclass(frozen=True)
+class ExtractLimits:
+    """How much work reading one document may take (``CONVEYOR_DOCUMENTS_*`` in the task)."""
+
+    #: what a PDF's page contents may decompress to, summed over its pages
+    pdf_max_content_bytes: int = 128 * 1024 * 1024
+    pdf_max_pages: int = 5000
+    #: the time budget of the extraction, in seconds
+    seconds: float = 1800.0
+
+
+def extract(
+    path: Path,
+    filename: str | None = None,
+    progress: Callable[[float], None] | None = None,
+    limits: ExtractLimits | None = None,
+) -> Extracted:
     """The document's text, with page spans for PDFs; ``progress`` gets the fraction of pages read."""
     if not path.is_file():
         raise FileMissing(f"the uploaded file is missing on disk ({path.name})")
     kind = sniff_file(path, filename)
     if kind == "pdf":
-        result = _pdf(path, progress)
+        result = _pdf(path, progress, limits or ExtractLimits())
     elif kind == "docx":
         result = _docx(path)
     elif kind == "html":
@@ -160,7 +181,7 @@ def extract(path: Path, filename: str | None = None, progress: Callable[[float],
 _PASS_THROUGH = (DocumentError, TaskCancelled, SoftTimeLimitExceeded)
 
 
-def _pdf(path: Path, progress: Callable[[float], None] | None) -> Extracted:
+def _pdf(path: Path, progress: Callable[[float], None] | None, limits: ExtractLimits) -> Extracted:
     from pypdf import PdfReader
 
     try:
@@ -179,11 +200,26 @@ def _pdf(path: Path, progress: Callable[[float], None] | None) -> Extracted:
         raise UnreadableDocument(f"the PDF could not be read: {e}") from None
     if count == 0:
         raise EmptyText("the PDF has no pages")
+    if count > limits.pdf_max_pages:
+        raise ExtractionLimit(f"the PDF has {count} pages, more than the page limit of {limits.pdf_max_pages}")
+    deadline = time.monotonic() + limits.seconds
+    content = 0
     parts: list[str] = []
     pages: list[tuple[int, int, int]] = []
     unreadable: list[int] = []
     offset = 0
     for number in range(1, count + 1):
+        # Counted before the page is read: pages may share one huge stream, each page decoding it again.
+        content += _content_bytes(reader.pages[number - 1])
+        if content > limits.pdf_max_content_bytes:
+            raise ExtractionLimit(
+                f"the PDF's pages decompress to more than the content limit of "
+                f"{limits.pdf_max_content_bytes / 2**20:g} MiB (by page {number} of {count})"
+            )
+        if time.monotonic() > deadline:
+            raise ExtractionLimit(
+                f"reading the PDF passed the time limit of {limits.seconds:g} s (at page {number} of {count})"
+            )
         try:
             text = _clean(reader.pages[number - 1].extract_text() or "").strip()
         except _PASS_THROUGH:
@@ -205,8 +241,22 @@ def _pdf(path: Path, progress: Callable[[float], None] | None) -> Extracted:
     return Extracted("".join(parts), pages, "pdf", None, unreadable)
 
 
-#: what a DOCX (a zip) may expand to: a 300 KB zip bomb once took a worker to 2.2 GB
+def _content_bytes(page: Any) -> int:
+    """The decompressed size of a page's content streams (0 when it has none or they cannot be read)."""
+    try:
+        contents = page.get_contents()
+        return len(contents.get_data()) if contents is not None else 0
+    except Exception:  # a damaged page is reported by its own extraction below
+        return 0
+
+
+#: what a DOCX (a zip) may expand to, all members together: a 300 KB zip bomb once took a worker to 2.2 GB
 MAX_DOCX_EXPANDED = 200 * 1024 * 1024
+#: the most members a DOCX may hold
+MAX_DOCX_MEMBERS = 10_000
+#: a member larger than this must not be compressed more than MAX_DOCX_RATIO times (text XML is ~10 times)
+DOCX_RATIO_FROM = 1024 * 1024
+MAX_DOCX_RATIO = 200
 
 
 def _docx(path: Path) -> Extracted:
@@ -214,14 +264,10 @@ def _docx(path: Path) -> Extracted:
 
     try:
         with zipfile.ZipFile(path) as z:
-            expanded = sum(info.file_size for info in z.infolist())
+            members = z.infolist()
     except zipfile.BadZipFile:
         raise UnreadableDocument("the Word document could not be read: it is not a valid zip file") from None
-    if expanded > MAX_DOCX_EXPANDED:
-        raise UnreadableDocument(
-            f"the Word document expands to {expanded / 2**20:.0f} MiB, more than the "
-            f"{MAX_DOCX_EXPANDED / 2**20:.0f} MiB allowed (a zip bomb?)"
-        )
+    _check_docx_members(members)
     try:
         document = docx.Document(str(path))
     except Exception as e:
@@ -236,6 +282,26 @@ def _docx(path: Path) -> Extracted:
     except Exception as e:
         raise UnreadableDocument(f"the Word document could not be read: {e}") from None
     return Extracted(_clean("\n\n".join(parts)), [], "docx", None)
+
+
+def _check_docx_members(members: list[zipfile.ZipInfo]) -> None:
+    """Refuse a zip bomb from the sizes its directory declares (zipfile never inflates past them)."""
+    if len(members) > MAX_DOCX_MEMBERS:
+        raise ExtractionLimit(
+            f"the Word document holds {len(members)} files, more than the member limit of {MAX_DOCX_MEMBERS}"
+        )
+    expanded = sum(info.file_size for info in members)
+    if expanded > MAX_DOCX_EXPANDED:
+        raise ExtractionLimit(
+            f"the Word document expands to {expanded / 2**20:.0f} MiB, more than the decompressed size limit of "
+            f"{MAX_DOCX_EXPANDED / 2**20:.0f} MiB (a zip bomb?)"
+        )
+    for info in members:
+        if info.file_size > DOCX_RATIO_FROM and info.file_size > MAX_DOCX_RATIO * max(info.compress_size, 1):
+            raise ExtractionLimit(
+                f"the Word document's {info.filename} is compressed {info.file_size // max(info.compress_size, 1)} "
+                f"times, more than the compression ratio limit of {MAX_DOCX_RATIO} (a zip bomb?)"
+            )
 
 
 def _html_text(markup: str) -> str:

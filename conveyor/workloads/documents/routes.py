@@ -7,7 +7,6 @@ every route answers another tenant's document with 404.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -19,7 +18,7 @@ from conveyor.api.deps import App, Tenant
 from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import iso
 from conveyor.app import Conveyor
-from conveyor.errors import ConveyorError, InvalidParams, PayloadTooLarge, UnsupportedMediaType
+from conveyor.errors import InvalidParams, PayloadTooLarge, UnsupportedMediaType
 from conveyor.records import Status, TaskRecord, new_task_id
 from conveyor.workloads.documents import db, storage
 from conveyor.workloads.documents.config import DocumentsSettings
@@ -291,38 +290,26 @@ async def list_documents(
 
 
 def _search(engine: sa.Engine, tenant: str, q: str, limit: int, document_id: str | None) -> dict[str, Any]:
-    from conveyor.workloads.documents.search import rank
-
-    c = chunks_table.c
-    d = documents_table.c
     # Joined with ready documents: a document being deleted or re-processed has no results.
-    cond = [c.tenant == tenant, d.status == "ready"] + ([c.document_id == document_id] if document_id else [])
-    query = (
-        sa.select(c.document_id, c.idx, c.text, c.pages, d.filename)
-        .select_from(chunks_table.join(documents_table, d.id == c.document_id))
-        .where(*cond)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    hits = rank(q, [r.text for r in rows], limit=limit)
+    rows = db.search(engine, tenant, q, limit, document_id)
     return {
         "query": q,
         "data": [
             {
-                "document_id": rows[i].document_id,
-                "filename": rows[i].filename,
-                "index": rows[i].idx,
-                "score": round(score, 4),
-                "pages": rows[i].pages,
-                "text": rows[i].text,
+                "document_id": r.document_id,
+                "filename": r.filename,
+                "index": r.idx,
+                "score": round(float(r.score), 4),
+                "pages": r.pages,
+                "text": r.text,
             }
-            for i, score in hits
+            for r in rows
         ],
-        "count": len(hits),
+        "count": len(rows),
     }
 
 
-@router.get("/search", summary="Rank the tenant's chunks for a query (BM25)")
+@router.get("/search", summary="Rank the tenant's chunks for a query (full-text index)")
 async def search_all(
     app: App,
     tenant: Tenant,
@@ -382,7 +369,7 @@ async def get_chunks(
     return await anyio.to_thread.run_sync(read)
 
 
-@router.get("/{document_id}/search", summary="Rank one document's chunks for a query (BM25)")
+@router.get("/{document_id}/search", summary="Rank one document's chunks for a query (full-text index)")
 async def search_one(
     document_id: str,
     app: App,
@@ -406,11 +393,7 @@ async def delete_document(document_id: str, app: App, tenant: Tenant) -> Respons
         row = db.find(engine, document_id, tenant)
         if row is None:
             raise DocumentNotFound(document_id)
-        task = app.store.get(row.task_id) if row.task_id else None
-        if task is not None and not task.finished:
-            # It may have finished meanwhile (409): the delete goes on either way.
-            with contextlib.suppress(ConveyorError):
-                app.manager.cancel(task.id, tenant=tenant)
+        app.manager.cancel_if_unfinished(row.task_id, tenant=tenant)
         db.delete(engine, document_id)
         delete_document_files(row.stored_path)
 

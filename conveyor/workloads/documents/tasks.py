@@ -124,7 +124,7 @@ def _describe(e: BaseException) -> str:
 
 def _process(ctx: TaskContext, engine: sa.Engine, doc: sa.Row[Any], chunk_size: int, overlap: int) -> dict[str, Any]:
     from conveyor.workloads.documents.chunking import chunk_text
-    from conveyor.workloads.documents.extract import OutputNotWritten, extract
+    from conveyor.workloads.documents.extract import ExtractLimits, OutputNotWritten, extract
     from conveyor.workloads.documents.language import detect_language
 
     started = time.time()
@@ -142,7 +142,13 @@ def _process(ctx: TaskContext, engine: sa.Engine, doc: sa.Row[Any], chunk_size: 
         ctx.raise_if_cancelled()
         ctx.progress(10 + 10 * fraction, "Reading file")
 
-    extracted = extract(path, doc.filename, progress=reading)
+    config: DocumentsSettings = ctx.resources.workload_settings("documents")
+    limits = ExtractLimits(
+        pdf_max_content_bytes=int(config.pdf_max_content_mb * 1024 * 1024),
+        pdf_max_pages=config.pdf_max_pages,
+        seconds=config.extract_seconds,
+    )
+    extracted = extract(path, doc.filename, progress=reading, limits=limits)
     phase(20, "Running encoder")
 
     def chunking(fraction: float) -> None:

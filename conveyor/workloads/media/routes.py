@@ -425,10 +425,7 @@ async def delete_correction(task_id: str, app: App, tenant: Tenant) -> Response:
         row = db.find(engine, task_id, tenant)
         if row is None:
             raise CorrectionNotFound(task_id)
-        task = app.store.get(row.job_id) if row.job_id else None
-        if task is not None and not task.finished:
-            with contextlib.suppress(ConveyorError):
-                app.manager.cancel(task.id, tenant=tenant)
+        app.manager.cancel_if_unfinished(row.job_id, tenant=tenant)
         db.delete(engine, task_id)
         root = storage.tenant_root(app.settings.data_dir, tenant)
         # Only what this correction made goes: its listed outputs (the folder too once empty, since a

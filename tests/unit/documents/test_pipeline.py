@@ -14,6 +14,7 @@ from conveyor.workloads.documents.extract import (
     BadEncoding,
     EmptyText,
     EncryptedPdf,
+    ExtractionLimit,
     FileMissing,
     UnreadableDocument,
     UnsupportedType,
@@ -258,5 +259,5 @@ def test_a_docx_zip_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> Non
         for _ in range(256):
             member.write(block)
     assert bomb.stat().st_size < 2 * 1024 * 1024
-    with pytest.raises(UnreadableDocument, match=r"expands to 2\d\d MiB"):
+    with pytest.raises(ExtractionLimit, match=r"expands to 2\d\d MiB"):
         extract(bomb)
