@@ -56,7 +56,9 @@ def test_a_pool_with_no_free_connection_answers_store_unavailable_not_a_pool_tim
     assert "no connection free" in caught.value.message
 
 
-def test_a_write_waiting_for_a_locked_row_gives_up_within_its_deadline_instead_of_waiting(pg_url: str, stores: list[SqlStore]) -> None:
+def test_a_write_waiting_for_a_locked_row_gives_up_within_its_deadline_instead_of_waiting(
+    pg_url: str, stores: list[SqlStore]
+) -> None:
     store = open_sql(pg_url, Deadlines(lock=0.5, statement=2.0))
     stores.append(store)
     r = rec()
