@@ -43,7 +43,7 @@ class FaultRow:
     test: str = ""  # filled by the fixture
     at: float = dataclasses.field(default_factory=time.time)
 
-    def count_statuses(self, statuses: Iterable[int]) -> FaultRow:
+    def count_statuses(self, statuses: Iterable[int | str]) -> FaultRow:
         counts = Counter(str(s) for s in statuses)
         for status, n in counts.items():
             self.http_statuses[status] = self.http_statuses.get(status, 0) + n

@@ -64,7 +64,7 @@ def test_the_api_answers_503_while_the_database_is_down_and_recovers(
         row.count_statuses([after.status_code])
         ids = [running, after.json()["task_id"]]
         app.manager.wait(ids[1], timeout=30)
-        figures = store_figures(app, ids)
+        figures = store_figures(app.store, ids)
     proxy.stop()
     row = dataclasses.replace(row, submitted=3, accepted=2, **figures)
     row.notes = "a TCP proxy cut for 2 s; the running task's outcome waits in the writer and lands on recovery"

@@ -11,7 +11,6 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,7 +18,7 @@ from fastapi.testclient import TestClient
 from conveyor import Conveyor, Status
 from conveyor.api.main import create_app
 from tests.conftest import AppFactory, CeleryWorkers, broker_url
-from tests.faults.figures import store_figures
+from tests.faults.figures import store_figures, wait_final
 from tests.faults.report import FaultReport, FaultRow
 from tests.faults.services import PrivatePostgres, PrivateRedis, rabbitmq_vhost
 
@@ -31,16 +30,6 @@ def successes_per_task(app: Conveyor, ids: list[str]) -> Counter[str]:
     return Counter(
         task_id for task_id in ids for e in app.store.events(task_id) if e.kind == "state" and e.state is Status.SUCCESS
     )
-
-
-def wait_all_finished(app: Conveyor, ids: list[str], timeout: float) -> list[Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        records = app.store.get_many(ids)
-        if len(records) == len(ids) and all(r.finished for r in records):
-            return records
-        assert time.monotonic() < deadline, Counter(r.state.value for r in records)
-        time.sleep(0.2)
 
 
 @pytest.mark.rabbitmq
@@ -81,7 +70,7 @@ def test_a_restarted_redis_store_under_a_rabbitmq_broker_loses_no_task(
                 codes.append(health)
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
-            records = wait_all_finished(app, ids, timeout=120)
+            drained = wait_final(app.store, ids, timeout=120)
             recovery = time.monotonic() - back
             fault_report.add(
                 FaultRow(
@@ -91,9 +80,11 @@ def test_a_restarted_redis_store_under_a_rabbitmq_broker_loses_no_task(
                     accepted=len(ids),
                     recovery_s=recovery,
                     notes="30 sleeps queued, the store down for 3 s; workers put their messages back",
-                    **store_figures(app, ids),
+                    **store_figures(app.store, ids),
                 ).count_statuses(codes)
             )
+            assert drained, Counter(r.state.value for r in app.store.get_many(ids))
+            records = app.store.get_many(ids)
             assert [r.state for r in records] == [Status.SUCCESS] * len(ids)
             assert set(successes_per_task(app, ids).values()) == {1}
             after = client.post("/api/v1/tasks", json=submit)
@@ -157,9 +148,11 @@ def test_postgresql_stopped_for_ten_seconds_during_a_burst_answers_503_and_loses
             while client.get("/health").status_code != 200:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
-            records = wait_all_finished(app, accepted, timeout=120)
-            row = dataclasses.replace(row, recovery_s=time.monotonic() - back, **store_figures(app, accepted))
+            drained = wait_final(app.store, accepted, timeout=120)
+            row = dataclasses.replace(row, recovery_s=time.monotonic() - back, **store_figures(app.store, accepted))
             fault_report.add(row)
+            assert drained, Counter(r.state.value for r in app.store.get_many(accepted))
+            records = app.store.get_many(accepted)
             assert [r.state for r in records] == [Status.SUCCESS] * len(accepted)
             assert set(successes_per_task(app, accepted).values()) == {1}
     finally:
