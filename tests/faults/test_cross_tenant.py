@@ -10,32 +10,22 @@ and after B's attempts they are all still there.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from conveyor.api.main import create_app
 from tests.conftest import AppFactory
 from tests.faults.report import FaultReport, FaultRow
+from tests.faults.samples import wav
 
 A = {"Authorization": "Bearer key-a"}
 B = {"Authorization": "Bearer key-b"}
 WORD = "zanzibarquokka"  # in A's document only: B's search must not find it
-
-
-def wav(seconds: float = 1.0, rate: int = 16_000) -> bytes:
-    import soundfile
-
-    t = np.arange(int(seconds * rate)) / rate
-    out = io.BytesIO()
-    soundfile.write(out, 0.2 * np.sin(2 * np.pi * 440 * t), rate, format="WAV")
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -159,9 +149,9 @@ def test_tenant_b_gets_404_for_every_route_with_tenant_a_ids_and_sees_none_in_it
             "lists/searches; A's own GETs answered 200" + (f"; leaks: {'; '.join(leaks)}" if leaks else ""),
         ).count_statuses(r.status_code for r in answers.values())
     )
+    assert leaks == []
     for r in answers.values():
         assert r.json()["error"]["code"].endswith("not_found"), r.text
-    assert leaks == []
     assert row.cross_tenant_reads == 0
     assert row.server_errors == 0
     # A's things are real and B's attempts changed none of them (its DELETEs came last).

@@ -256,6 +256,18 @@ class AttemptCreate(BaseModel):
     audio_chunks: list[str] = Field(min_length=1)
     user_name: str = Field(default="anonymous", min_length=1, max_length=200)
 
+    @field_validator("audio_chunks")
+    @classmethod
+    def _base64(cls, chunks: list[str]) -> list[str]:
+        # Refused here with 422 rather than accepted and failed by the task.
+        for i, chunk in enumerate(chunks):
+            text = chunk.split(",", 1)[1] if chunk.startswith("data:") and "," in chunk else chunk
+            try:
+                base64.b64decode(text, validate=True)
+            except ValueError:  # binascii.Error is one
+                raise ValueError(f"chunk {i} is not valid base64") from None
+        return chunks
+
 
 @router.post("/api/resources/{resource_id}/attempts", status_code=202, summary="Submit a reading (base64 chunks)")
 async def create_attempt(
