@@ -56,7 +56,12 @@ def fuzz(operation: Any, mode: GenerationMode, examples: int, statuses: Counter[
         for name, cap in WAITS.items():
             if isinstance(case.query, dict) and isinstance(case.query.get(name), int | float):
                 case.query[name] = min(case.query[name], cap)
-        response = case.call(headers=HEADERS, timeout=30)
+        try:
+            response = case.call(headers=HEADERS, timeout=30)
+        except Exception as e:  # the app raised through the ASGI transport: a 500 to a real client
+            statuses[500] += 1
+            errors.append(f"{operation.label} raised {type(e).__name__}: {e} — {case.as_curl_command()}")
+            return
         statuses[response.status_code] += 1
         if response.status_code >= 500 and response.status_code != 503:
             errors.append(f"{operation.label} {response.status_code}: {response.text[:200]} — {case.as_curl_command()}")
