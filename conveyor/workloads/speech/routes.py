@@ -196,7 +196,7 @@ async def list_resources(
     app: App,
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,  # past it a database integer overflows (a 500)
 ) -> dict[str, Any]:
     engine = _engine(app)
     rows, total = await anyio.to_thread.run_sync(lambda: db.list_resources(engine, tenant, limit=limit, offset=offset))
@@ -287,7 +287,7 @@ async def list_attempts(
     tenant: Tenant,
     user_name: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,  # past it a database integer overflows (a 500)
 ) -> dict[str, Any]:
     engine = _engine(app)
 
