@@ -1,4 +1,4 @@
-.PHONY: install run test lint format mypy bench all
+.PHONY: install run test faults lint format mypy bench all
 
 install:
 	python3 -m pip install -e '.[dev]'
@@ -8,6 +8,10 @@ run:
 
 test:
 	scripts/test
+
+# the fault suite; writes docs/reliability.md (scripts/faults --fast: the CI subset)
+faults:
+	scripts/faults
 
 lint:
 	ruff check conveyor tests bench examples

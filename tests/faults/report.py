@@ -43,7 +43,7 @@ class FaultRow:
     test: str = ""  # filled by the fixture
     at: float = dataclasses.field(default_factory=time.time)
 
-    def count_statuses(self, statuses: Iterable[int]) -> FaultRow:
+    def count_statuses(self, statuses: Iterable[int | str]) -> FaultRow:
         counts = Counter(str(s) for s in statuses)
         for status, n in counts.items():
             self.http_statuses[status] = self.http_statuses.get(status, 0) + n
@@ -55,6 +55,34 @@ class FaultRow:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FaultRow:
+        """A row read back from the report file; keys a newer writer added are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def verdicts(self) -> list[str]:
+        """What this row breaks of the suite's promises (empty when it keeps them all)."""
+        broken = []
+        if self.lost:
+            broken.append(f"{self.lost} lost")
+        if self.accepted is not None and self.completed_once is not None and self.completed_once != self.accepted:
+            broken.append(f"{self.accepted - self.completed_once} without exactly one outcome")
+        # max_executions > 1 breaks nothing: execution is at-least-once, the outcome exactly once.
+        if self.server_errors:
+            broken.append(f"{self.server_errors} 5xx")
+        if self.cross_tenant_reads:
+            broken.append(f"{self.cross_tenant_reads} cross-tenant reads")
+        baseline = self.baseline_p99_ms
+        if self.other_tenant_p99_ms is not None and baseline and self.other_tenant_p99_ms > 1.2 * baseline:
+            broken.append("other tenant's p99 past +20 % of its baseline")
+        return broken
+
+
+def fault_scale() -> int:
+    """``CONVEYOR_FAULT_SCALE``: how many times the default counts a scenario runs (1 in CI, 5 for the table)."""
+    return max(1, int(os.environ.get("CONVEYOR_FAULT_SCALE", "1")))
 
 
 def percentiles_ms(samples_s: list[float]) -> tuple[float, float]:

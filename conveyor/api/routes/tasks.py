@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 
 from conveyor.api.deps import App, Caller, Manager, Tenant, Who, stream_slot
 from conveyor.api.guard import check_text
@@ -129,6 +129,15 @@ async def read_form(request: Request) -> FormData:
         raise RequestError(f"unreadable form body: {str(e)[:200]}") from None
 
 
+def _form_bytes(form: FormData | None) -> int | None:
+    """What a form weighs when it came chunked (no Content-Length): its files' sizes and its fields' lengths."""
+    if form is None:
+        return None
+    return sum(
+        (value.size or 0) if isinstance(value, UploadFile) else len(value.encode()) for _, value in form.multi_items()
+    )
+
+
 def _is_form(request: Request) -> bool:
     content_type = request.headers.get("content-type", "").lower()
     return content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
@@ -233,7 +242,7 @@ async def submit(request: Request, app: App, caller: Who) -> Response:
             body,
             request.headers.get("idempotency-key"),
             form=form is not None,
-            body_bytes=int(declared) if declared.isdigit() else None,
+            body_bytes=int(declared) if declared.isdigit() else _form_bytes(form),
         )
     finally:
         if form is not None:

@@ -267,7 +267,7 @@ async def list_documents(
     app: App,
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,  # past it a database integer overflows (a 500)
     status: Annotated[str | None, Query(pattern="^(processing|ready|failed)$")] = None,
 ) -> dict[str, Any]:
     def read() -> dict[str, Any]:
@@ -333,7 +333,7 @@ async def get_chunks(
     app: App,
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,  # past it a database integer overflows (a 500)
 ) -> dict[str, Any]:
     def read() -> dict[str, Any]:
         engine = _engine(app)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import threading
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -141,6 +142,7 @@ async def receive_upload(
             out.close()
         state["field"] = None
 
+    ended = threading.Event()
     parser = MultipartParser(
         boundary,
         {
@@ -151,12 +153,15 @@ async def receive_upload(
             "on_headers_finished": on_headers_finished,
             "on_part_data": on_part_data,
             "on_part_end": on_part_end,
+            "on_end": ended.set,
         },
     )
     try:
         async for chunk in body:
             parser.write(chunk)
         parser.finalize()
+        if not ended.is_set():  # finalize() accepts a body cut short: the file in it would be partial
+            raise RequestError("the multipart body ends before its closing boundary")
     except (PayloadTooLarge, RequestError):
         _discard(dest, out)
         raise

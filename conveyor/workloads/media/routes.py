@@ -366,7 +366,7 @@ async def list_corrections(
     app: App,
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,  # past it a database integer overflows (a 500)
     status: Annotated[str | None, Query(pattern="^(PENDING|PROCESSING|RETRY|SUCCESS|FAILURE|CANCELLED)$")] = None,
     media_type: Annotated[str | None, Query(pattern="^(audio|image|video)$")] = None,
 ) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import re
 import shutil
+import threading
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -159,6 +160,7 @@ async def receive_upload(content_type: str, body: AsyncIterator[bytes], dest: Pa
         current["name"] = None
         current["text"] = None
 
+    ended = threading.Event()
     parser = MultipartParser(
         boundary,
         {
@@ -169,12 +171,15 @@ async def receive_upload(content_type: str, body: AsyncIterator[bytes], dest: Pa
             "on_headers_finished": on_headers_finished,
             "on_part_data": on_part_data,
             "on_part_end": on_part_end,
+            "on_end": ended.set,
         },
     )
     try:
         async for chunk in body:
             parser.write(chunk)
         parser.finalize()
+        if not ended.is_set():  # finalize() accepts a body cut short: the file in it would be partial
+            raise RequestError("the multipart body ends before its closing boundary")
     except (PayloadTooLarge, RequestError):
         _discard(dest, out)
         raise

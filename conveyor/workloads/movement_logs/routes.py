@@ -357,7 +357,7 @@ async def celery_round_trip(
     )
     try:
         done = await anyio.to_thread.run_sync(lambda: manager.wait(record.id, tenant=tenant, timeout=timeout))
-    except ConveyorError:
+    except (ConveyorError, TimeoutError):  # no worker answered in time: the 503 below, not a 500
         done = None
     elapsed = round((time.perf_counter() - t0) * 1000, 2)
     answered = done is not None and done.state.value == "SUCCESS"

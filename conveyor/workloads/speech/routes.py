@@ -173,7 +173,7 @@ async def list_resources(
     app: App,
     tenant: Tenant,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,  # past it a database integer overflows (a 500)
 ) -> dict[str, Any]:
     engine = speech_engine(app)
     rows, total = await anyio.to_thread.run_sync(lambda: db.list_resources(engine, tenant, limit=limit, offset=offset))
@@ -233,6 +233,18 @@ class AttemptCreate(BaseModel):
     audio_chunks: list[str] = Field(min_length=1)
     user_name: str = Field(default="anonymous", min_length=1, max_length=200)
 
+    @field_validator("audio_chunks")
+    @classmethod
+    def _base64(cls, chunks: list[str]) -> list[str]:
+        # Refused here with 422 rather than accepted and failed by the task.
+        for i, chunk in enumerate(chunks):
+            text = chunk.split(",", 1)[1] if chunk.startswith("data:") and "," in chunk else chunk
+            try:
+                base64.b64decode(text, validate=True)
+            except ValueError:  # binascii.Error is one
+                raise ValueError(f"chunk {i} is not valid base64") from None
+        return chunks
+
 
 @router.post("/api/resources/{resource_id}/attempts", status_code=202, summary="Submit a reading (base64 chunks)")
 async def create_attempt(
@@ -252,7 +264,7 @@ async def list_attempts(
     tenant: Tenant,
     user_name: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,  # past it a database integer overflows (a 500)
 ) -> dict[str, Any]:
     engine = speech_engine(app)
 
