@@ -263,7 +263,8 @@ class SqlStore:
             return None
         values = dict(zip(COLUMNS, row, strict=True))
         for name in _JSON_COLUMNS:
-            if values[name] is not None:
+            # A JSON column has NUMERIC affinity in SQLite: a number's text comes back as the number.
+            if isinstance(values[name], str | bytes):
                 values[name] = json.loads(values[name])
         return TaskRecord.from_dict(values)
 
