@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from conveyor.errors import InvalidParams, StoreError
 from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
-from conveyor.stores.sql_commit import GroupCommit
+from conveyor.stores.sql_commit import GroupCommit, unnest_insert, unnest_params
 from conveyor.stores.sql_schema import (
     COLUMNS,
     VERSION_TABLE,
@@ -49,9 +49,7 @@ _CLAIM, _CLAIM_STEP, _CLAIM_PG = _claim_statements()
 _JSON_COLUMNS = frozenset({"meta", "params", "result", "error"})
 _EVENT_COLUMNS = ("task_id", "at", "kind", "state", "progress", "message")
 _FINAL_SQL = ", ".join(f"'{s}'" for s in sorted(_FINAL))
-#: rows SQLAlchemy sends as one multi-row INSERT (its page: 1,000 rows or 32,700 binds)
-_ONE_STATEMENT_ROWS = min(1000, 32_700 // len(COLUMNS))
-_INSERT_ONE_STATEMENT = tasks_table.insert().returning(tasks_table.c.id)
+_INSERT_UNNEST = unnest_insert(tasks_table)
 
 
 class SqlStore:
@@ -210,17 +208,11 @@ class SqlStore:
             except sqlite3.IntegrityError as e:
                 raise DuplicateTask(str(e)) from e
             return
-        values = [_row(r) for r in records]
+        values = unnest_params([_row(r) for r in records], _COLUMNS, _JSON_COLUMNS)
         try:
-            if len(values) <= _ONE_STATEMENT_ROWS:
-                # One multi-row INSERT on an autocommit connection is its own
-                # transaction: one round trip and one WAL flush, no BEGIN, no ping.
-                # RETURNING makes SQLAlchemy send one INSERT ... VALUES (...), (...)
-                # rather than psycopg's one statement (and commit) per row.
-                self._autocommit(lambda conn: conn.execute(_INSERT_ONE_STATEMENT, values))
-            else:
-                with self._write() as conn:
-                    conn.execute(tasks_table.insert(), values)
+            # One statement on an autocommit connection is its own transaction:
+            # one round trip and one WAL flush, no BEGIN, no ping, any batch size.
+            self._autocommit(lambda conn: conn.execute(_INSERT_UNNEST, values))
         except exc.IntegrityError as e:
             raise DuplicateTask(str(e.orig)) from e
 

@@ -46,7 +46,7 @@ from conveyor.executors.base import (
     result_ttl_for,
     started_change,
 )
-from conveyor.executors.leases import LeaseKeeper
+from conveyor.executors.leases import LeaseKeeper, renew_interval
 from conveyor.executors.local.messages import Done, FromWorker, Progress, Run
 from conveyor.executors.local.workers import HOST, LIVE_HERE, WorkerProcess, holder_dead, local_worker_id
 from conveyor.records import Status, TaskRecord, now
@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 __all__ = ["LocalExecutor", "local_worker_id"]
 
 log = logging.getLogger("conveyor.executors.local")
+#: tasks one recovery query takes back; the scan goes on while pages come back full
+RECOVER_PAGE = 1000
 
 
 @dataclass(eq=False)
@@ -245,9 +247,27 @@ class LocalExecutor:
     # -- recovery --------------------------------------------------------------
 
     def recover(self) -> int:
-        """Take back unfinished local tasks whose holder is gone; returns how many."""
+        """Take back unfinished local tasks whose holder is gone, page after page; returns how many.
+
+        Every page is handed to the workers as soon as it is claimed, and the
+        scan goes on until a page comes back short: a dead pool's backlog is
+        taken back at once rather than one page per recovery round. Leases of
+        what is already held are renewed along the way, so a long scan never
+        lets the first pages lapse.
+        """
         dead = [w for w in self.store.held_by(f"local:{HOST}:") if w != self.worker_id and holder_dead(w)]
-        found = self.store.recoverable("local", now(), dead)
+        total = 0
+        renewed = time.monotonic()
+        while True:
+            found = self.store.recoverable("local", now(), dead, limit=RECOVER_PAGE)
+            total += self._recover_page(found)
+            if len(found) < RECOVER_PAGE or not self._running:
+                return total
+            if time.monotonic() - renewed > renew_interval(self.lease_seconds):
+                self._keeper.renew()
+                renewed = time.monotonic()
+
+    def _recover_page(self, found: list[TaskRecord]) -> int:
         if not found:
             return 0
         claimed = self.store.claim([r.id for r in found], self.worker_id, now() + self.lease_seconds)
