@@ -87,7 +87,7 @@ def _prepare(broker: str, store_url: str) -> None:
 def conveyor_on_celery(n: int, broker: str, store_url: str, prefetch: int = 1) -> float:
     """Tasks per second, first submit to the N-th SUCCESS in the store."""
     from bench.peers.run import stop_group
-    from conveyor import Conveyor, Settings
+    from conveyor import Conveyor, Settings, SubmitRequest
 
     _prepare(broker, store_url)
     data_dir = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
@@ -124,7 +124,7 @@ def conveyor_on_celery(n: int, broker: str, store_url: str, prefetch: int = 1) -
         app.manager.wait(warm, timeout=120)
         t0 = time.perf_counter()
         for i in range(0, n, 500):
-            app.manager.submit_many("bench.noop", [{}] * min(500, n - i))
+            app.manager.submit_many([SubmitRequest("bench.noop")] * min(500, n - i))
         while sum(q.counts.get("SUCCESS", 0) for q in app.store.queue_stats()) < n + 1:
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited with {worker.returncode}")

@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _child(url: str, n: int, mode: str) -> None:
-    from conveyor import Conveyor, Settings, TaskContext, task
+    from conveyor import Conveyor, Settings, SubmitRequest, TaskContext, TaskRecord, task
 
     @task("bench.noop")
     def noop(ctx: TaskContext) -> None:
@@ -65,7 +65,11 @@ def _child(url: str, n: int, mode: str) -> None:
     else:
         ids = []
         for i in range(0, n, 500):
-            ids += [r.id for r in m.submit_many("bench.noop", [{}] * min(500, n - i))]
+            ids += [
+                r.id
+                for r in m.submit_many([SubmitRequest("bench.noop")] * min(500, n - i))
+                if isinstance(r, TaskRecord)
+            ]
     t_submitted = time.perf_counter()
     while True:
         done = sum(q.counts.get("SUCCESS", 0) for q in app.store.queue_stats())

@@ -28,6 +28,7 @@ from conveyor.registry import Registry, TaskType, task
 from conveyor.scheduler import PeriodicJob
 from conveyor.settings import Settings
 from conveyor.stores.base import TaskQuery
+from conveyor.submission import SubmitRequest
 from conveyor.workload import Workload
 
 try:
@@ -44,6 +45,7 @@ __all__ = [
     "Retry",
     "Settings",
     "Status",
+    "SubmitRequest",
     "TaskCancelled",
     "TaskContext",
     "TaskFailed",

@@ -23,6 +23,7 @@ from conveyor.settings import Settings
 from conveyor.stores import open_store
 from conveyor.stores.base import Change, Store
 from conveyor.stores.writer import BufferedWriter
+from conveyor.submission import SubmitRequest, SubmitResult
 from conveyor.workload import WorkloadSet, load_workloads
 
 if TYPE_CHECKING:
@@ -146,6 +147,10 @@ class Conveyor:
     def engine(self) -> Engine:
         """The SQL engine of the store, for workloads' own tables; a clear error on a non-SQL store."""
         return self.resources.engine
+
+    def submit_many(self, requests: Sequence[SubmitRequest]) -> list[SubmitResult]:
+        """``TaskManager.submit_many``: many tasks, one store commit, an answer (record or error) per request."""
+        return self.manager.submit_many(requests)
 
     def _flushed(self, changes: Sequence[Change]) -> None:
         self.metrics.record_changes(changes)

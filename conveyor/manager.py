@@ -9,7 +9,6 @@ expects.
 from __future__ import annotations
 
 import builtins
-import re
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -18,17 +17,18 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 
 from conveyor.errors import (
+    ConveyorError,
     ExecutorError,
-    InvalidParams,
     InvalidTransition,
     QuotaExceeded,
     TaskNotFinished,
     TaskNotFound,
 )
-from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord, new_task_id, now
+from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord, now
 from conveyor.registry import QUEUES
-from conveyor.stores.base import DuplicateTask, Page, QueueStats, TaskQuery
-from conveyor.transitions import Outcome, never_dispatched, not_dispatched, outcome_change, requeue
+from conveyor.stores.base import Page, QueueStats, TaskQuery
+from conveyor.submission import SubmitRequest, SubmitResult, submit_many
+from conveyor.transitions import Outcome, not_dispatched, outcome_change, requeue
 
 if TYPE_CHECKING:
     from conveyor.aio import TaskResult
@@ -47,8 +47,6 @@ __all__ = ["AsyncTaskManager", "TaskManager"]
 POLL_INTERVAL = 0.5
 #: a task handed to a FastAPI BackgroundTasks that nobody runs starts after this many seconds anyway
 BACKGROUND_GRACE = 2.0
-#: a task id a caller may choose (the store's id column holds 36 characters)
-_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,36}")
 MAX_PAGE = 500
 
 
@@ -182,115 +180,31 @@ class TaskManager:
         ``task_id`` chooses the new task's id (Celery's ``apply_async(task_id=)``);
         submitting again with an id that exists returns that task.
         """
-        return self.submit_many(
+        request = SubmitRequest(
             task_type,
-            [params or {}],
+            params or {},
             tenant=tenant,
             priority=priority,
             queue=queue,
             idempotency_key=idempotency_key,
             delay=delay,
-            background_tasks=background_tasks,
             task_id=task_id,
-        )[0]
+        )
+        (result,) = self.submit_many([request], background_tasks=background_tasks)
+        if isinstance(result, ConveyorError):
+            raise result
+        return result
 
     def submit_many(
-        self,
-        task_type: str,
-        params_list: Sequence[Mapping[str, Any]],
-        *,
-        tenant: str | None = None,
-        priority: int | None = None,
-        queue: str | None = None,
-        idempotency_key: str | None = None,
-        delay: float | None = None,
-        background_tasks: Any = None,
-        task_id: str | None = None,
-    ) -> builtins.list[TaskRecord]:
-        """Submit many tasks of one type in one store transaction."""
-        tt = self.registry.get(task_type)
-        tenant = tenant or self.settings.local_tenant
-        if priority is not None and not 0 <= priority <= 9:
-            raise InvalidParams(
-                "priority must be between 0 and 9",
-                details=[{"field": "priority", "message": "must be between 0 and 9", "type": "range"}],
-            )
-        if delay is not None and not 0 <= delay <= 366 * 86400:
-            raise InvalidParams(
-                "delay must be between 0 and one year, in seconds",
-                details=[{"field": "delay", "message": "must be between 0 and 31622400", "type": "range"}],
-            )
-        if idempotency_key is not None:
-            if len(params_list) != 1:
-                raise InvalidParams("an idempotency key names one task", details=[{"field": "idempotency_key"}])
-            existing = self.store.find_by_idempotency_key(tenant, idempotency_key)
-            if existing is not None:
-                if never_dispatched(existing):
-                    # A 503 refused the first try: the client's retry with the same key
-                    # sends the stored task now (or is refused again), never a dead 202.
-                    return [self.retry(existing.id, tenant=tenant)]
-                return [existing]
-        if queue is not None and queue not in self.declared_queues():
-            raise InvalidParams.for_field(
-                "queue",
-                f"unknown queue {queue!r}; the declared queues are {', '.join(sorted(self.declared_queues()))}",
-            )
-        if task_id is not None:
-            if len(params_list) != 1 or not _TASK_ID.fullmatch(task_id):
-                raise InvalidParams.for_field("task_id", "names one task: 1-36 letters, digits, '-' or '_'")
-            existing = self.store.get(task_id)
-            if existing is not None:
-                if existing.tenant != tenant or existing.type != tt.name:
-                    raise InvalidParams.for_field("task_id", "is already the id of another task")
-                return [existing]
-        validated = [tt.validate(p) for p in params_list]
-        self._quota.check(self, tenant, len(validated))
-        engine = self.executor.route(tt)
-        t = now()
-        claim = self.executor.claim_fields(engine, due=t + delay if delay else t)
-        records = [
-            TaskRecord(
-                id=task_id or new_task_id(),
-                type=tt.name,
-                queue=queue or tt.queue,
-                tenant=tenant,
-                params=p,
-                max_retries=tt.max_retries,
-                priority=tt.priority if priority is None else priority,
-                idempotency_key=idempotency_key,
-                executor=engine,
-                eta=t + delay if delay else None,
-                created_at=t,
-                updated_at=t,
-                message="Queued",
-                **claim,
-            )
-            for p in validated
-        ]
-        try:
-            self.store.insert(records)
-        except DuplicateTask:
-            # Two submits raced on one idempotency key (or task id): the first one wins.
-            existing = (
-                self.store.get(task_id)
-                if task_id is not None
-                else self.store.find_by_idempotency_key(tenant, idempotency_key or "")
-            )
-            if existing is None:
-                raise
-            return [existing]
-        self.metrics.submitted(tt.name, len(records))
-        for r in records:
-            self.metrics.remember(r.id, r.type)
-            if background_tasks is not None and r.executor == "local":
-                self._dispatch_after_response(background_tasks, r)
-                continue
-            try:
-                self.executor.dispatch(r)
-            except ExecutorError as e:
-                self._refuse(r, e)
-                raise
-        return records
+        self, requests: Sequence[SubmitRequest], *, background_tasks: Any = None
+    ) -> builtins.list[SubmitResult]:
+        """Submit many tasks in one store commit; an answer per request, in order.
+
+        Each answer is the task's record or the ``ConveyorError`` that refused
+        that request (unknown type, bad params, quota, store or executor
+        down); one bad request does not refuse the others. See ``conveyor.submission``.
+        """
+        return submit_many(self, requests, background_tasks=background_tasks)
 
     def _dispatch_after_response(self, background_tasks: Any, record: TaskRecord) -> None:
         """Start an in-process task from FastAPI's BackgroundTasks, after the response is sent.
@@ -502,6 +416,11 @@ class AsyncTaskManager:
 
     async def submit_task(self, task_type: str, params: Mapping[str, Any] | None = None, **options: Any) -> TaskRecord:
         return await anyio.to_thread.run_sync(lambda: self._m.submit_task(task_type, params, **options))
+
+    async def submit_many(
+        self, requests: Sequence[SubmitRequest], *, background_tasks: Any = None
+    ) -> builtins.list[SubmitResult]:
+        return await anyio.to_thread.run_sync(lambda: self._m.submit_many(requests, background_tasks=background_tasks))
 
     async def get(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
         if getattr(self._m.store, "reads_inline", False):

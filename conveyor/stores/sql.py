@@ -11,9 +11,9 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc
@@ -23,6 +23,7 @@ from conveyor.errors import InvalidParams, StoreError
 from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord, now
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
 from conveyor.stores.deadlines import Deadlines
+from conveyor.stores.sql_commit import GroupCommit, unnest_insert, unnest_params
 from conveyor.stores.sql_schema import (
     COLUMNS,
     VERSION_TABLE,
@@ -41,6 +42,7 @@ _GET_SQL = f"SELECT {', '.join(COLUMNS)} FROM conveyor_tasks WHERE id = ?"
 __all__ = ["VERSION_TABLE", "SqlStore", "create_engine_for", "metadata", "tasks_table", "upgrade"]
 
 log = logging.getLogger("conveyor.stores.sql")
+_T = TypeVar("_T")
 
 
 _FINAL = [s.value for s in FINAL_STATES]
@@ -50,6 +52,7 @@ _CLAIM, _CLAIM_STEP, _CLAIM_PG = _claim_statements()
 _JSON_COLUMNS = frozenset({"meta", "params", "result", "error"})
 _EVENT_COLUMNS = ("task_id", "at", "kind", "state", "progress", "message")
 _FINAL_SQL = ", ".join(f"'{s}'" for s in sorted(_FINAL))
+_INSERT_UNNEST = unnest_insert(tasks_table)
 
 
 class SqlStore:
@@ -86,6 +89,10 @@ class SqlStore:
         #: the writer's and the lease keeper's own connections on PostgreSQL, made
         #: on first use: requests that hold every pooled connection cannot starve them
         self._upkeep: Engine | None = None
+        #: autocommit connections for submits on PostgreSQL, made on first use
+        self._submits: Engine | None = None
+        #: concurrent submits share one commit (see sql_commit.py)
+        self.inserts: GroupCommit[TaskRecord] = GroupCommit(self._insert_now)
         # A SQLite file's one-record reads: a connection per calling thread (an event loop's, mostly).
         database = self.engine.url.database if self.kind == "sqlite" else None
         self._read_path = database if database and database != ":memory:" and "mode=memory" not in url else None
@@ -180,10 +187,10 @@ class SqlStore:
                 self._raw.close()
                 self._raw = None
         self.engine.dispose()
-        for extra in (self._claims, self._upkeep):
+        for extra in (self._claims, self._upkeep, self._submits):
             if extra is not None:
                 extra.dispose()
-        self._claims = self._upkeep = None
+        self._claims = self._upkeep = self._submits = None
 
     @contextlib.contextmanager
     def _raw_write(self) -> Iterator[Any]:
@@ -213,8 +220,10 @@ class SqlStore:
     # -- records ----------------------------------------------------------
 
     def insert(self, records: Sequence[TaskRecord]) -> None:
-        if not records:
-            return
+        if records:
+            self.inserts.write(records)
+
+    def _insert_now(self, records: Sequence[TaskRecord]) -> None:
         if self.kind == "sqlite":
             sql = self._raw_sql.get(("insert",))
             if sql is None:
@@ -227,9 +236,11 @@ class SqlStore:
             except sqlite3.IntegrityError as e:
                 raise DuplicateTask(str(e)) from e
             return
+        values = unnest_params([_row(r) for r in records], _COLUMNS, _JSON_COLUMNS)
         try:
-            with self._write() as conn:
-                conn.execute(tasks_table.insert(), [_row(r) for r in records])
+            # One statement on an autocommit connection is its own transaction:
+            # one round trip and one WAL flush, no BEGIN, no ping, any batch size.
+            self._autocommit(lambda conn: conn.execute(_INSERT_UNNEST, values))
         except exc.IntegrityError as e:
             raise DuplicateTask(str(e.orig)) from e
 
@@ -497,15 +508,7 @@ class SqlStore:
             # step, row read back) built once, on an autocommit connection that
             # is not pinged first. A connection the server dropped fails the
             # statement; it is replaced and the claim is tried once more.
-            for attempt in (1, 2):
-                try:
-                    with self._errors(), self._claim_engine().connect() as conn:
-                        row = conn.execute(_CLAIM_PG, values).first()
-                    break
-                except StoreError as e:
-                    cause = e.__cause__
-                    if attempt == 2 or not (isinstance(cause, exc.DBAPIError) and cause.connection_invalidated):
-                        raise
+            row = self._autocommit(lambda conn: conn.execute(_CLAIM_PG, values).first(), self._claim_engine())
             return _record(row) if row is not None else None
         with self._write() as conn:
             row = conn.execute(_CLAIM, values).first()  # RETURNING: SQLite >= 3.35
@@ -513,6 +516,39 @@ class SqlStore:
                 return None
             conn.execute(_CLAIM_STEP, values)
         return _record(row)
+
+    def _autocommit(self, run: Callable[[sa.Connection], _T], engine: Engine | None = None) -> _T:
+        """``run`` on an autocommit connection that is not pinged first (PostgreSQL).
+
+        A connection the server dropped fails the statement; it is replaced and
+        the statement tried once more (an autocommit statement that failed did
+        not commit, so running it again is safe).
+        """
+        for attempt in (1, 2):
+            try:
+                with self._errors(), (engine or self._submit_engine()).connect() as conn:
+                    return run(conn)
+            except StoreError as e:
+                cause = e.__cause__
+                if attempt == 2 or not (isinstance(cause, exc.DBAPIError) and cause.connection_invalidated):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _submit_engine(self) -> Engine:
+        if self._submits is None:
+            # Durable commits (synchronous_commit stays on): a submit's id is
+            # returned only once its row is on disk. Only the group commit's
+            # leader uses it, so two connections are plenty.
+            self._submits = create_engine_for(
+                self.url,
+                self.deadlines,
+                isolation_level="AUTOCOMMIT",
+                pool_pre_ping=False,
+                pool_size=2,
+                max_overflow=4,
+                pool_recycle=1800,
+            )
+        return self._submits
 
     def _claim_engine(self) -> Engine:
         if self._claims is None:
@@ -535,7 +571,7 @@ class SqlStore:
     def after_fork(self) -> None:
         """In a forked child: leave the parent's pooled connections to the parent."""
         self.engine.dispose(close=False)
-        for extra in (self._claims, self._upkeep):
+        for extra in (self._claims, self._upkeep, self._submits):
             if extra is not None:
                 extra.dispose(close=False)
         self._readers = threading.local()  # the forking thread's read connection stays the parent's

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
+from conveyor.records import FINAL_STATES
 from conveyor.stores.base import Change, Store
 
 __all__ = ["BufferedWriter", "OnApplied"]
@@ -61,6 +62,14 @@ class BufferedWriter:
             self._thread.start()
 
     def put(self, change: Change, *, urgent: bool = False, on_applied: OnApplied | None = None) -> None:
+        """Buffer ``change``; a final state is written at once, not at the next interval.
+
+        Someone may be waiting for that outcome (``wait()``, ``.get()``, an
+        SSE stream). Writing it now costs batching little: whatever else is
+        buffered goes in the same transaction, and outcomes that arrive while
+        it is being written form the next batch.
+        """
+        urgent = urgent or change.fields.get("state") in FINAL_STATES
         with self._lock:
             if on_applied is not None:
                 self._callbacks.setdefault(change.task_id, []).append(on_applied)

@@ -20,6 +20,7 @@ def test_the_public_api_is_re_exported_from_the_package() -> None:
         "Retry",
         "Settings",
         "Status",
+        "SubmitRequest",
         "TaskCancelled",
         "TaskContext",
         "TaskFailed",

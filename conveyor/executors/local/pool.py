@@ -52,7 +52,7 @@ from conveyor.executors.base import (
     progress_change,
     result_ttl_for,
 )
-from conveyor.executors.leases import LeaseKeeper
+from conveyor.executors.leases import LeaseKeeper, renew_interval
 from conveyor.executors.local.lanes import DEFAULT_LANE, Lane, lane_sizes
 from conveyor.executors.local.messages import Done, FromWorker, Progress
 from conveyor.executors.local.scheduler import LaneScheduler, OwnedTask
@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 __all__ = ["LocalExecutor", "local_worker_id"]
 
 log = logging.getLogger("conveyor.executors.local")
+#: tasks one recovery query takes back; the scan goes on while pages come back full
+RECOVER_PAGE = 1000
 
 
 class LocalExecutor(LaneScheduler):
@@ -263,13 +265,33 @@ class LocalExecutor(LaneScheduler):
     # -- recovery --------------------------------------------------------------
 
     def recover(self) -> int:
-        """Take back unfinished local tasks whose holder is gone; returns how many."""
+        """Take back unfinished local tasks whose holder is gone, page after page; returns how many.
+
+        Every page is handed to the workers as soon as it is claimed, and the
+        scan goes on until a page comes back short: a dead pool's backlog is
+        taken back at once rather than one page per recovery round. Leases of
+        what is already held are renewed along the way, so a long scan never
+        lets the first pages lapse.
+        """
         dead = [w for w in self.store.held_by(f"local:{HOST}:") if w != self.worker_id and holder_dead(w)]
-        at = now()
-        # A lease that lapsed while its holder runs in this process (a database
-        # that hung past it) is no sign of a lost task: that pool still owns it,
-        # perhaps with its outcome waiting in the writer. Never adopt it.
-        found = [r for r in self.store.recoverable("local", at, dead) if r.worker not in LIVE_HERE]
+        total = 0
+        renewed = time.monotonic()
+        while True:
+            at = now()
+            # A lease that lapsed while its holder runs in this process (a database
+            # that hung past it) is no sign of a lost task: that pool still owns it,
+            # perhaps with its outcome waiting in the writer. Never adopt it.
+            page = self.store.recoverable("local", at, dead, limit=RECOVER_PAGE)
+            taken = self._recover_page([r for r in page if r.worker not in LIVE_HERE], at, dead)
+            total += taken
+            # A full page with nothing taken (all held here, or claimed by a replica) would come back the same.
+            if len(page) < RECOVER_PAGE or not taken or not self._running:
+                return total
+            if time.monotonic() - renewed > renew_interval(self.lease_seconds):
+                self._keeper.renew()
+                renewed = time.monotonic()
+
+    def _recover_page(self, found: list[TaskRecord], at: float, dead: list[str]) -> int:
         if not found:
             return 0
         claimed = self.store.claim(

@@ -20,6 +20,7 @@ are the core's; the task's progress is also on SSE at
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
