@@ -206,6 +206,10 @@ class TaskManager:
         """
         return submit_many(self, requests, background_tasks=background_tasks)
 
+    def check_quota(self, tenant: str, adding: int = 1) -> None:
+        """QuotaExceeded if ``adding`` more unfinished tasks would put ``tenant`` past its cap."""
+        self._quota.check(self, tenant, adding)
+
     def _dispatch_after_response(self, background_tasks: Any, record: TaskRecord) -> None:
         """Start an in-process task from FastAPI's BackgroundTasks, after the response is sent.
 
@@ -423,7 +427,7 @@ class AsyncTaskManager:
         return await anyio.to_thread.run_sync(lambda: self._m.submit_many(requests, background_tasks=background_tasks))
 
     async def get(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
-        if getattr(self._m.store, "reads_inline", False):
+        if self._m.store.reads_inline:
             return self._m.get(task_id, tenant=tenant)  # cheaper on the loop than the hop to a thread
         return await anyio.to_thread.run_sync(lambda: self._m.get(task_id, tenant=tenant))
 
@@ -433,7 +437,7 @@ class AsyncTaskManager:
         return await anyio.to_thread.run_sync(lambda: self._m.result(task_id, tenant=tenant))
 
     async def finished(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
-        if getattr(self._m.store, "reads_inline", False):
+        if self._m.store.reads_inline:
             return self._m.finished(task_id, tenant=tenant)
         return await anyio.to_thread.run_sync(lambda: self._m.finished(task_id, tenant=tenant))
 

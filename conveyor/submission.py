@@ -171,7 +171,7 @@ def _check_quotas(manager: TaskManager, batch: _Batch) -> None:
     refused: dict[str, QuotaExceeded] = {}
     for tenant, n in per_tenant.items():
         try:
-            manager._quota.check(manager, tenant, n)
+            manager.check_quota(tenant, n)
         except QuotaExceeded as e:
             refused[tenant] = e
     if refused:

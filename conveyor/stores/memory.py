@@ -25,6 +25,7 @@ __all__ = ["MemoryStore"]
 class MemoryStore:
     kind = "memory"
     engine = None
+    reads_inline = False
 
     def after_fork(self) -> None:
         """Nothing to forget: a forked child keeps the (copied) records, as a test's fork expects."""
