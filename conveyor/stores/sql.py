@@ -20,10 +20,12 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Engine
 
 from conveyor.errors import InvalidParams, StoreError
-from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord, now
-from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
+from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
+from conveyor.stores.base import Change, DuplicateTask
 from conveyor.stores.deadlines import Deadlines
 from conveyor.stores.sql_commit import GroupCommit, unnest_insert, unnest_params
+from conveyor.stores.sql_leases import SqlLeases
+from conveyor.stores.sql_reports import SqlReports
 from conveyor.stores.sql_schema import (
     COLUMNS,
     VERSION_TABLE,
@@ -33,7 +35,6 @@ from conveyor.stores.sql_schema import (
     tasks_table,
     upgrade,
 )
-from conveyor.stores.sql_schema import claim_statements as _claim_statements
 from conveyor.stores.sql_schema import record_from_row as _record
 from conveyor.stores.sql_schema import row_from_record as _row
 
@@ -48,14 +49,13 @@ _T = TypeVar("_T")
 _FINAL = [s.value for s in FINAL_STATES]
 _UNFINISHED = [s.value for s in UNFINISHED_STATES]
 _COLUMNS = COLUMNS
-_CLAIM, _CLAIM_STEP, _CLAIM_PG = _claim_statements()
 _JSON_COLUMNS = frozenset({"meta", "params", "result", "error"})
 _EVENT_COLUMNS = ("task_id", "at", "kind", "state", "progress", "message")
 _FINAL_SQL = ", ".join(f"'{s}'" for s in sorted(_FINAL))
 _INSERT_UNNEST = unnest_insert(tasks_table)
 
 
-class SqlStore:
+class SqlStore(SqlLeases, SqlReports):
     def __init__(
         self,
         url: str,
@@ -279,40 +279,6 @@ class SqlStore:
                 values[name] = json.loads(values[name])
         return TaskRecord.from_dict(values)
 
-    def get_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
-        if not task_ids:
-            return []
-        with self._read() as conn:
-            rows = conn.execute(tasks_table.select().where(tasks_table.c.id.in_(list(task_ids)))).all()
-        return [_record(r) for r in rows]
-
-    def find_by_idempotency_key(self, tenant: str, key: str) -> TaskRecord | None:
-        t = tasks_table.c
-        with self._read() as conn:
-            row = conn.execute(tasks_table.select().where(t.tenant == tenant, t.idempotency_key == key)).first()
-        return _record(row) if row is not None else None
-
-    def query(self, query: TaskQuery) -> Page:
-        t = tasks_table.c
-        conditions: list[Any] = []
-        if query.tenant is not None:
-            conditions.append(t.tenant == query.tenant)
-        if query.states:
-            conditions.append(t.state.in_([Status(s).value for s in query.states]))
-        if query.types:
-            conditions.append(t.type.in_(list(query.types)))
-        if query.queues:
-            conditions.append(t.queue.in_(list(query.queues)))
-        if query.id_prefix:
-            conditions.append(t.id.startswith(query.id_prefix, autoescape=True))
-        order = t.created_at.desc() if query.newest_first else t.created_at.asc()
-        with self._read() as conn:
-            total = conn.execute(sa.select(sa.func.count()).select_from(tasks_table).where(*conditions)).scalar_one()
-            rows = conn.execute(
-                tasks_table.select().where(*conditions).order_by(order, t.id).limit(query.limit).offset(query.offset)
-            ).all()
-        return Page([_record(r) for r in rows], int(total))
-
     # -- changes ----------------------------------------------------------
 
     def _update_for(self, keys: tuple[str, ...]) -> sa.Update:
@@ -396,16 +362,6 @@ class SqlStore:
             live.update(row[0] for row in cur.fetchall())
         return live
 
-    def events(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
-        e = events_table.c
-        with self._read() as conn:
-            rows = conn.execute(
-                events_table.select().where(e.task_id == task_id, e.seq > after_seq).order_by(e.seq)
-            ).all()
-        return [
-            TaskEvent(r.task_id, r.at, Status(r.state), r.progress, r.message, kind=r.kind, seq=r.seq) for r in rows
-        ]
-
     def cancel_waiting(self, task_id: str, at: float) -> TaskRecord | None:
         t = tasks_table.c
         with self._write() as conn:
@@ -475,48 +431,6 @@ class SqlStore:
             row = conn.execute(tasks_table.select().where(t.id == task_id)).first()
         return _record(row) if row is not None else None
 
-    def claim(
-        self,
-        task_ids: Sequence[str],
-        worker: str,
-        lease_until: float,
-        *,
-        at: float | None = None,
-        dead_workers: Sequence[str] = (),
-    ) -> list[TaskRecord]:
-        if not task_ids:
-            return []
-        t = tasks_table.c
-        # Only while still recoverable, checked in the UPDATE itself: of two
-        # replicas recovering the same task at once, the second finds the
-        # first's fresh lease (PostgreSQL re-reads a row it waited for) and
-        # gets nothing.
-        holder_gone = _holder_gone(now() if at is None else at, dead_workers)
-        with self._write() as conn:
-            rows = conn.execute(
-                tasks_table.update()
-                .where(t.id.in_(list(task_ids)), t.state.in_(_UNFINISHED), holder_gone)
-                .values(worker=worker, lease_expires_at=lease_until)
-                .returning(*tasks_table.c)
-            ).all()
-        return [_record(r) for r in rows]
-
-    def start_run(self, task_id: str, worker: str, lease_until: float, at: float) -> TaskRecord | None:
-        values = {"p_task_id": task_id, "p_worker": worker, "p_lease_until": lease_until, "p_at": at}
-        if self.kind == "postgresql":
-            # Once per task on every Celery worker: one statement (claim, timeline
-            # step, row read back) built once, on an autocommit connection that
-            # is not pinged first. A connection the server dropped fails the
-            # statement; it is replaced and the claim is tried once more.
-            row = self._autocommit(lambda conn: conn.execute(_CLAIM_PG, values).first(), self._claim_engine())
-            return _record(row) if row is not None else None
-        with self._write() as conn:
-            row = conn.execute(_CLAIM, values).first()  # RETURNING: SQLite >= 3.35
-            if row is None:
-                return None
-            conn.execute(_CLAIM_STEP, values)
-        return _record(row)
-
     def _autocommit(self, run: Callable[[sa.Connection], _T], engine: Engine | None = None) -> _T:
         """``run`` on an autocommit connection that is not pinged first (PostgreSQL).
 
@@ -550,24 +464,6 @@ class SqlStore:
             )
         return self._submits
 
-    def _claim_engine(self) -> Engine:
-        if self._claims is None:
-            # A claim's commit does not wait for the WAL to reach the disk: if the
-            # server crashed before it did, the task would be PENDING again while
-            # its message is still held by the worker running it, whose outcome
-            # (written with a durable commit) still lands once. Nothing is lost
-            # or run twice for it, and the claim no longer waits for an fsync.
-            self._claims = create_engine_for(
-                self.url,
-                self.deadlines,
-                isolation_level="AUTOCOMMIT",
-                pool_pre_ping=False,
-                pool_size=2,
-                max_overflow=8,
-                server_options=("-c synchronous_commit=off",),
-            )
-        return self._claims
-
     def after_fork(self) -> None:
         """In a forked child: leave the parent's pooled connections to the parent."""
         self.engine.dispose(close=False)
@@ -575,87 +471,6 @@ class SqlStore:
             if extra is not None:
                 extra.dispose(close=False)
         self._readers = threading.local()  # the forking thread's read connection stays the parent's
-
-    def renew_leases(self, worker: str, until: float) -> int:
-        t = tasks_table.c
-        held = sa.and_(t.worker == worker, t.state.in_(_UNFINISHED))
-        if self.kind != "sqlite":
-            # In id order, as the writer's batches lock them: a plain UPDATE
-            # locks in scan order and can deadlock with a batch.
-            ordered = sa.select(t.id).where(held).order_by(t.id).with_for_update()
-            held = t.id.in_(ordered)
-        with self._upkeep_write() as conn:
-            result = conn.execute(tasks_table.update().where(held).values(lease_expires_at=until))
-        return int(result.rowcount)
-
-    def recoverable(
-        self,
-        executor: str,
-        at: float,
-        dead_workers: Sequence[str] = (),
-        limit: int = 1000,
-        states: Sequence[Status] = (),
-    ) -> list[TaskRecord]:
-        t = tasks_table.c
-        holder_gone = _holder_gone(at, dead_workers)
-        with self._read() as conn:
-            rows = conn.execute(
-                tasks_table.select()
-                .where(
-                    t.executor == executor, t.state.in_([Status(x).value for x in states] or _UNFINISHED), holder_gone
-                )
-                .order_by(t.created_at)
-                .limit(limit)
-            ).all()
-        return [_record(r) for r in rows]
-
-    def overdue(self, executor: str, at: float, limit: int = 1000) -> list[TaskRecord]:
-        t = tasks_table.c
-        with self._read() as conn:
-            rows = conn.execute(
-                tasks_table.select()
-                .where(t.state == Status.PENDING.value, t.expected_by < at, t.executor == executor)
-                .order_by(t.expected_by)
-                .limit(limit)
-            ).all()
-        return [_record(r) for r in rows]
-
-    def count_unfinished(self, tenant: str) -> int:
-        t = tasks_table.c
-        with self._read() as conn:
-            n = conn.execute(
-                sa.select(sa.func.count()).select_from(tasks_table).where(t.tenant == tenant, t.state.in_(_UNFINISHED))
-            ).scalar_one()
-        return int(n)
-
-    def queue_stats(self) -> list[QueueStats]:
-        t = tasks_table.c
-        with self._read() as conn:
-            rows = conn.execute(sa.select(t.queue, t.state, sa.func.count()).group_by(t.queue, t.state)).all()
-        counts: dict[str, dict[str, int]] = {}
-        for queue, state, n in rows:
-            counts.setdefault(queue, {})[state] = int(n)
-        return [QueueStats(q, c) for q, c in sorted(counts.items())]
-
-    def throughput(self, tenant: str | None, since: float, bucket_seconds: int) -> list[Throughput]:
-        t = tasks_table.c
-        size = max(1, int(bucket_seconds))
-        scaled = t.finished_at / sa.literal(float(size))
-        # Bucket numbers, not times, are grouped: floor() is PostgreSQL's; SQLite
-        # has no floor() in every build, and its CAST truncates, the same for positive times.
-        number = sa.cast(scaled, sa.Integer) if self.kind == "sqlite" else sa.cast(sa.func.floor(scaled), sa.BigInteger)
-        bucket = number.label("bucket")
-        conditions: list[Any] = [t.finished_at >= since, t.state.in_(_FINAL)]
-        if tenant is not None:
-            conditions.append(t.tenant == tenant)
-        with self._read() as conn:
-            rows = conn.execute(
-                sa.select(bucket, t.state, sa.func.count()).where(*conditions).group_by(bucket, t.state)
-            ).all()
-        counts: dict[float, dict[str, int]] = {}
-        for number_, state, n in rows:
-            counts.setdefault(float(int(number_) * size), {})[state] = int(n)
-        return throughput_from_counts(counts)
 
     def purge_expired(self, at: float, limit: int = 10_000) -> int:
         t = tasks_table.c
@@ -668,29 +483,6 @@ class SqlStore:
                 conn.execute(events_table.delete().where(events_table.c.task_id.in_(ids)))
                 conn.execute(tasks_table.delete().where(t.id.in_(ids)))
         return len(ids)
-
-    def held_by(self, worker_prefix: str) -> list[str]:
-        t = tasks_table.c
-        with self._read() as conn:
-            rows = conn.execute(
-                sa.select(t.worker)
-                .distinct()
-                .where(t.worker.startswith(worker_prefix, autoescape=True), t.state.in_(_UNFINISHED))
-            ).all()
-        return sorted(r[0] for r in rows)
-
-
-def _holder_gone(at: float, dead_workers: Sequence[str]) -> Any:
-    """No lease, a lapsed one, or a dead holder's.
-
-    A record with no holder but a lease in the future (a Celery retry waiting
-    for its countdown) is not recoverable yet.
-    """
-    t = tasks_table.c
-    gone = sa.or_(t.lease_expires_at.is_(None), t.lease_expires_at < at)
-    if dead_workers:
-        gone = sa.or_(gone, t.worker.in_(list(dead_workers)))
-    return gone
 
 
 def _raw_value(name: str, value: Any) -> Any:

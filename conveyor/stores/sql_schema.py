@@ -141,12 +141,12 @@ def create_engine_for(url: str, deadlines: Deadlines | None = None, **options: A
         # connection is opened, set up with four PRAGMAs and closed again for every request past
         # the pool. Idle SQLite connections cost a file handle and a page cache each.
         # (An in-memory database has SQLAlchemy's one-connection-per-thread pool, which takes no size.)
-        sizes = {"pool_size": SQLITE_POOL, "max_overflow": 64} if path and path != ":memory:" else {}
+        pooled = bool(path) and path != ":memory:"
+        sizes: dict[str, Any] = (
+            {"pool_size": SQLITE_POOL, "max_overflow": 64, "pool_timeout": deadlines.pool} if pooled else {}
+        )
         engine = sa.create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": deadlines.statement},
-            pool_timeout=deadlines.pool,
-            **sizes,
+            url, connect_args={"check_same_thread": False, "timeout": deadlines.statement}, **sizes
         )
 
         @event.listens_for(engine, "connect")
