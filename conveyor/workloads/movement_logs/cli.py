@@ -47,7 +47,7 @@ def _check_redis(conveyor: Conveyor) -> tuple[bool, str]:
 
     wl = workload_settings(conveyor)
     try:
-        queue = open_queue(conveyor.settings, wl, getattr(conveyor.store, "engine", None))
+        queue = open_queue(conveyor.settings, wl, conveyor.store.engine)
         queue.ping()
         length = queue.length()
     except QueueUnavailable as e:
@@ -61,7 +61,7 @@ def _check_db(conveyor: Conveyor) -> tuple[bool, str]:
 
     try:
         conveyor.store.ping()
-        engine = getattr(conveyor.store, "engine", None)
+        engine = conveyor.store.engine
         if engine is None:
             return False, f"the store is {conveyor.store.kind}; movement logs need SQL"
         return True, f"{engine.dialect.name}: {db.count_logs(engine)} movement logs stored"
@@ -130,7 +130,7 @@ def sample(
     conveyor = _conveyor(executor=False)
     try:
         wl = workload_settings(conveyor)
-        queue = open_queue(conveyor.settings, wl, getattr(conveyor.store, "engine", None))
+        queue = open_queue(conveyor.settings, wl, conveyor.store.engine)
         owner = tenant or conveyor.settings.local_tenant
         rng = random.Random()
         length = 0
@@ -192,7 +192,7 @@ def _inline(conveyor: Conveyor, max_batches: int, batch_size: int | None) -> dic
     from conveyor.workloads.movement_logs.service import open_queue, workload_settings
 
     wl = workload_settings(conveyor)
-    engine = getattr(conveyor.store, "engine", None)
+    engine = conveyor.store.engine
     if engine is None:
         console.print(f"[red]movement logs need a SQL store; this one is {conveyor.store.kind}[/red]")
         raise typer.Exit(1)

@@ -86,7 +86,7 @@ _ADD_BODY = {
 
 
 def _engine(app: Conveyor) -> sa.Engine | None:
-    engine: sa.Engine | None = getattr(app.store, "engine", None)
+    engine: sa.Engine | None = app.store.engine
     return engine
 
 
