@@ -22,8 +22,10 @@ from tests.faults.report import FaultReport, FaultRow, fault_scale
 
 pytestmark = pytest.mark.slow
 
-#: a short lease, so that the restarted server adopts the killed one's running tasks within seconds
-ENV = {"CONVEYOR_LEASE_SECONDS": "3"}
+#: a short lease, so that the restarted server adopts the killed one's running tasks within seconds;
+#: prefetch 1, so a worker busy with a long task holds no other (a held task is PROCESSING, and its
+#: cancel answers "cancellation requested": see test_local_lanes for that case)
+ENV = {"CONVEYOR_LEASE_SECONDS": "3", "CONVEYOR_PREFETCH": "1"}
 LONG = {"task_type": "system.sleep", "params": {"seconds": 4, "steps": 4}}
 SHORT = {"task_type": "system.sleep", "params": {"seconds": 0.05, "steps": 1}}
 
