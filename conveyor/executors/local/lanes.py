@@ -33,8 +33,8 @@ def lane_sizes(configured: Mapping[str, int], declared: Iterable[str], concurren
     ``configured`` (``CONVEYOR_QUEUES``) is taken as the whole layout, with
     ``default`` at ``concurrency`` unless listed. Unset, ``default`` gets
     ``concurrency`` and every other queue in ``declared`` (the loaded task
-    types' queues) one process of its own; lanes start their processes when
-    their first task comes, so a queue that is never used costs nothing.
+    types' queues) one process of its own; every lane's processes are forked
+    when the pool starts (see ``LocalExecutor.start``).
     """
     sizes = dict(configured) if configured else dict.fromkeys(sorted(set(declared)), 1)
     if not configured or DEFAULT_LANE not in configured:

@@ -53,7 +53,7 @@ from conveyor.executors.base import (
     result_ttl_for,
 )
 from conveyor.executors.leases import LeaseKeeper, renew_interval
-from conveyor.executors.local.lanes import DEFAULT_LANE, Lane, lane_sizes
+from conveyor.executors.local.lanes import Lane, lane_sizes
 from conveyor.executors.local.messages import Done, FromWorker, Progress
 from conveyor.executors.local.scheduler import LaneScheduler, OwnedTask
 from conveyor.executors.local.workers import HOST, LIVE_HERE, WorkerProcess, holder_dead, local_worker_id
@@ -148,8 +148,11 @@ class LocalExecutor(LaneScheduler):
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        # The default lane is there from the start; the others when their first task comes.
-        self._start_lane(self._lanes[DEFAULT_LANE])
+        # Every lane's processes are forked now, while this process's threads are idle. A fork
+        # later, when its first task comes, may copy a lock another thread holds at that moment
+        # (SQLite's own mutexes among them) and the child hangs on its first connect.
+        for lane in self._lanes.values():
+            self._start_lane(lane)
         self._loop_thread = threading.Thread(target=self._loop, name="conveyor-pool", daemon=True)
         self._loop_thread.start()
         self._keeper.start()
