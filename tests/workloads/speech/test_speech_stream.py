@@ -173,7 +173,7 @@ def test_corrupt_audio_ends_failure_naming_the_decoder_error(sqlite_speech: tupl
 
 
 def test_chunks_that_are_not_base64_fail_naming_the_chunk(sqlite_speech: tuple[TestClient, Conveyor]) -> None:
-    """A chunk that is not base64 is named by its index."""
+    """A chunk that is not base64 is refused at the edge (422), named by its index; no task is made."""
     client, _app = sqlite_speech
     resource_id = create_resource(client, "hello world", synthesize=False)
     r = client.post(
@@ -181,10 +181,9 @@ def test_chunks_that_are_not_base64_fail_naming_the_chunk(sqlite_speech: tuple[T
         json={"audio_chunks": [base64.b64encode(b"abc").decode(), "%%% not base64"]},
         headers=ALPHA,
     )
-    assert r.status_code == 202
-    record = wait_task(client, r.json()["task_id"])
-    assert record["status"] == "FAILURE"
-    assert "audio chunk 1 is not valid base64" in record["error"]["message"]
+    assert r.status_code == 422, r.text
+    assert "chunk 1 is not valid base64" in r.text
+    assert "task_id" not in r.json()
 
 
 def test_binary_frames_are_audio_too(sqlite_speech: tuple[TestClient, Conveyor]) -> None:
