@@ -250,6 +250,10 @@ class Conveyor:
             executor = executor_health.result(deadline)
         except Exception as e:
             executor = {"status": "down", "kind": self.settings.executor, "error": str(e)[:300]}
+            if self.settings.executor in ("celery", "hybrid"):
+                # No answer in time says nothing good of the broker the executor could not reach.
+                kind = self.settings.broker_url.split(":", 1)[0]
+                executor["broker"] = {"status": "down", "kind": kind, "error": str(e)[:300]}
         alive = int(executor.get("workers_alive", 0))
         report: dict[str, Any] = {"database": database, "executor": executor}
         if "broker" in executor:
