@@ -23,8 +23,9 @@ details}}``::
     │   ├── InvalidTransition       409  e.g. cancelling a finished task
     │   ├── TaskNotFinished         409  asking for a result too early
     │   └── QuotaExceeded           429
-    ├── StoreError                  503  the database cannot be reached
-    └── ExecutorError               503  the broker or worker pool cannot take work
+    └── Unavailable                 503  a dependency is down or too slow; Retry-After, names it
+        ├── StoreError              503  the database cannot be reached
+        └── ExecutorError           503  the broker or worker pool cannot take work
 
 Inside a running task, three signals travel as exceptions:
 ``TaskCancelled`` (the task stopped because it was asked to),
@@ -61,6 +62,7 @@ __all__ = [
     "TaskFailed",
     "TaskNotFinished",
     "TaskNotFound",
+    "Unavailable",
     "UnknownTaskType",
     "UnsupportedMediaType",
 ]
@@ -215,7 +217,7 @@ class QuotaExceeded(TaskError):
     code = "quota_exceeded"
 
 
-class _Unavailable(ConveyorError):
+class Unavailable(ConveyorError):
     """A dependency is down or did not answer within its deadline: 503, ``Retry-After``, the dependency named."""
 
     status_code = 503
@@ -227,14 +229,14 @@ class _Unavailable(ConveyorError):
         )
 
 
-class StoreError(_Unavailable):
+class StoreError(Unavailable):
     """The task store cannot be reached, did not answer in time, or refused a write."""
 
     code = "store_unavailable"
     dependency = "database"
 
 
-class ExecutorError(_Unavailable):
+class ExecutorError(Unavailable):
     """The executor cannot take work now (broker down or too slow, pool stopped)."""
 
     code = "executor_unavailable"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,9 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, StoreError, Unavailable
 
-__all__ = ["error_body", "install_error_handlers"]
+__all__ = ["dependency_outage", "error_body", "install_error_handlers"]
 
 log = logging.getLogger("conveyor.api")
 
@@ -44,6 +45,44 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+_SQLITE_OUTAGES = ("locked", "busy", "unable to open", "disk i/o", "readonly database")
+
+
+def dependency_outage(exc: BaseException) -> str | None:
+    """The dependency an exception says is down or too slow ("database", "redis"), or None.
+
+    Only outage kinds count: a constraint violation or a bad statement is a bug
+    and stays a 500. The driver's text is not passed on, as it may name hosts.
+    """
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.OperationalError) and isinstance(exc.orig, sqlite3.Error):
+        # SQLite files a syntax error or a missing table as OperationalError too: only
+        # a busy, locked or unreadable database file is an outage.
+        text = str(exc.orig).lower()
+        return "database" if any(w in text for w in _SQLITE_OUTAGES) else None
+    if isinstance(
+        exc, sa_exc.TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.DisconnectionError
+    ):
+        return "database"
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return "database"
+    try:
+        import redis.exceptions as redis_exc
+    except ImportError:  # the redis extra is not installed: no Redis call can have failed
+        return None
+    if isinstance(exc, redis_exc.ConnectionError | redis_exc.TimeoutError | redis_exc.BusyLoadingError):
+        return "redis"
+    return None
+
+
+def _outage_error(dependency: str) -> ConveyorError:
+    message = f"{dependency} unavailable: no answer within its deadline, or the server is down; try again shortly"
+    if dependency == "database":
+        return StoreError(message)
+    return Unavailable(message, dependency=dependency)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConveyorError)
     async def conveyor_error(_request: Request, exc: ConveyorError) -> JSONResponse:
@@ -71,6 +110,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(code, message, details), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        outage = dependency_outage(exc)
+        if outage is not None:
+            # A workload's own SQL or Redis call that hit its deadline or a dead
+            # server: the same 503 the store's calls answer, never a 500.
+            log.warning("%s %s: %s unavailable (%s)", request.method, request.url.path, outage, type(exc).__name__)
+            return await conveyor_error(request, _outage_error(outage))
         log.exception("unhandled error")
         return JSONResponse(error_body("internal_error", f"internal error: {type(exc).__name__}"), status_code=500)

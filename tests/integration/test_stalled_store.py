@@ -23,6 +23,11 @@ from conveyor.stores.memory import MemoryStore
 from tests.counted_workload import executions
 
 
+def _is_outcome(change: Change) -> bool:
+    state = change.fields.get("state")
+    return state is not None and Status(state).finished
+
+
 class StallingStore(MemoryStore):
     """A memory store whose renewals can take long, whose writes can fail, and whose ping can hang."""
 
@@ -30,6 +35,8 @@ class StallingStore(MemoryStore):
         super().__init__()
         self.renewal_delays: list[float] = []
         self.unwritable = False
+        #: only writes that end a task fail: a task's start (staged before it is sent) still lands
+        self.outcomes_unwritable = False
         self.ping_delay = 0.0
 
     def renew_leases(self, worker: str, until: float) -> int:
@@ -37,10 +44,10 @@ class StallingStore(MemoryStore):
             time.sleep(self.renewal_delays.pop(0))
         return super().renew_leases(worker, until)
 
-    def apply(self, changes: Sequence[Change]) -> None:
-        if self.unwritable:
+    def apply(self, changes: Sequence[Change]) -> set[str]:
+        if self.unwritable or (self.outcomes_unwritable and any(_is_outcome(c) for c in changes)):
             raise StoreError("database unavailable: stalled")
-        super().apply(changes)
+        return super().apply(changes)
 
     def ping(self) -> None:
         time.sleep(self.ping_delay)
@@ -75,7 +82,7 @@ def test_recovery_never_adopts_a_task_its_own_live_pool_finished_but_could_not_w
     executor = app.executor
     assert isinstance(executor, LocalExecutor)
     log = tmp_path / "executions.log"
-    store.unwritable = True
+    store.outcomes_unwritable = True
     task_id = app.manager.submit("tests.counted", log=str(log))
     deadline = time.monotonic() + 20
     while executor.processed < 1:
@@ -83,7 +90,7 @@ def test_recovery_never_adopts_a_task_its_own_live_pool_finished_but_could_not_w
         time.sleep(0.05)
     store.renew_leases(executor.worker_id, now() - 1)  # a renewal that committed after its own deadline
     assert executor.recover() == 0
-    store.unwritable = False
+    store.outcomes_unwritable = False
     while (record := store.get(task_id)) is None or record.state is not Status.SUCCESS:
         assert time.monotonic() < deadline
         time.sleep(0.05)

@@ -182,7 +182,11 @@ class CeleryExecutor:
         kind = "rabbitmq" if url.startswith(("amqp", "pyamqp")) else "redis"
         try:
             with self.app.connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1, timeout=self.settings.broker_timeout)
+                # One quick retry: kombu's default 2 s pause before it would use up
+                # the whole health deadline on a broker that refuses at once.
+                conn.ensure_connection(
+                    max_retries=1, interval_start=0.2, interval_step=0.2, timeout=self.settings.broker_timeout
+                )
             return {"status": "ok", "kind": kind}
         except Exception as e:
             return {"status": "down", "kind": kind, "error": str(e)[:200]}
@@ -237,7 +241,11 @@ class CeleryExecutor:
         depths: dict[str, int] = {}
         try:
             with self.app.connection_for_read() as conn:
-                conn.ensure_connection(max_retries=1, timeout=self.settings.broker_timeout)
+                # One quick retry: kombu's default 2 s pause before it would use up
+                # the whole health deadline on a broker that refuses at once.
+                conn.ensure_connection(
+                    max_retries=1, interval_start=0.2, interval_step=0.2, timeout=self.settings.broker_timeout
+                )
                 for name in names:
                     # a passive declare of a missing queue closes the channel: one channel per queue
                     channel = conn.channel()

@@ -29,13 +29,11 @@ lease expires.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
-import socket
 import threading
 import time
 from collections import deque
@@ -56,6 +54,7 @@ from conveyor.executors.leases import LeaseKeeper, renew_interval
 from conveyor.executors.local.lanes import Lane, lane_sizes
 from conveyor.executors.local.messages import Done, FromWorker, Progress
 from conveyor.executors.local.scheduler import LaneScheduler, OwnedTask
+from conveyor.executors.local.waker import Waker
 from conveyor.executors.local.workers import HOST, LIVE_HERE, WorkerProcess, holder_dead, local_worker_id
 from conveyor.records import FINAL_STATES, Status, TaskRecord, now
 from conveyor.registry import Registry, TaskType
@@ -109,12 +108,10 @@ class LocalExecutor(LaneScheduler):
         self._owned: dict[str, OwnedTask] = {}
         self._inbox: deque[TaskRecord] = deque()
         self._dropped: set[str] = set()
-        self._poked = False
         sizes = lane_sizes(queues or {}, (t.queue for t in registry), concurrency)
         self._init_scheduling(sizes)
         self._indexes = itertools.count()
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
+        self._waker: Waker | None = None
         self._running = False
         self._accepting = False
         self._loop_thread: threading.Thread | None = None
@@ -145,9 +142,7 @@ class LocalExecutor(LaneScheduler):
         self._running = True
         self._accepting = True
         LIVE_HERE.add(self.worker_id)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._waker = Waker()
         # Every lane's processes are forked now, while this process's threads are idle. A fork
         # later, when its first task comes, may copy a lock another thread holds at that moment
         # (SQLite's own mutexes among them) and the child hangs on its first connect.
@@ -257,10 +252,9 @@ class LocalExecutor(LaneScheduler):
             w.close(graceful=graceful)
         for lane in self._lanes.values():
             lane.workers.clear()
-        for sock in (self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
-        self._wake_r = self._wake_w = None
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
         LIVE_HERE.discard(self.worker_id)
         # Tasks still owned stay in the store under our id; the next pool on
         # this host sees we are gone and takes them back.
@@ -335,12 +329,9 @@ class LocalExecutor(LaneScheduler):
         self._poke()
 
     def _poke(self) -> None:
-        # One wake-up byte at a time is enough; the loop clears the flag when it wakes.
-        if self._poked or self._wake_w is None:
-            return
-        self._poked = True
-        with contextlib.suppress(BlockingIOError, OSError):
-            self._wake_w.send(b"x")
+        waker = self._waker
+        if waker is not None:
+            waker.poke()
 
     def _finish(self, task_id: str, outcome: Outcome, at: float) -> None:
         owned = self._owned.pop(task_id, None)
@@ -430,8 +421,9 @@ class LocalExecutor(LaneScheduler):
                 for w in workers:
                     if w.deadline is not None:
                         timeout = min(timeout, max(0.0, w.deadline - t_mono))
-                conns: list[Any] = [self._wake_r] + [w.conn for w in workers if not w.dead]
-            wake = self._wake_r
+                waker = self._waker
+                wake = waker.socket if waker is not None else None
+                conns: list[Any] = [wake] + [w.conn for w in workers if not w.dead]
             try:
                 ready = multiprocessing.connection.wait(conns, timeout)
             except OSError:
@@ -441,10 +433,8 @@ class LocalExecutor(LaneScheduler):
                 workers = self._all_workers()
                 for obj in ready:
                     if obj is wake:
-                        self._poked = False
-                        with contextlib.suppress(BlockingIOError, OSError):
-                            while wake is not None and wake.recv(4096):
-                                pass
+                        if waker is not None:
+                            waker.consume()
                         continue
                     sender = next((w for w in workers if w.conn is obj), None)
                     if sender is None or sender.dead:
