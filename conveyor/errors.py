@@ -229,6 +229,31 @@ class Unavailable(ConveyorError):
         )
 
 
+_REASONS = (
+    (("timed out", "timeout", "no answer", "deadline"), "no answer within its deadline"),
+    (("refused",), "connection refused"),
+    (("reset", "closed", "terminat", "lost", "broken pipe", "eof"), "connection lost"),
+    (("too many", "max number of clients", "remaining connection slots"), "too many connections"),
+    (("locked", "busy"), "busy (locked)"),
+    (("authentication", "password", "access refused", "permission"), "refused our credentials"),
+    (("name or service", "resolve", "unknown host", "nodename"), "its host name does not resolve"),
+)
+
+
+def outage_reason(error: BaseException) -> str:
+    """What went wrong with a dependency, in words that name no host, port, user or path.
+
+    The driver's own text (``connection to server at "10.0.3.7", port 5432
+    failed``) is for the operator's log, where the exception's cause keeps it;
+    the message a tenant reads says only what kind of outage it is.
+    """
+    text = f"{type(error).__name__} {getattr(error, 'orig', None) or error}".lower()
+    for words, reason in _REASONS:
+        if any(w in text for w in words):
+            return reason
+    return "cannot be reached"
+
+
 class StoreError(Unavailable):
     """The task store cannot be reached, did not answer in time, or refused a write."""
 

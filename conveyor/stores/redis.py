@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.errors import MissingExtra, StoreError
+from conveyor.errors import MissingExtra, StoreError, outage_reason
 from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord, now
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
 from conveyor.stores.deadlines import Deadlines
@@ -97,7 +97,7 @@ class RedisStore:
         try:
             return fn(*args, **kwargs)
         except (self._redis_mod.ConnectionError, self._redis_mod.TimeoutError) as e:
-            raise StoreError(f"redis unavailable: {e}") from e
+            raise StoreError(f"redis unavailable: {outage_reason(e)}") from e
 
     # -- lifecycle ----------------------------------------------------------
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.engine import Engine
 
-from conveyor.errors import InvalidParams, StoreError
+from conveyor.errors import InvalidParams, StoreError, outage_reason
 from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import Change, DuplicateTask
 from conveyor.stores.deadlines import Deadlines
@@ -115,10 +115,10 @@ class SqlStore(SqlLeases, SqlReports):
                 "params", "holds a value the database cannot store", type="data", summary="Invalid request: a value"
             ) from e
         except (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError) as e:
-            raise StoreError(f"database unavailable: {_short(e)}") from e
+            raise StoreError(f"database unavailable: {outage_reason(e)}") from e
         except exc.DBAPIError as e:
             if e.connection_invalidated:
-                raise StoreError(f"database connection lost: {_short(e)}") from e
+                raise StoreError("database unavailable: connection lost") from e
             raise
 
     @contextlib.contextmanager
@@ -211,7 +211,7 @@ class SqlStore(SqlLeases, SqlReports):
             except sqlite3.IntegrityError:
                 raise
             except sqlite3.Error as e:
-                raise StoreError(f"database unavailable: {e}") from e
+                raise StoreError(f"database unavailable: {outage_reason(e)}") from e
 
     def ping(self) -> None:
         with self._read() as conn:
@@ -269,7 +269,7 @@ class SqlStore(SqlLeases, SqlReports):
                 self._readers.conn = conn
             row = conn.execute(_GET_SQL, (task_id,)).fetchone()
         except sqlite3.Error as e:
-            raise StoreError(f"database unavailable: {e}") from e
+            raise StoreError(f"database unavailable: {outage_reason(e)}") from e
         if row is None:
             return None
         values = dict(zip(COLUMNS, row, strict=True))
@@ -494,11 +494,6 @@ def _raw_value(name: str, value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)
     return value
-
-
-def _short(e: Exception) -> str:
-    text = str(getattr(e, "orig", None) or e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
 
 
 def _event_rows(changes: Sequence[Change], live: set[str]) -> list[dict[str, Any]]:

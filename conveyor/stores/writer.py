@@ -134,8 +134,7 @@ class BufferedWriter:
             except Exception as e:
                 self.last_error = e
                 backoff = min(2.0, max(backoff * 2, 0.05))
-                first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-                log.warning("store write failed, retrying in %.2fs: %s", backoff, first_line)
+                log.warning("store write failed, retrying in %.2fs: %s", backoff, _first_lines(e))
             if stopping and not self._pending:
                 return
             if stopping and self.last_error is not None:
@@ -155,3 +154,10 @@ class BufferedWriter:
             except Exception as e:
                 log.warning("could not write %d buffered changes: %s", len(self._pending), e)
                 time.sleep(0.2)
+
+
+def _first_lines(e: BaseException) -> str:
+    """The error and the driver's own words under it (a tenant's 503 has only the first; this log has both)."""
+    parts = [e, e.__cause__] if e.__cause__ is not None else [e]
+    lines = [(str(p).strip().splitlines() or [type(p).__name__])[0][:300] for p in parts]
+    return " <- ".join(lines)

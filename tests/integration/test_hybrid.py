@@ -121,6 +121,8 @@ def test_a_dead_broker_answers_503_when_fallback_is_off_and_the_record_says_why(
         body = r.json()["error"]
         assert body["code"] == "executor_unavailable"
         assert "broker" in body["message"]
+        assert "cannot take the task: connection refused" in body["message"]
+        assert "127.0.0.1" not in body["message"]  # a tenant is not told where the broker lives
         listing = client.get("/api/v1/tasks").json()["data"]
         assert [(t["status"], t["message"].startswith("not dispatched")) for t in listing] == [("FAILURE", True)]
         if executor == "hybrid":  # light work goes on without the broker

@@ -83,3 +83,22 @@ def test_a_constraint_violation_or_a_bad_statement_is_a_bug_and_stays_a_500(clie
     r = client.get(route)
     assert r.status_code == 500
     assert r.json()["error"]["code"] == "internal_error"
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "redis"])
+def test_a_store_outage_says_what_kind_it_is_and_keeps_the_host_for_the_log(scheme: str) -> None:
+    """The message a tenant reads names no host or port; the driver's words stay on the exception's cause."""
+    from conveyor.errors import StoreError
+    from conveyor.stores.redis import RedisStore
+    from conveyor.stores.sql import SqlStore
+
+    port = closed_port()
+    if scheme == "postgresql":
+        store: SqlStore | RedisStore = SqlStore(f"postgresql://postgres@127.0.0.1:{port}/test", migrate=False)
+    else:
+        store = RedisStore(f"redis://127.0.0.1:{port}/0")
+    with pytest.raises(StoreError) as caught:
+        store.get("01a23587-0000-7000-8000-000000000000")
+    assert str(caught.value).endswith("unavailable: connection refused")
+    assert str(port) not in str(caught.value)
+    assert str(port) in str(caught.value.__cause__)

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import ExecutorError
+from conveyor.errors import ExecutorError, outage_reason
 from conveyor.executors.celery.app import SEND_CONFIRM_TIMEOUT, SEND_RETRY, is_amqp
 from conveyor.executors.celery.reaper import Reaper
 from conveyor.executors.celery.worker import TERMINATE_COMMAND
@@ -113,7 +113,7 @@ class CeleryExecutor:
                 **self._confirm,
             )
         except Exception as e:  # kombu raises OperationalError, ConnectionRefusedError, ...
-            raise ExecutorError(f"the broker cannot take the task: {e}", dependency="broker") from e
+            raise ExecutorError(f"the broker cannot take the task: {outage_reason(e)}", dependency="broker") from e
 
     def dispatch(self, record: TaskRecord) -> None:
         self.send(record)
@@ -258,5 +258,5 @@ class CeleryExecutor:
                         with contextlib.suppress(Exception):
                             channel.close()
         except Exception as e:  # kombu's OperationalError, ConnectionRefusedError, ...
-            raise ExecutorError(f"the broker cannot be reached: {e}", dependency="broker") from e
+            raise ExecutorError(f"the broker cannot be reached: {outage_reason(e)}", dependency="broker") from e
         return depths
