@@ -15,17 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from conveyor.errors import ConveyorError, InvalidParams
-from conveyor.submission import SubmitRequest, SubmitResult
+from conveyor.errors import ConveyorError
+from conveyor.submission import SubmitRequest, SubmitResult, check_request
 
 if TYPE_CHECKING:
     from conveyor.manager import TaskManager
 
 __all__ = ["NotSubmitted", "SubmitRequest", "check_requests", "submit_requests"]
-
-#: longest delay a task may be given, in seconds (as on a single submit)
-MAX_DELAY = 366 * 86400
-
 
 class NotSubmitted(ConveyorError):
     """A valid item of a batch that was not stored because other items were invalid."""
@@ -34,25 +30,13 @@ class NotSubmitted(ConveyorError):
     code = "not_submitted"
 
 
-def _check(manager: TaskManager, req: SubmitRequest, queues: set[str]) -> None:
-    """Raise what a submit of ``req`` would meet before anything is written."""
-    tt = manager.registry.get(req.task_type)
-    ranges = (("priority", req.priority, 9, "must be between 0 and 9"), ("delay", req.delay, MAX_DELAY, None))
-    for name, value, top, message in ranges:
-        if value is not None and not 0 <= value <= top:
-            raise InvalidParams.for_field(name, message or f"must be between 0 and {top} seconds", type="range")
-    if req.queue is not None and req.queue not in queues:
-        raise InvalidParams.for_field("queue", f"unknown queue {req.queue!r}; declared: {', '.join(sorted(queues))}")
-    tt.validate(req.params)
-
-
 def check_requests(manager: TaskManager, requests: Sequence[SubmitRequest]) -> list[ConveyorError | None]:
     """What each request would meet on a submit, storing nothing: its error, or None."""
     queues = manager.declared_queues()
     errors: list[ConveyorError | None] = []
     for req in requests:
         try:
-            _check(manager, req, queues)
+            check_request(manager, req, queues)
             errors.append(None)
         except ConveyorError as e:
             errors.append(e)

@@ -22,12 +22,14 @@ from conveyor.transitions import never_dispatched
 
 if TYPE_CHECKING:
     from conveyor.manager import TaskManager
+    from conveyor.registry import TaskType
 
-__all__ = ["SubmitRequest", "SubmitResult", "submit_many"]
+__all__ = ["MAX_DELAY", "SubmitRequest", "SubmitResult", "check_request", "submit_many"]
 
 #: a task id a caller may choose (the store's id column holds 36 characters)
 _TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,36}")
-_ONE_YEAR = 366 * 86400
+#: the longest delay a task may be given, in seconds
+MAX_DELAY = 366 * 86400
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,9 +73,10 @@ def submit_many(
     batch = _Batch([None] * len(requests))
     routes: dict[str, str] = {}
     t = now()
+    declared = manager.declared_queues()
     for i, request in enumerate(requests):
         try:
-            _prepare(manager, batch, i, request, routes, t)
+            _prepare(manager, batch, i, request, routes, t, declared)
         except ConveyorError as e:
             batch.results[i] = e
     _check_quotas(manager, batch)
@@ -86,6 +89,28 @@ def submit_many(
     return out
 
 
+def check_request(manager: TaskManager, r: SubmitRequest, declared: set[str]) -> tuple[TaskType, dict[str, Any]]:
+    """What needs no store: the type, the ranges, the queue, the id's form and the params.
+
+    Raises what a submit of ``r`` would meet; returns the task type and the
+    validated params. The single submit, ``submit_many`` and the all-or-nothing
+    HTTP batch (``conveyor.batch``) all check a request here, so they refuse
+    the same things with the same words.
+    """
+    tt = manager.registry.get(r.task_type)
+    if r.priority is not None and not 0 <= r.priority <= 9:
+        raise InvalidParams.for_field("priority", "must be between 0 and 9", type="range")
+    if r.delay is not None and not 0 <= r.delay <= MAX_DELAY:
+        raise InvalidParams.for_field("delay", f"must be between 0 and {MAX_DELAY} seconds (a year)", type="range")
+    if r.queue is not None and r.queue not in declared:
+        raise InvalidParams.for_field(
+            "queue", f"unknown queue {r.queue!r}; the declared queues are {', '.join(sorted(declared))}"
+        )
+    if r.task_id is not None and not _TASK_ID.fullmatch(r.task_id):
+        raise InvalidParams.for_field("task_id", "names one task: 1-36 letters, digits, '-' or '_'")
+    return tt, tt.validate(r.params)
+
+
 def _prepare(
     manager: TaskManager,
     batch: _Batch,
@@ -93,20 +118,11 @@ def _prepare(
     r: SubmitRequest,
     routes: dict[str, str],
     t: float,
+    declared: set[str],
 ) -> None:
     """Answer request ``i`` now (an existing task, an error) or add its new record to the batch."""
-    tt = manager.registry.get(r.task_type)
+    tt, params = check_request(manager, r, declared)
     tenant = r.tenant or manager.settings.local_tenant
-    if r.priority is not None and not 0 <= r.priority <= 9:
-        raise InvalidParams(
-            "priority must be between 0 and 9",
-            details=[{"field": "priority", "message": "must be between 0 and 9", "type": "range"}],
-        )
-    if r.delay is not None and not 0 <= r.delay <= _ONE_YEAR:
-        raise InvalidParams(
-            "delay must be between 0 and one year, in seconds",
-            details=[{"field": "delay", "message": f"must be between 0 and {_ONE_YEAR}", "type": "range"}],
-        )
     names: list[tuple[str, str]] = []
     if r.idempotency_key is not None:
         names.append((tenant, r.idempotency_key))
@@ -116,14 +132,7 @@ def _prepare(
             # sends the stored task now (or is refused again), never a dead 202.
             batch.results[i] = manager.retry(existing.id, tenant=tenant) if never_dispatched(existing) else existing
             return
-    declared = manager.declared_queues()
-    if r.queue is not None and r.queue not in declared:
-        raise InvalidParams.for_field(
-            "queue", f"unknown queue {r.queue!r}; the declared queues are {', '.join(sorted(declared))}"
-        )
     if r.task_id is not None:
-        if not _TASK_ID.fullmatch(r.task_id):
-            raise InvalidParams.for_field("task_id", "names one task: 1-36 letters, digits, '-' or '_'")
         names.append(("", r.task_id))
         existing = manager.store.get(r.task_id)
         if existing is not None:
@@ -131,7 +140,6 @@ def _prepare(
                 raise InvalidParams.for_field("task_id", "is already the id of another task")
             batch.results[i] = existing
             return
-    params = tt.validate(r.params)
     for name in names:
         if name in batch.claimed:
             # An earlier request of this batch creates that task: this one gets its answer.
