@@ -155,6 +155,45 @@ def test_the_event_stream_carries_every_step_until_the_end(api: tuple[TestClient
     assert {33.33, 66.67} <= set(progress)
 
 
+def read_stream(client: TestClient, path: str, headers: dict[str, str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(event, id, data) of each event of an SSE stream, to its end."""
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    with client.stream("GET", path, headers=headers) as stream:
+        name, event_id = "", ""
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("id:"):
+                event_id = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((name, event_id, json.loads(line.split(":", 1)[1])))
+                name, event_id = "", ""
+    return events
+
+
+def test_a_stream_reopened_with_last_event_id_resumes_after_the_step_it_names(
+    api: tuple[TestClient, Conveyor],
+) -> None:
+    """EventSource reconnects with the last id it saw: it gets the steps after it, not the task again from the top."""
+    client, _ = api
+    task_id = client.post(
+        "/api/v1/tasks", json={"task_type": "system.sleep", "params": {"seconds": 0.3, "steps": 3}}, headers=ALPHA
+    ).json()["task_id"]
+    wait_done(client, task_id)
+    timeline = client.get(f"/api/v1/tasks/{task_id}/timeline", headers=ALPHA).json()["data"]
+    first_step = next(e for e in timeline if e["kind"] == "progress")
+    events = read_stream(client, f"/api/v1/tasks/{task_id}/events", {**ALPHA, "Last-Event-ID": str(first_step["seq"])})
+    later = [e for e in timeline if e["seq"] > first_step["seq"] and e["status"] != "SUCCESS"]
+    steps = [(int(i), d["progress"]) for n, i, d in events if n == "progress"][: len(later)]
+    assert steps == [(e["seq"], round(e["progress"], 2)) for e in later]
+    assert round(first_step["progress"], 2) not in [d["progress"] for _, _, d in events]
+    assert events[-1][0] == "end"
+    assert events[-1][2]["status"] == "SUCCESS"
+    # a fresh connection (or an id that is no step) starts from the current state
+    fresh = read_stream(client, f"/api/v1/tasks/{task_id}/events", {**ALPHA, "Last-Event-ID": "x"})
+    assert [n for n, _, _ in fresh] == ["progress", "progress", "end"]
+
+
 def test_cancel_a_waiting_task_and_retry_it(api: tuple[TestClient, Conveyor]) -> None:
     client, app = api
     blockers = [

@@ -382,7 +382,9 @@ async def task_events(task_id: str, request: Request, app: App, caller: Who) -> 
 
     The stream reads the timeline (every state change, and the progress
     between them) rather than the record, so no step is skipped even when the
-    task runs in another process and this stream only polls.
+    task runs in another process and this stream only polls. Each event's
+    ``id`` is its step's place on the timeline: a client that reconnects with
+    ``Last-Event-ID`` (as ``EventSource`` does) gets the steps after it.
     """
     tenant = caller.tenant
     first = await app.manager.aio.get(task_id, tenant=tenant)  # 404 before the stream opens
@@ -398,12 +400,25 @@ async def task_events(task_id: str, request: Request, app: App, caller: Who) -> 
 
     async def follow() -> AsyncIterator[dict[str, Any]]:
         record = first
-        events = await app.manager.aio.events(task_id, tenant=tenant)
-        last_seq = events[-1].seq if events else 0
-        yield {"event": "progress", "id": str(last_seq), "data": _event_json(record)}
-        while not record.finished:
-            if await request.is_disconnected():
-                return
+        resume = _last_event_id(request)
+        if resume is None:
+            events = await app.manager.aio.events(task_id, tenant=tenant)
+            last_seq = events[-1].seq if events else 0
+            yield {"event": "progress", "id": str(last_seq), "data": _event_json(record)}
+            events = []
+        else:
+            # A browser's EventSource reconnecting: the steps it missed, then live again.
+            last_seq = resume
+            events = await app.manager.aio.events(task_id, tenant=tenant, after_seq=resume)
+        while True:
+            for e in events:
+                last_seq = e.seq
+                if e.state.finished:
+                    continue  # the end event below carries the final record
+                step = record.replace(state=e.state, progress=e.progress, message=e.message, updated_at=e.at)
+                yield {"event": "progress", "id": str(e.seq), "data": _event_json(step)}
+            if record.finished or await request.is_disconnected():
+                break
             await app.hub.wait_async(task_id, poll)
             try:
                 events = await app.manager.aio.events(task_id, tenant=tenant, after_seq=last_seq)
@@ -411,14 +426,9 @@ async def task_events(task_id: str, request: Request, app: App, caller: Who) -> 
                     record = await app.manager.aio.get(task_id, tenant=tenant)
             except Exception:
                 return
-            for e in events:
-                last_seq = e.seq
-                if e.state.finished:
-                    continue  # the end event below carries the final record
-                step = record.replace(state=e.state, progress=e.progress, message=e.message, updated_at=e.at)
-                yield {"event": "progress", "id": str(e.seq), "data": _event_json(step)}
-        yield {"event": "progress", "id": str(last_seq), "data": _event_json(record)}
-        yield {"event": "end", "data": _event_json(record)}
+        if record.finished:
+            yield {"event": "progress", "id": str(last_seq), "data": _event_json(record)}
+            yield {"event": "end", "data": _event_json(record)}
 
     return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -434,3 +444,11 @@ def _event_json(r: TaskRecord) -> str:
     data = TaskStatus.of(r).model_dump()
     data.update(type=r.type, attempts=r.attempts, error=r.error, updated_at=iso(r.updated_at))
     return json.dumps(data)
+
+
+def _last_event_id(request: Request) -> int | None:
+    """The timeline step a reconnecting client last saw; None for a first connection (or a header that is no step)."""
+    raw = request.headers.get("last-event-id", "").strip()
+    if not raw.isdigit() or len(raw) > 18:
+        return None
+    return int(raw)
