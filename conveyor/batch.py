@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["NotSubmitted", "SubmitRequest", "check_requests", "submit_requests"]
 
+
 class NotSubmitted(ConveyorError):
     """A valid item of a batch that was not stored because other items were invalid."""
 
