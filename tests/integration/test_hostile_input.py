@@ -9,6 +9,7 @@ a NUL byte in an id, a filter or a param (PostgreSQL text cannot hold one).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -94,6 +95,26 @@ def test_a_chunked_upload_over_the_body_limit_is_413(make_app: AppFactory) -> No
         assert r.status_code == 413, r.text
         r = c.post("/api/v1/tasks", content=chunks(), headers={"content-type": "application/json"})
         assert r.status_code == 413
+
+
+def test_an_upload_with_a_boundary_too_long_to_parse_or_a_name_too_long_to_store_is_4xx(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    """A 300-character boundary (the parser takes 256) and a file name of 100 CJK characters (300 bytes,
+    past a file system's 255) were both 500s; the name is cut to fit, and the boundary is a 400."""
+    database_url = f"sqlite:///{tmp_path / 'u.db'}"
+    app = make_app(start=False, database_url=database_url, workloads=["system", "documents", "media"])
+    boundary = "b" * 300
+    body = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhello\r\n'
+    body += f"--{boundary}--\r\n"
+    multipart = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    with TestClient(create_app(app, scheduler=False), raise_server_exceptions=False) as c:
+        for path in ("/api/documents/upload", "/corr/tasks/"):
+            r = c.post(path, content=body.encode(), headers=multipart)
+            assert r.status_code == 400, (path, r.text)
+            assert "could not be read" in r.json()["error"]["message"]
+        r = c.post("/corr/tasks/", files={"file": ("文" * 100 + ".wav", b"not really a wav")})
+        assert r.status_code == 415, r.text  # read as what it is, under a name that fits
 
 
 def test_openapi_describes_the_submit_body_the_errors_and_the_event_streams(client: TestClient) -> None:

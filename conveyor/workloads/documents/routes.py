@@ -20,6 +20,7 @@ from conveyor.api.schemas import iso
 from conveyor.app import Conveyor
 from conveyor.errors import InvalidParams, PayloadTooLarge, UnsupportedMediaType
 from conveyor.records import Status, TaskRecord, new_task_id
+from conveyor.uploads import Upload
 from conveyor.workloads.documents import db, storage
 from conveyor.workloads.documents.config import DocumentsSettings
 from conveyor.workloads.documents.errors import DocumentError, DocumentNotFound, DocumentsUnavailable
@@ -120,7 +121,7 @@ async def upload(
     document_id = new_task_id()
     folder = storage.tenant_dir(settings.data_dir, tenant) / document_id
     incoming = folder / f"{document_id}.upload"
-    saved = await storage.receive_upload(
+    saved = await storage.receive_document(
         request.headers.get("content-type", ""),
         request.stream(),
         incoming,
@@ -135,17 +136,17 @@ async def upload(
         raise
 
 
-def _accept(
-    app: Conveyor, engine: sa.Engine, tenant: str, saved: storage.SavedUpload, params: dict[str, Any]
-) -> JSONResponse:
+def _accept(app: Conveyor, engine: sa.Engine, tenant: str, saved: Upload, params: dict[str, Any]) -> JSONResponse:
     """Check the type by content and the quota again, store the record, submit the task."""
     from conveyor.workloads.documents.extract import sniff_file
 
     document_id = params["document_id"]
+    path = saved.path
+    assert path is not None  # receive_document requires the file
     if saved.size == 0:
         raise UnsupportedMediaType("the file is empty", details={"filename": saved.filename})
     try:
-        kind = sniff_file(saved.path, saved.filename)
+        kind = sniff_file(path, saved.filename)
     except DocumentError as e:
         raise UnsupportedMediaType(
             f"unsupported document type: {e}; send a PDF, DOCX, HTML, Markdown or text file",
@@ -160,8 +161,8 @@ def _accept(
             f"tenant {tenant!r} would pass its quota of {config.quota_mb:g} MiB",
             details={"quota_bytes": quota, "used_bytes": used, "limit": "tenant quota"},
         )
-    final = saved.path.with_suffix(storage.extension_for(kind))
-    saved.path.rename(final)
+    final = path.with_suffix(storage.extension_for(kind))
+    path.rename(final)
     db.insert(
         engine,
         id=document_id,

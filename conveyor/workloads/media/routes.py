@@ -29,6 +29,7 @@ from conveyor.api.schemas import iso
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, InvalidParams, InvalidTransition, RequestError, UnsupportedMediaType
 from conveyor.records import TaskRecord, new_task_id
+from conveyor.uploads import receive_upload
 from conveyor.workloads.media import db, storage
 from conveyor.workloads.media.config import MediaSettings
 from conveyor.workloads.media.errors import CorrectionNotFound, MediaError, MediaTooLarge, UnsupportedMedia
@@ -327,7 +328,15 @@ async def create_correction(request: Request, app: App, tenant: Tenant) -> JSONR
     upload_dir = root / "uploads" / task_id
     incoming = upload_dir / "upload.part"
     try:
-        upload = await storage.receive_upload(content_type, request.stream(), incoming, max_bytes=max_bytes)
+        upload = await receive_upload(
+            content_type,
+            request.stream(),
+            incoming,
+            max_bytes=max_bytes,
+            require_file=False,
+            limit_details={"field": "file"},
+            not_multipart="send the file as multipart/form-data in the field 'file', or JSON with 'input'",
+        )
     except UnsupportedMediaType as e:
         raise UnsupportedMedia(e.message, details={"field": "file"}) from None
     try:
