@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,14 +65,27 @@ def postgres_pids(pg: PrivatePostgres) -> list[int]:
 
 
 @contextmanager
-def hung(pids: list[int]) -> Iterator[None]:
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+def hung(pids: Callable[[], list[int]]) -> Iterator[None]:
+    """SIGSTOP every process `pids` names, until a fresh look names no new one.
+
+    A server may fork a child (a PostgreSQL backend for a new connection) between
+    the listing and the stop; that child would go on answering, and the hang the
+    test means to meet would not be there.
+    """
+    stopped: list[int] = []
+    while fresh := [pid for pid in pids() if pid not in stopped]:
+        for pid in fresh:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            stopped.append(pid)
     try:
         yield
     finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+        for pid in stopped:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 @dataclass
@@ -186,7 +199,7 @@ def hang_under_load(
         with load.running():
             time.sleep(1.5)
             before = len(load.b_latencies)
-            with hung(pids()):
+            with hung(pids):
                 time.sleep(0.5)
                 health_within_deadline(client, part)
                 time.sleep(max(0.0, HANG_S - 0.5 - DEADLINES["health_timeout"]))

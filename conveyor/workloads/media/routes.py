@@ -28,7 +28,8 @@ from conveyor.api.routing import SlashRouter
 from conveyor.api.schemas import iso
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, InvalidParams, InvalidTransition, RequestError, UnsupportedMediaType
-from conveyor.records import TaskRecord, new_task_id
+from conveyor.records import UNFINISHED_STATES, TaskRecord, new_task_id
+from conveyor.stores.base import TaskQuery
 from conveyor.uploads import receive_upload
 from conveyor.workloads.media import db, storage
 from conveyor.workloads.media.config import MediaSettings
@@ -221,9 +222,39 @@ def _public(row: sa.Row[Any], task: TaskRecord | None) -> dict[str, Any]:
     }
 
 
+def _row_of_python_submit(app: Conveyor, engine: sa.Engine, task_id: str, tenant: str) -> sa.Row[Any] | None:
+    """The row of a correction submitted from Python (``process_correction.delay(...)``), written now.
+
+    The routes write a correction's row before they submit; a Python caller
+    goes straight to the task, which writes the row when it starts work. A
+    client polling ``/corr/tasks/<id>/`` in between must see PENDING, not a
+    404: so the first look at such a correction writes the row the route would
+    have written, from its queued task. Only unfinished tasks count, so that a
+    deleted correction (its task cancelled) stays deleted.
+    """
+    states, types = tuple(UNFINISHED_STATES), (_PROCESS_CORRECTION,)
+    query = TaskQuery(tenant=tenant, states=states, types=types, limit=_UNCLAIMED_SCAN)
+    task = next((t for t in app.store.query(query).items if (t.params or {}).get("task_id") == task_id), None)
+    if task is None:
+        return None
+    params = task.params or {}
+    with contextlib.suppress(sa.exc.IntegrityError):  # the task's own claim got there first: read that row
+        db.insert(
+            engine, task_id=task_id, tenant=tenant, job_id=task.id, media_type=params.get("media_type") or "audio",
+            input=str(params.get("input") or ""), output_folder=params.get("output_folder") or f"outputs/{task_id}",
+            options=params.get("options") or {}, created_at=task.created_at,
+        )  # fmt: skip
+    return db.find(engine, task_id, tenant)
+
+
+_PROCESS_CORRECTION = "media.process_correction"
+#: how many of a tenant's unfinished corrections a lookup of one submitted from Python reads at most
+_UNCLAIMED_SCAN = 500
+
+
 def _load(app: Conveyor, task_id: str, tenant: str) -> tuple[sa.Row[Any], TaskRecord | None]:
     engine = _engine(app)
-    row = db.find(engine, task_id, tenant)
+    row = db.find(engine, task_id, tenant) or _row_of_python_submit(app, engine, task_id, tenant)
     if row is None:
         raise CorrectionNotFound(task_id)
     task = app.store.get(row.job_id) if row.job_id else None
@@ -431,7 +462,7 @@ async def cancel_correction(task_id: str, app: App, tenant: Tenant) -> dict[str,
 async def delete_correction(task_id: str, app: App, tenant: Tenant) -> Response:
     def run() -> None:
         engine = _engine(app)
-        row = db.find(engine, task_id, tenant)
+        row = db.find(engine, task_id, tenant) or _row_of_python_submit(app, engine, task_id, tenant)
         if row is None:
             raise CorrectionNotFound(task_id)
         app.manager.cancel_if_unfinished(row.job_id, tenant=tenant)

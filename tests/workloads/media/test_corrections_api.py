@@ -397,6 +397,29 @@ def test_ten_hours_submitted_from_python_fail_within_limits(corr: tuple[TestClie
     assert time.monotonic() - started < 30
 
 
+def test_a_correction_submitted_from_python_is_pending_before_its_task_starts(
+    corr: tuple[TestClient, Conveyor],
+) -> None:
+    """The task writes the correction's row when it starts; a look before that writes it from the queued task."""
+    client, app = corr
+    samples.noisy_quiet_speech(tenant_root(app.settings.data_dir, "alpha") / "later.wav")
+    app.manager.submit("process_correction", "later-one", "audio", "later.wav", None, {}, tenant="alpha", delay=600)
+    answer = client.get("/corr/tasks/later-one/", headers=ALPHA)
+    assert answer.status_code == 200, answer.text
+    record = answer.json()
+    assert set(record) >= RECORD_KEYS
+    assert (record["status"], record["input"], record["output_folder"]) == ("PENDING", "later.wav", "outputs/later-one")
+    assert client.get("/corr/tasks/later-one/", headers=BETA).status_code == 404
+    cancelled = client.post("/corr/tasks/later-one/cancel/", headers=ALPHA)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "CANCELLED"
+    assert client.get("/corr/tasks/later-one/", headers=ALPHA).json()["status"] == "CANCELLED"
+    assert client.post("/corr/tasks/later-one/cancel/", headers=ALPHA).status_code == 409
+    assert [c["task_id"] for c in client.get("/corr/tasks/", headers=ALPHA).json()["data"]] == ["later-one"]
+    assert client.delete("/corr/tasks/later-one/", headers=ALPHA).status_code == 204
+    assert client.get("/corr/tasks/later-one/", headers=ALPHA).status_code == 404
+
+
 def test_a_correction_id_of_another_tenant_is_not_taken_over(corr: tuple[TestClient, Conveyor], tmp_path: Path) -> None:
     """A Python submit reusing another tenant's correction id fails and leaves that record alone."""
     client, app = corr
