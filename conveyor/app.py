@@ -71,7 +71,7 @@ class Conveyor:
         )
         self.hub = EventHub()
         self.metrics = Metrics()
-        self.writer = BufferedWriter(self.store, interval=self.settings.flush_interval, on_flushed=self._flushed)
+        self.writer = self._new_writer()
         self._executor = executor
         self.manager = TaskManager(
             settings=self.settings,
@@ -152,6 +152,14 @@ class Conveyor:
         """``TaskManager.submit_many``: many tasks, one store commit, an answer (record or error) per request."""
         return self.manager.submit_many(requests)
 
+    def _new_writer(self) -> BufferedWriter:
+        # A final state is written at once only when someone here waits on it (see BufferedWriter.put).
+        writer = BufferedWriter(
+            self.store, interval=self.settings.flush_interval, on_flushed=self._flushed, watched=self.hub.watched
+        )
+        self.hub.on_watch = writer.hurry
+        return writer
+
     def _flushed(self, changes: Sequence[Change]) -> None:
         self.metrics.record_changes(changes)
         self.hub.publish(c.task_id for c in changes)
@@ -194,7 +202,7 @@ class Conveyor:
             if self._started_pid == pid:
                 return
             self.store.after_fork()  # the parent's connections stay the parent's
-            self.writer = BufferedWriter(self.store, interval=self.settings.flush_interval, on_flushed=self._flushed)
+            self.writer = self._new_writer()
             self._started = False
         self.start(executor=False)
 

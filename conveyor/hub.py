@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["EventHub", "Subscription"]
@@ -51,6 +51,8 @@ class Subscription:
 
 class EventHub:
     def __init__(self) -> None:
+        #: told which tasks someone starts waiting on (None: every task), so the writer can hurry their changes
+        self.on_watch: Callable[[Iterable[str] | None], None] | None = None
         self._lock = threading.Lock()
         self._sync: dict[str, set[threading.Event]] = {}
         self._async: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
@@ -74,12 +76,21 @@ class EventHub:
             with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(aev.set)
 
+    def watched(self, task_id: str) -> bool:
+        """Does anyone here wait on this task? (Read without the lock: a stale answer costs one interval.)"""
+        return bool(self._any) or task_id in self._sync or task_id in self._async or task_id in self._subs
+
+    def _watching(self, task_ids: Iterable[str] | None) -> None:
+        if self.on_watch is not None:
+            self.on_watch(task_ids)
+
     def subscribe(self, task_ids: Iterable[str]) -> Subscription:
         """Watch ``task_ids`` from the running event loop; ``close()`` the result when done."""
         sub = Subscription(self, task_ids)
         with self._lock:
             for task_id in sub.task_ids:
                 self._subs.setdefault(task_id, set()).add(sub)
+        self._watching(sub.task_ids)
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
@@ -91,6 +102,7 @@ class EventHub:
         ev = threading.Event()
         with self._lock:
             self._sync.setdefault(task_id, set()).add(ev)
+        self._watching((task_id,))
         try:
             return ev.wait(timeout)
         finally:
@@ -104,6 +116,7 @@ class EventHub:
                 self._any.add(entry)
             else:
                 self._async.setdefault(task_id, set()).add(entry)
+        self._watching(None if task_id is None else (task_id,))
         try:
             await asyncio.wait_for(entry[1].wait(), timeout)
             return True

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeAlias
 
 from conveyor.records import FINAL_STATES
@@ -40,8 +40,11 @@ class BufferedWriter:
         interval: float = 0.02,
         on_flushed: Callable[[Sequence[Change]], None] | None = None,
         max_batch: int = 5000,
+        watched: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
+        #: is anyone in this process waiting on the task? (None: assume so, always)
+        self.watched = watched
         self.interval = interval
         self.on_flushed = on_flushed
         self.max_batch = max_batch
@@ -62,14 +65,17 @@ class BufferedWriter:
             self._thread.start()
 
     def put(self, change: Change, *, urgent: bool = False, on_applied: OnApplied | None = None) -> None:
-        """Buffer ``change``; a final state is written at once, not at the next interval.
+        """Buffer ``change``; a final state someone waits on is written at once, not at the next interval.
 
-        Someone may be waiting for that outcome (``wait()``, ``.get()``, an
-        SSE stream). Writing it now costs batching little: whatever else is
-        buffered goes in the same transaction, and outcomes that arrive while
-        it is being written form the next batch.
+        A client may be waiting for that outcome (``wait()``, ``.get()``, an
+        SSE stream), and whatever else is buffered goes in the same
+        transaction. An outcome nobody in this process watches (a Celery
+        worker's, a task nobody follows) waits for the interval instead: one
+        write a task costs a busy pool a quarter of its rate. A watcher who
+        comes later hurries it (``hurry``).
         """
-        urgent = urgent or change.fields.get("state") in FINAL_STATES
+        if not urgent and change.fields.get("state") in FINAL_STATES:
+            urgent = self.watched is None or self.watched(change.task_id)
         with self._lock:
             if on_applied is not None:
                 self._callbacks.setdefault(change.task_id, []).append(on_applied)
@@ -80,6 +86,13 @@ class BufferedWriter:
                 existing.merge(change)
             big = len(self._pending) >= self.max_batch
         if urgent or big:
+            self._wake.set()
+
+    def hurry(self, task_ids: Iterable[str] | None) -> None:
+        """Someone now waits on ``task_ids`` (on every task when None): write what is buffered for them now."""
+        with self._lock:
+            due = bool(self._pending) if task_ids is None else any(t in self._pending for t in task_ids)
+        if due:
             self._wake.set()
 
     @property

@@ -1,9 +1,11 @@
-"""A final state is written at once: waiting clients do not wait for the progress-coalescing interval."""
+"""A final state someone waits on is written at once: waiting clients do not wait for the coalescing interval."""
 
 from __future__ import annotations
 
 import threading
+import time
 
+from conveyor.hub import EventHub
 from conveyor.records import Status, TaskEvent, TaskRecord, now
 from conveyor.stores.base import Change
 from conveyor.stores.memory import MemoryStore
@@ -60,3 +62,77 @@ def test_progress_alone_waits_for_the_interval() -> None:
     finally:
         writer.stop(5)
     assert store.get("t1") is not None
+
+
+def _final(task_id: str) -> Change:
+    at = now()
+    return Change(
+        task_id,
+        {"state": Status.SUCCESS, "result": 1, "finished_at": at, "progress": 100.0},
+        [TaskEvent(task_id, at, Status.SUCCESS, 100.0, "Done")],
+    )
+
+
+def _watched_writer(flushed: list[list[str]], event: threading.Event) -> tuple[BufferedWriter, EventHub]:
+    """A writer told by a hub who waits, as Conveyor wires them."""
+    store = MemoryStore()
+    store.open()
+    store.insert([TaskRecord(id="t1", type="x"), TaskRecord(id="t2", type="x")])
+
+    def on_flushed(changes: object) -> None:
+        flushed.append([c.task_id for c in changes])  # type: ignore[attr-defined]
+        event.set()
+
+    hub = EventHub()
+    writer = BufferedWriter(store, interval=3600, on_flushed=on_flushed, watched=hub.watched)
+    hub.on_watch = writer.hurry
+    writer.start()
+    return writer, hub
+
+
+def test_a_final_state_nobody_waits_on_is_batched_with_the_next_interval() -> None:
+    """A Celery worker's outcomes, or a pool's that nobody follows: one write a task would halve a busy pool."""
+    flushed: list[list[str]] = []
+    event = threading.Event()
+    writer, _hub = _watched_writer(flushed, event)
+    try:
+        writer.put(_final("t1"))
+        assert not event.wait(0.3)
+        assert writer.backlog == 1
+    finally:
+        writer.stop(5)
+
+
+def test_a_final_state_a_waiter_watches_is_written_at_once() -> None:
+    flushed: list[list[str]] = []
+    event = threading.Event()
+    writer, hub = _watched_writer(flushed, event)
+    woken = threading.Event()
+    waiter = threading.Thread(target=lambda: hub.wait("t1", 30) and woken.set())
+    waiter.start()
+    try:
+        while not hub.watched("t1"):
+            time.sleep(0.01)
+        writer.put(_final("t1"))
+        assert event.wait(30), "a watched final state waited for the flush interval"
+        assert flushed == [["t1"]]
+    finally:
+        writer.stop(5)
+        hub.publish(["t1"])
+        waiter.join(5)
+
+
+def test_a_waiter_who_comes_after_the_final_state_hurries_its_write() -> None:
+    """wait() called just after the outcome was buffered does not wait for the interval either."""
+    flushed: list[list[str]] = []
+    event = threading.Event()
+    writer, hub = _watched_writer(flushed, event)
+    try:
+        writer.put(_final("t2"))
+        writer.put(_final("t1"))
+        assert not event.wait(0.2)
+        hub.wait("t1", 0.01)  # starts to wait: the writer is hurried, whatever the wait's outcome
+        assert event.wait(30), "the late waiter's task stayed in the buffer"
+        assert sorted(flushed[0]) == ["t1", "t2"]
+    finally:
+        writer.stop(5)
