@@ -12,7 +12,9 @@ from conveyor.stores.memory import MemoryStore
 from conveyor.stores.writer import BufferedWriter
 
 
-def _writer(flushed: list[list[str]], event: threading.Event) -> tuple[BufferedWriter, MemoryStore]:
+def _writer(
+    flushed: list[list[str]], event: threading.Event, hub: EventHub | None = None
+) -> tuple[BufferedWriter, MemoryStore]:
     store = MemoryStore()
     store.open()
     store.insert([TaskRecord(id="t1", type="x"), TaskRecord(id="t2", type="x")])
@@ -22,7 +24,9 @@ def _writer(flushed: list[list[str]], event: threading.Event) -> tuple[BufferedW
         event.set()
 
     # An interval far longer than the test: only a write that does not wait for it can land.
-    writer = BufferedWriter(store, interval=3600, on_flushed=on_flushed)
+    writer = BufferedWriter(store, interval=3600, on_flushed=on_flushed, watched=hub.watched if hub else None)
+    if hub is not None:
+        hub.on_watch = writer.hurry
     writer.start()
     return writer, store
 
@@ -75,18 +79,8 @@ def _final(task_id: str) -> Change:
 
 def _watched_writer(flushed: list[list[str]], event: threading.Event) -> tuple[BufferedWriter, EventHub]:
     """A writer told by a hub who waits, as Conveyor wires them."""
-    store = MemoryStore()
-    store.open()
-    store.insert([TaskRecord(id="t1", type="x"), TaskRecord(id="t2", type="x")])
-
-    def on_flushed(changes: object) -> None:
-        flushed.append([c.task_id for c in changes])  # type: ignore[attr-defined]
-        event.set()
-
     hub = EventHub()
-    writer = BufferedWriter(store, interval=3600, on_flushed=on_flushed, watched=hub.watched)
-    hub.on_watch = writer.hurry
-    writer.start()
+    writer, _store = _writer(flushed, event, hub)
     return writer, hub
 
 
