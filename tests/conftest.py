@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -49,6 +50,17 @@ def _port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def require_redis() -> None:
+    """The Redis the tests were pointed at (CONVEYOR_TEST_REDIS), wherever it listens."""
+    url = urlsplit(REDIS_URL)
+    require_service("Redis", url.hostname or "127.0.0.1", url.port or 6379)
+
+
+def require_rabbitmq() -> None:
+    url = urlsplit(RABBITMQ_URL)
+    require_service("RabbitMQ", url.hostname or "127.0.0.1", url.port or 5672)
 
 
 def require_service(name: str, host: str, port: int) -> None:
@@ -115,7 +127,7 @@ def clean_postgres_url(postgres_url: str) -> str:
 
 def empty_redis_db(db: int) -> str:
     """The URL of local Redis database ``db``, emptied first."""
-    require_service("Redis", "127.0.0.1", 6379)
+    require_redis()
     import redis
 
     url = f"{REDIS_URL}/{db}"
@@ -317,7 +329,7 @@ BROKERS = {"redis": f"{REDIS_URL}/12", "amqp": RABBITMQ_URL}
 
 def broker_url(name: str) -> str:
     if name == "redis":
-        require_service("Redis", "127.0.0.1", 6379)
+        require_redis()
     else:
-        require_service("RabbitMQ", "127.0.0.1", 5672)
+        require_rabbitmq()
     return BROKERS[name]

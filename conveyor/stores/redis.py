@@ -421,12 +421,21 @@ class RedisStore:
                     continue
                 pipe = self.r.pipeline(transaction=False)
                 for task_id in ids:
-                    pipe.unlink(self._k("t", task_id), self._k("ev", task_id))
+                    pipe.unlink(self._k("t", task_id), self._k("ev", task_id), *self._idem_keys_of(task_id))
                 pipe.zrem(key, *ids)
                 pipe.zrem(self._k("all"), *ids)
                 self._call(pipe.execute)
                 deleted += len(ids)
         return deleted
+
+    def _idem_keys_of(self, task_id: str) -> list[str]:
+        """The idempotency key that still names this task, if any: it goes with the record."""
+        tenant, idem = self._call(self.r.hmget, self._k("t", task_id), "tenant", "idempotency_key")
+        key = json.loads(idem) if idem else None
+        if not key or tenant is None:
+            return []
+        name = self._k("idem", escape_tenant(json.loads(tenant)), key)
+        return [name] if self._call(self.r.get, name) == task_id.encode() else []
 
     def held_by(self, worker_prefix: str) -> list[str]:
         workers = sorted(w.decode() for w in self._call(self.r.smembers, self._k("workers")))

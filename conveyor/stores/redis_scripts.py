@@ -59,6 +59,15 @@ local function finished(id, key, tenant, state)
     redis.call('ZREMRANGEBYSCORE', k, '-inf', '('..tostring(at - FIN_KEEP))
   end
 end
+-- The key of the task's idempotency key while it still names this task (nil: none). It expires
+-- with the record: a key kept for ever would name an id that is gone, and refuse every new task.
+local function idem_key(key, tenant, id)
+  local idem = dec(redis.call('HGET', key, 'idempotency_key'))
+  if not idem then return nil end
+  local k = P..'idem:'..esc(tenant)..':'..idem
+  if redis.call('GET', k) ~= id then return nil end
+  return k
+end
 -- Move a task between state sets and keep the counters and holder sets true.
 local function transition(id, key, cur_state, new_state, expires, worker)
   local queue = dec(redis.call('HGET', key, 'queue'))
@@ -76,6 +85,8 @@ local function transition(id, key, cur_state, new_state, expires, worker)
     if expires then
       redis.call('EXPIREAT', key, math.ceil(expires))
       redis.call('EXPIREAT', P..'ev:'..id, math.ceil(expires))
+      local idem = idem_key(key, tenant, id)
+      if idem then redis.call('EXPIREAT', idem, math.ceil(expires)) end
     end
   else
     redis.call('ZADD', P..'q:'..queue..':'..new_state, created, id)
@@ -83,6 +94,8 @@ local function transition(id, key, cur_state, new_state, expires, worker)
       redis.call('INCR', P..'unfinished:'..tenant)
       redis.call('PERSIST', key)
       redis.call('PERSIST', P..'ev:'..id)
+      local idem = idem_key(key, tenant, id)
+      if idem then redis.call('PERSIST', idem) end
     end
   end
 end
@@ -167,7 +180,10 @@ end
 if final(state) then
   finished(id, key, tenant, state)
   local expires = ARGV[9]
-  if expires == '' then expires = '+inf' else redis.call('EXPIREAT', key, math.ceil(tonumber(expires))) end
+  if expires == '' then expires = '+inf' else
+    redis.call('EXPIREAT', key, math.ceil(tonumber(expires)))
+    if idem ~= '' then redis.call('EXPIREAT', P..'idem:'..esc(tenant)..':'..idem, math.ceil(tonumber(expires))) end
+  end
   redis.call('ZADD', P..'q:'..queue..':'..state, expires, id)
 else
   redis.call('ZADD', P..'q:'..queue..':'..state, created, id)

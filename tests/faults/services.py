@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import broker_url, require_service
+from tests.conftest import broker_url, require_rabbitmq
 
 
 def free_port() -> int:
@@ -124,7 +124,7 @@ class PrivatePostgres:
 
 def rabbitmq_vhost(name: str) -> str:
     """A new, empty RabbitMQ virtual host: workers of other tests cannot take its messages."""
-    require_service("RabbitMQ", "127.0.0.1", 5672)
+    require_rabbitmq()
     ctl = _need("rabbitmqctl")
     subprocess.run([ctl, "delete_vhost", name], capture_output=True, timeout=60)  # and every queue in it
     subprocess.run([ctl, "add_vhost", name], check=True, capture_output=True, timeout=60)

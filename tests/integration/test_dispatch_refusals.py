@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from conveyor import TaskQuery
 from conveyor.api.main import create_app
 from conveyor.records import Status
-from tests.conftest import AppFactory, die_with_parent, require_service
+from tests.conftest import AppFactory, die_with_parent, require_redis
 
 PORT = 16881
 
@@ -27,7 +27,7 @@ PORT = 16881
 @pytest.mark.redis
 def test_a_retry_with_the_same_idempotency_key_after_a_503_sends_the_task(make_app: AppFactory, tmp_path: Path) -> None:
     """503 while the broker is down; the same key once it is up: 202, the same task, now queued (not FAILURE)."""
-    require_service("Redis", "127.0.0.1", 6379)  # the binary is the local one; the instance is the test's own
+    require_redis()  # the binary is the local one; the instance is the test's own
     app = make_app(
         start=False,
         database_url=f"sqlite:///{tmp_path / 'c.db'}",

@@ -16,9 +16,9 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture
 def store() -> Iterator[RedisStore]:
-    from tests.conftest import REDIS_URL, require_service
+    from tests.conftest import REDIS_URL, require_redis
 
-    require_service("Redis", "127.0.0.1", 6379)
+    require_redis()
     s = RedisStore(f"{REDIS_URL}/15", prefix=f"conveyor-test-{uuid.uuid4().hex[:8]}:")
     s.open()
     yield s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +26,9 @@ from conveyor.stores.base import Change, DuplicateTask, Store
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "redis":
         from conveyor.stores.redis import RedisStore
-        from tests.conftest import REDIS_URL, require_service
+        from tests.conftest import REDIS_URL, require_redis
 
-        require_service("Redis", "127.0.0.1", 6379)
+        require_redis()
         redis_store = RedisStore(f"{REDIS_URL}/15", prefix=f"conveyor-test-{uuid.uuid4().hex[:8]}:")
         redis_store.open()
         yield redis_store
@@ -102,6 +103,41 @@ def test_an_idempotency_key_is_unique_per_tenant(store: Store) -> None:
     found = store.find_by_idempotency_key("a", "k1")
     assert found is not None
     assert found.tenant == "a"
+
+
+def test_an_idempotency_key_is_free_again_once_its_task_has_expired(store: Store) -> None:
+    """The key goes with its record: kept for ever, it would name an id that is gone and refuse every new task."""
+    first = rec(idempotency_key="k1")
+    store.insert([first])
+    at = now()
+    store.apply([Change(first.id, {"state": Status.SUCCESS, "finished_at": at, "expires_at": at + 1})])
+    deadline = at + 30
+    while store.get(first.id) is not None:  # Redis expires the record by itself; SQL and memory when purged
+        store.purge_expired(now())
+        assert now() < deadline, "the record did not expire"
+        time.sleep(0.1)
+    again = rec(idempotency_key="k1")
+    store.insert([again])
+    found = store.find_by_idempotency_key("a", "k1")
+    assert found is not None
+    assert found.id == again.id
+
+
+def test_an_idempotency_key_kept_by_a_task_that_runs_again_does_not_expire(store: Store) -> None:
+    """A finished task retried (its expiry cleared) keeps its key: a second submit still finds it."""
+    first = rec(idempotency_key="k2")
+    store.insert([first])
+    at = now()
+    store.apply([Change(first.id, {"state": Status.FAILURE, "finished_at": at, "expires_at": at + 1})])
+    moved = store.reset(first.id, {"state": Status.PENDING, "finished_at": None, "expires_at": None}, (Status.FAILURE,))
+    assert moved is not None
+    time.sleep(1.6)
+    store.purge_expired(now())
+    found = store.find_by_idempotency_key("a", "k2")
+    assert found is not None
+    assert found.id == first.id
+    with pytest.raises(DuplicateTask):
+        store.insert([rec(idempotency_key="k2")])
 
 
 def test_idempotency_keys_of_tenants_whose_names_hold_a_colon_never_collide(store: Store) -> None:
