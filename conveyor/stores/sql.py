@@ -23,7 +23,7 @@ from conveyor.errors import InvalidParams, StoreError, outage_reason
 from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import Change, DuplicateTask
 from conveyor.stores.deadlines import Deadlines
-from conveyor.stores.sql_commit import GroupCommit, unnest_insert, unnest_params
+from conveyor.stores.sql_commit import GroupCommit, unnest_insert, unnest_params, unnest_update
 from conveyor.stores.sql_leases import SqlLeases
 from conveyor.stores.sql_reports import SqlReports
 from conveyor.stores.sql_schema import (
@@ -53,6 +53,7 @@ _JSON_COLUMNS = frozenset({"meta", "params", "result", "error"})
 _EVENT_COLUMNS = ("task_id", "at", "kind", "state", "progress", "message")
 _FINAL_SQL = ", ".join(f"'{s}'" for s in sorted(_FINAL))
 _INSERT_UNNEST = unnest_insert(tasks_table)
+_EVENTS_UNNEST = unnest_insert(events_table, without=("seq",))
 
 
 class SqlStore(SqlLeases, SqlReports):
@@ -77,6 +78,7 @@ class SqlStore(SqlLeases, SqlReports):
             threading.Lock() if self.kind == "sqlite" else contextlib.nullcontext()
         )
         self._update_cache: dict[tuple[str, ...], sa.Update] = {}
+        self._unnest_cache: dict[tuple[str, ...], sa.TextClause] = {}
         # SQLite writes go through one DBAPI connection with pre-rendered SQL:
         # SQLAlchemy's per-statement work costs five times SQLite's own commit,
         # and every submit and every flush is a write.
@@ -135,7 +137,11 @@ class SqlStore(SqlLeases, SqlReports):
             return
         with self._errors():
             if self._upkeep is None:
-                self._upkeep = create_engine_for(self.url, self.deadlines, pool_size=2, max_overflow=2)
+                # No ping before each batch (a round trip per flush): a connection the server
+                # dropped fails the batch, the pool replaces it, and the writer writes it again.
+                self._upkeep = create_engine_for(
+                    self.url, self.deadlines, pool_size=2, max_overflow=2, pool_pre_ping=False
+                )
             with self._upkeep.begin() as conn:
                 yield conn
 
@@ -281,6 +287,18 @@ class SqlStore(SqlLeases, SqlReports):
 
     # -- changes ----------------------------------------------------------
 
+    def _update_unnest(self, keys: tuple[str, ...]) -> sa.TextClause:
+        stmt = self._unnest_cache.get(keys)
+        if stmt is None:
+            stmt = self._unnest_cache[keys] = unnest_update(tasks_table, keys, _FINAL_SQL)
+        return stmt
+
+    @staticmethod
+    def _unnest_columns(keys: tuple[str, ...], rows: list[dict[str, Any]]) -> dict[str, Any]:
+        values = {k: [row[f"_v_{k}"] for row in rows] for k in keys}
+        values = {k: [json.dumps(v) for v in vs] if k in _JSON_COLUMNS else vs for k, vs in values.items()}
+        return {"_id": [row["_id"] for row in rows], **values}
+
     def _update_for(self, keys: tuple[str, ...]) -> sa.Update:
         stmt = self._update_cache.get(keys)
         if stmt is None:
@@ -318,11 +336,13 @@ class SqlStore(SqlLeases, SqlReports):
             )
             for keys, rows in groups.items():
                 rows = [row for row in rows if row["_id"] in live]
-                if keys and rows:
+                if len(rows) > 1 and len({row["_id"] for row in rows}) == len(rows):
+                    conn.execute(self._update_unnest(keys), self._unnest_columns(keys, rows))
+                elif keys and rows:
                     conn.execute(self._update_for(keys), rows)
             events = _event_rows(changes, live)
             if events:
-                conn.execute(events_table.insert(), events)
+                conn.execute(_EVENTS_UNNEST, unnest_params(events, _EVENT_COLUMNS, ()))
         return live
 
     def _apply_raw(self, changes: Sequence[Change]) -> set[str]:

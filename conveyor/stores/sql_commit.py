@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from conveyor.errors import StoreError
 
-__all__ = ["GroupCommit", "unnest_insert", "unnest_params"]
+__all__ = ["GroupCommit", "unnest_insert", "unnest_params", "unnest_update"]
 
 T = TypeVar("T")
 
@@ -109,7 +109,7 @@ class GroupCommit(Generic[T]):
         return None
 
 
-def unnest_insert(table: sa.Table) -> sa.TextClause:
+def unnest_insert(table: sa.Table, without: Collection[str] = ()) -> sa.TextClause:
     """``INSERT ... SELECT * FROM unnest(:col1, :col2, ...)``: any number of rows as one short statement.
 
     PostgreSQL only. One array per column keeps the statement text the same
@@ -118,14 +118,40 @@ def unnest_insert(table: sa.Table) -> sa.TextClause:
     its placeholders than the server spends inserting. The arrays are cast to
     unbounded element types: an explicit cast to ``varchar(36)`` would
     truncate silently, while the INSERT's own assignment raises on a value too
-    long, as any insert does.
+    long, as any insert does. Columns in ``without`` take their defaults.
     """
     dialect = PGDialect()  # type: ignore[no-untyped-call]
-    casts = ", ".join(
-        f"CAST(:{c.name} AS {re.sub(r'[(][0-9]+[)]', '', c.type.compile(dialect=dialect))}[])" for c in table.columns
+    columns = [c for c in table.columns if c.name not in without]
+    casts = ", ".join(f"CAST(:{c.name} AS {_array_type(c, dialect)})" for c in columns)
+    names = ", ".join(c.name for c in columns)
+    # In the arrays' order: a column left out (a serial key) is numbered as the rows come.
+    return sa.text(
+        f"INSERT INTO {table.name} ({names}) SELECT {names} FROM unnest({casts}) WITH ORDINALITY"
+        f" AS u({names}, _n) ORDER BY _n"
     )
-    names = ", ".join(c.name for c in table.columns)
-    return sa.text(f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({casts})")
+
+
+def _array_type(column: sa.Column[Any], dialect: PGDialect) -> str:
+    return re.sub(r"[(][0-9]+[)]", "", column.type.compile(dialect=dialect)) + "[]"
+
+
+def unnest_update(table: sa.Table, keys: Sequence[str], unless_state_in: str) -> sa.TextClause:
+    """``UPDATE ... FROM unnest(:id, :col1, ...)``: one statement sets ``keys`` on any number of rows.
+
+    PostgreSQL only, for the same reason as ``unnest_insert``: an executemany
+    is one statement (parse, plan, execute) a row on the server, which is most
+    of a busy writer's batch. Rows whose ``state`` is in ``unless_state_in``
+    (an SQL list of literals) are left alone. Ids must be distinct in a batch:
+    an UPDATE ... FROM changes each row once, with one of its candidate rows.
+    """
+    dialect = PGDialect()  # type: ignore[no-untyped-call]
+    sets = ", ".join(f"{k} = v.{k}" for k in keys)
+    arrays = ", ".join(f"CAST(:{k} AS {_array_type(table.c[k], dialect)})" for k in keys)
+    names = ", ".join(keys)
+    return sa.text(
+        f"UPDATE {table.name} AS t SET {sets} FROM unnest(CAST(:_id AS {_array_type(table.c.id, dialect)}), {arrays})"
+        f" AS v(_id, {names}) WHERE t.id = v._id AND t.state NOT IN ({unless_state_in})"
+    )
 
 
 def unnest_params(

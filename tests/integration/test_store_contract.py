@@ -230,6 +230,30 @@ def test_events_come_back_in_order_after_a_sequence_number(store: Store) -> None
     assert [e.message for e in store.events(r.id, after_seq=events[0].seq)] == ["s1", "s2"]
 
 
+def test_many_tasks_changed_in_one_batch_keep_every_field_and_their_steps_in_order(store: Store) -> None:
+    """One write of many changes (a busy writer's flush): each row gets its own values, each timeline its order."""
+    records = [rec() for _ in range(40)]
+    store.insert(records)
+    at = now()
+    changes = [
+        Change(
+            r.id,
+            {"state": Status.SUCCESS, "progress": 100.0, "result": {"n": i}, "finished_at": at + i, "worker": None},
+            [
+                TaskEvent(r.id, at, Status.PROCESSING, 50.0, f"half {i}"),
+                TaskEvent(r.id, at, Status.SUCCESS, 100.0, "done"),
+            ],
+        )
+        for i, r in enumerate(records)
+    ]
+    assert store.apply(changes) == {r.id for r in records}
+    for i, r in enumerate(records):
+        got = store.get(r.id)
+        assert got is not None
+        assert (got.state, got.result, got.finished_at, got.worker) == (Status.SUCCESS, {"n": i}, at + i, None)
+        assert [e.message for e in store.events(r.id)] == [f"half {i}", "done"]
+
+
 def test_only_a_waiting_task_can_be_cancelled_in_one_step(store: Store) -> None:
     waiting, running = rec(), rec(state=Status.PROCESSING)
     store.insert([waiting, running])
