@@ -280,11 +280,19 @@ def test_tasks_left_by_a_stopped_pool_are_run_exactly_once_by_the_next(make_app:
     assert all(lines.count(i) == 1 for i in ids[1:])
 
 
-def test_graceful_stop_waits_for_running_tasks(make_app: AppFactory) -> None:
+@task("tests.block_marked")
+def block_marked(ctx: TaskContext, marker: str, seconds: float) -> str:
+    """``tests.block`` that says when its body has begun (PROCESSING is written just before the send)."""
+    Path(marker).touch()
+    return block(ctx, seconds)
+
+
+def test_graceful_stop_waits_for_running_tasks(make_app: AppFactory, tmp_path: Path) -> None:
     app = make_app()
-    task_id = app.manager.submit("tests.block", seconds=0.5)
+    marker = tmp_path / "running"
+    task_id = app.manager.submit("tests.block_marked", marker=str(marker), seconds=0.5)
     deadline = time.monotonic() + 10
-    while app.manager.get(task_id).state is not Status.PROCESSING:
+    while not marker.exists():  # the body runs: a stop now must wait for it
         assert time.monotonic() < deadline
         time.sleep(0.02)
     app.stop(graceful=True)
