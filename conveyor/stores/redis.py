@@ -419,23 +419,32 @@ class RedisStore:
                 ids = [i.decode() for i in self._call(self.r.zrangebyscore, key, "-inf", at, 0, limit)]
                 if not ids:
                     continue
+                idem = self._idem_keys_of(ids)
                 pipe = self.r.pipeline(transaction=False)
                 for task_id in ids:
-                    pipe.unlink(self._k("t", task_id), self._k("ev", task_id), *self._idem_keys_of(task_id))
+                    pipe.unlink(self._k("t", task_id), self._k("ev", task_id))
+                if idem:
+                    pipe.unlink(*idem)
                 pipe.zrem(key, *ids)
                 pipe.zrem(self._k("all"), *ids)
                 self._call(pipe.execute)
                 deleted += len(ids)
         return deleted
 
-    def _idem_keys_of(self, task_id: str) -> list[str]:
-        """The idempotency key that still names this task, if any: it goes with the record."""
-        tenant, idem = self._call(self.r.hmget, self._k("t", task_id), "tenant", "idempotency_key")
-        key = json.loads(idem) if idem else None
-        if not key or tenant is None:
+    def _idem_keys_of(self, task_ids: list[str]) -> list[str]:
+        """The idempotency keys that still name these tasks: they go with their records (two round trips)."""
+        pipe = self.r.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hmget(self._k("t", task_id), "tenant", "idempotency_key")
+        named: dict[str, str] = {}
+        for task_id, (tenant, idem) in zip(task_ids, self._call(pipe.execute), strict=True):
+            key = json.loads(idem) if idem else None
+            if key and tenant is not None:
+                named[self._k("idem", escape_tenant(json.loads(tenant)), key)] = task_id
+        if not named:
             return []
-        name = self._k("idem", escape_tenant(json.loads(tenant)), key)
-        return [name] if self._call(self.r.get, name) == task_id.encode() else []
+        holders = self._call(self.r.mget, list(named))
+        return [name for (name, task_id), held in zip(named.items(), holders, strict=True) if held == task_id.encode()]
 
     def held_by(self, worker_prefix: str) -> list[str]:
         workers = sorted(w.decode() for w in self._call(self.r.smembers, self._k("workers")))

@@ -336,9 +336,11 @@ class SqlStore(SqlLeases, SqlReports):
             )
             for keys, rows in groups.items():
                 rows = [row for row in rows if row["_id"] in live]
+                if not keys or not rows:
+                    continue  # a timeline step alone
                 if len(rows) > 1 and len({row["_id"] for row in rows}) == len(rows):
                     conn.execute(self._update_unnest(keys), self._unnest_columns(keys, rows))
-                elif keys and rows:
+                else:
                     conn.execute(self._update_for(keys), rows)
             events = _event_rows(changes, live)
             if events:

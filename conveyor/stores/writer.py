@@ -49,6 +49,8 @@ class BufferedWriter:
         self.on_flushed = on_flushed
         self.max_batch = max_batch
         self._pending: dict[str, Change] = {}
+        #: the buffered changes that end their task (what a waiter may be hurried for)
+        self._finals: set[str] = set()
         self._callbacks: dict[str, list[OnApplied]] = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -74,9 +76,12 @@ class BufferedWriter:
         write a task costs a busy pool a quarter of its rate. A watcher who
         comes later hurries it (``hurry``).
         """
-        if not urgent and change.fields.get("state") in FINAL_STATES:
+        final = change.fields.get("state") in FINAL_STATES
+        if not urgent and final:
             urgent = self.watched is None or self.watched(change.task_id)
         with self._lock:
+            if final:
+                self._finals.add(change.task_id)
             if on_applied is not None:
                 self._callbacks.setdefault(change.task_id, []).append(on_applied)
             existing = self._pending.get(change.task_id)
@@ -89,9 +94,13 @@ class BufferedWriter:
             self._wake.set()
 
     def hurry(self, task_ids: Iterable[str] | None) -> None:
-        """Someone now waits on ``task_ids`` (on every task when None): write what is buffered for them now."""
+        """Someone now waits on ``task_ids`` (on every task when None): write their buffered outcomes now.
+
+        Only final states: a stream re-waits after every flush, and hurrying
+        progress too would end the coalescing of progress whenever one is open.
+        """
         with self._lock:
-            due = bool(self._pending) if task_ids is None else any(t in self._pending for t in task_ids)
+            due = bool(self._finals) if task_ids is None else any(t in self._finals for t in task_ids)
         if due:
             self._wake.set()
 
@@ -104,6 +113,7 @@ class BufferedWriter:
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, {}
+                self._finals.clear()
                 callbacks, self._callbacks = self._callbacks, {}
             if not batch:
                 return
@@ -118,6 +128,8 @@ class BufferedWriter:
                         if newer is not None:
                             change.merge(newer)
                         self._pending[change.task_id] = change
+                        if change.fields.get("state") in FINAL_STATES:
+                            self._finals.add(change.task_id)
                     for task_id, fns in callbacks.items():
                         fns.extend(self._callbacks.get(task_id, ()))
                         self._callbacks[task_id] = fns

@@ -254,6 +254,29 @@ def test_many_tasks_changed_in_one_batch_keep_every_field_and_their_steps_in_ord
         assert [e.message for e in store.events(r.id)] == [f"half {i}", "done"]
 
 
+def test_a_batch_with_two_changes_of_one_task_applies_them_in_order(store: Store) -> None:
+    """Not merged by a writer (a direct caller): the later change wins, as if written one after the other."""
+    r, other = rec(), rec()
+    store.insert([r, other])
+    changes = [Change(r.id, {"progress": 10.0}), Change(other.id, {"progress": 5.0}), Change(r.id, {"progress": 20.0})]
+    store.apply(changes)
+    got = store.get(r.id)
+    assert got is not None
+    assert got.progress == 20.0
+
+
+def test_a_batch_of_timeline_steps_alone_adds_them_and_changes_no_field(store: Store) -> None:
+    records = [rec(), rec()]
+    store.insert(records)
+    at = now()
+    store.apply([Change(r.id, {}, [TaskEvent(r.id, at, Status.PENDING, 0.0, "noted")]) for r in records])
+    for r in records:
+        assert [e.message for e in store.events(r.id)][-1:] == ["noted"]
+        got = store.get(r.id)
+        assert got is not None
+        assert got.state is Status.PENDING
+
+
 def test_only_a_waiting_task_can_be_cancelled_in_one_step(store: Store) -> None:
     waiting, running = rec(), rec(state=Status.PROCESSING)
     store.insert([waiting, running])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -127,6 +128,28 @@ def test_a_waiter_who_comes_after_the_final_state_hurries_its_write() -> None:
         assert not event.wait(0.2)
         hub.wait("t1", 0.01)  # starts to wait: the writer is hurried, whatever the wait's outcome
         assert event.wait(30), "the late waiter's task stayed in the buffer"
+        assert sorted(flushed[0]) == ["t1", "t2"]
+    finally:
+        writer.stop(5)
+
+
+def test_a_stream_that_waits_on_every_task_hurries_outcomes_not_progress() -> None:
+    """The all-tasks stream re-waits after each flush: progress it finds buffered keeps the interval."""
+    flushed: list[list[str]] = []
+    event = threading.Event()
+    writer, hub = _watched_writer(flushed, event)
+
+    async def wait_on_every_task() -> None:
+        await hub.wait_async(None, 0.01)
+
+    try:
+        writer.put(Change("t1", {"progress": 40.0}))
+        asyncio.run(wait_on_every_task())
+        assert not event.wait(0.3), "a stream's wait hurried progress"
+        writer.put(Change("t2", {"progress": 10.0}))  # unwatched now: buffered
+        writer.put(_final("t2"))
+        asyncio.run(wait_on_every_task())
+        assert event.wait(30), "the outcome waited for the interval"
         assert sorted(flushed[0]) == ["t1", "t2"]
     finally:
         writer.stop(5)
