@@ -84,24 +84,19 @@ def _prepare(broker: str, store_url: str) -> None:
         store.close()
 
 
-def conveyor_on_celery(n: int, broker: str, store_url: str, prefetch: int = 1) -> float:
-    """Tasks per second, first submit to the N-th SUCCESS in the store."""
-    from bench.peers.run import stop_group
-    from conveyor import Conveyor, Settings, SubmitRequest
-
-    _prepare(broker, store_url)
-    data_dir = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+def start_worker(broker_url: str, store_url: str, data_dir: Path, prefetch: int = 1) -> subprocess.Popen[bytes]:
+    """``celery -A conveyor.worker worker`` with the bench's flags, in a session of its own (``stop_group``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env.update(
         PYTHONPATH=str(REPO),
         CONVEYOR_EXECUTOR="celery",
-        CONVEYOR_BROKER_URL=BROKERS[broker],
+        CONVEYOR_BROKER_URL=broker_url,
         CONVEYOR_DATABASE_URL=store_url,
         CONVEYOR_DATA_DIR=str(data_dir),
         CONVEYOR_WORKLOADS="system,bench.noop_workload",
         CONVEYOR_CELERY_PREFETCH=str(prefetch),
     )
-    worker = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "conveyor.worker", "worker", *WORKER_FLAGS, "-l", "WARNING"],
         cwd=REPO,
         env=env,
@@ -109,6 +104,16 @@ def conveyor_on_celery(n: int, broker: str, store_url: str, prefetch: int = 1) -
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def conveyor_on_celery(n: int, broker: str, store_url: str, prefetch: int = 1) -> float:
+    """Tasks per second, first submit to the N-th SUCCESS in the store."""
+    from bench.peers.run import stop_group
+    from conveyor import Conveyor, Settings, SubmitRequest
+
+    _prepare(broker, store_url)
+    data_dir = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+    worker = start_worker(BROKERS[broker], store_url, data_dir, prefetch)
     settings = Settings(
         data_dir=data_dir,
         database_url=store_url,

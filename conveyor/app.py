@@ -17,6 +17,7 @@ from conveyor.executors.base import Executor
 from conveyor.hub import EventHub
 from conveyor.manager import TaskManager
 from conveyor.metrics import Metrics
+from conveyor.notify import notifier_for
 from conveyor.registry import Registry, default_registry
 from conveyor.resources import Resources
 from conveyor.settings import Settings
@@ -71,6 +72,8 @@ class Conveyor:
         )
         self.hub = EventHub()
         self.metrics = Metrics()
+        #: tells the deployment's other processes which tasks this one changed (None: one process)
+        self.notifier = notifier_for(self.settings)
         self.writer = self._new_writer()
         self._executor = executor
         self.manager = TaskManager(
@@ -162,7 +165,11 @@ class Conveyor:
 
     def _flushed(self, changes: Sequence[Change]) -> None:
         self.metrics.record_changes(changes)
-        self.hub.publish(c.task_id for c in changes)
+        ids = [c.task_id for c in changes]
+        self.hub.publish(ids)
+        if self.notifier is not None:
+            # Another process (the API a client waits on) hears of it without polling.
+            self.notifier.publish(ids)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -175,6 +182,9 @@ class Conveyor:
             self.writer.start()
             if executor:
                 self.executor.start()
+                if self.notifier is not None:
+                    # This process serves clients: wake them when a worker elsewhere changes their task.
+                    self.notifier.listen(self.hub.publish)
             if scheduler:
                 from conveyor.scheduler import Scheduler
 
@@ -202,6 +212,8 @@ class Conveyor:
             if self._started_pid == pid:
                 return
             self.store.after_fork()  # the parent's connections stay the parent's
+            if self.notifier is not None:
+                self.notifier.after_fork()
             self.writer = self._new_writer()
             self._started = False
         self.start(executor=False)
@@ -216,6 +228,8 @@ class Conveyor:
             if self._executor is not None:
                 self._executor.stop(graceful=graceful)
             self.writer.stop()
+            if self.notifier is not None:
+                self.notifier.close()
             self.store.close()
             self._started = False
 

@@ -4,9 +4,10 @@ Waiters (``TaskManager.wait``, the SSE streams) re-read the store when woken;
 the hub carries no data, so it cannot disagree with the store. A
 :class:`Subscription` (the many-task stream) also learns *which* of its tasks
 changed, so it re-reads those alone: a stream costs its own tasks' changes,
-never every change in the process. Changes made
-by another process (a Celery worker) reach no hub here: waiters also poll
-the store on a short timer, which is the fallback that always works.
+never every change in the process. Changes made by another process (a
+Celery worker) reach this hub through the deployment's notifier
+(``notify.py``); waiters also poll the store on a timer, the fallback that
+always works.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 __all__ = ["EventHub", "Subscription"]
@@ -59,13 +60,15 @@ class EventHub:
         self._any: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._subs: dict[str, set[Subscription]] = {}
 
-    def publish(self, task_ids: Iterable[str]) -> None:
+    def publish(self, task_ids: Iterable[str] | None) -> None:
+        """Wake whoever waits on ``task_ids``; ``None``: everyone (changes may have been missed)."""
         with self._lock:
             if not self._sync and not self._async and not self._any and not self._subs:
                 return
+            ids = list(self._sync.keys() | self._async.keys() | self._subs.keys()) if task_ids is None else task_ids
             wake_sync: list[threading.Event] = []
             wake_async: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = list(self._any)
-            for task_id in task_ids:
+            for task_id in ids:
                 wake_sync.extend(self._sync.get(task_id, ()))
                 wake_async.extend(self._async.get(task_id, ()))
                 for sub in self._subs.get(task_id, ()):
@@ -97,19 +100,31 @@ class EventHub:
         for task_id in sub.task_ids:
             self._discard(self._subs, task_id, sub)
 
-    def wait(self, task_id: str, timeout: float) -> bool:
-        """Block until the task changes or ``timeout`` passes."""
+    @contextlib.contextmanager
+    def watch(self, task_id: str) -> Iterator[threading.Event]:
+        """An event set when the task changes, from entering until leaving.
+
+        Watch first, then read the store, then wait: a change that lands
+        between the read and the wait still sets the event, where a wait begun
+        after the read would miss it and sleep a whole poll interval.
+        """
         ev = threading.Event()
         with self._lock:
             self._sync.setdefault(task_id, set()).add(ev)
         self._watching((task_id,))
         try:
-            return ev.wait(timeout)
+            yield ev
         finally:
             self._discard(self._sync, task_id, ev)
 
-    async def wait_async(self, task_id: str | None, timeout: float) -> bool:
-        """Await a change of the task (or of any task when ``task_id`` is None)."""
+    def wait(self, task_id: str, timeout: float) -> bool:
+        """Block until the task changes or ``timeout`` passes."""
+        with self.watch(task_id) as ev:
+            return ev.wait(timeout)
+
+    @contextlib.asynccontextmanager
+    async def watch_async(self, task_id: str | None) -> AsyncIterator[asyncio.Event]:
+        """``watch`` for an event loop (``task_id`` None: any task)."""
         entry = (asyncio.get_running_loop(), asyncio.Event())
         with self._lock:
             if task_id is None:
@@ -118,16 +133,22 @@ class EventHub:
                 self._async.setdefault(task_id, set()).add(entry)
         self._watching(None if task_id is None else (task_id,))
         try:
-            await asyncio.wait_for(entry[1].wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
+            yield entry[1]
         finally:
             if task_id is None:
                 with self._lock:
                     self._any.discard(entry)
             else:
                 self._discard(self._async, task_id, entry)
+
+    async def wait_async(self, task_id: str | None, timeout: float) -> bool:
+        """Await a change of the task (or of any task when ``task_id`` is None)."""
+        async with self.watch_async(task_id) as changed:
+            try:
+                await asyncio.wait_for(changed.wait(), timeout)
+                return True
+            except TimeoutError:
+                return False
 
     def _discard(self, table: dict[str, Any], task_id: str, item: object) -> None:
         with self._lock:

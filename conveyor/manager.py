@@ -8,7 +8,9 @@ expects.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -287,13 +289,14 @@ class TaskManager:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            record = self.get(task_id, tenant=tenant)
-            if record.finished:
-                return record
-            left = POLL_INTERVAL if deadline is None else min(POLL_INTERVAL, deadline - time.monotonic())
-            if left <= 0:
-                raise TimeoutError(f"task {task_id} still {record.state.value} after {timeout}s")
-            self.hub.wait(task_id, left)
+            with self.hub.watch(task_id) as changed:  # before the read: a change meanwhile still wakes us
+                record = self.get(task_id, tenant=tenant)
+                if record.finished:
+                    return record
+                left = POLL_INTERVAL if deadline is None else min(POLL_INTERVAL, deadline - time.monotonic())
+                if left <= 0:
+                    raise TimeoutError(f"task {task_id} still {record.state.value} after {timeout}s")
+                changed.wait(left)
 
     def list(self, query: TaskQuery) -> Page:
         limit = max(1, min(query.limit, MAX_PAGE))
@@ -457,10 +460,12 @@ class AsyncTaskManager:
         deadline = None if timeout is None else time.monotonic() + timeout
         hub = self._m.hub
         while True:
-            record = await self.get(task_id, tenant=tenant)
-            if record.state in FINAL_STATES:
-                return record
-            left = POLL_INTERVAL if deadline is None else min(POLL_INTERVAL, deadline - time.monotonic())
-            if left <= 0:
-                raise TimeoutError(f"task {task_id} still {record.state.value} after {timeout}s")
-            await hub.wait_async(task_id, left)
+            async with hub.watch_async(task_id) as changed:  # before the read, as in the sync wait
+                record = await self.get(task_id, tenant=tenant)
+                if record.state in FINAL_STATES:
+                    return record
+                left = POLL_INTERVAL if deadline is None else min(POLL_INTERVAL, deadline - time.monotonic())
+                if left <= 0:
+                    raise TimeoutError(f"task {task_id} still {record.state.value} after {timeout}s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), left)
