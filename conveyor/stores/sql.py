@@ -1,7 +1,10 @@
 """The SQL store: SQLAlchemy 2 Core over SQLite (the default) or PostgreSQL.
 
 The schema, engines and migrations are in ``sql_schema.py``; ``open()``
-brings the database to the newest revision.
+brings the database to the newest revision. The store's parts live beside
+it: the writer's batch of changes (``sql_changes.py``), claims and leases
+(``sql_leases.py``), counts and reports (``sql_reports.py``), and the group
+commit of concurrent submits (``sql_commit.py``).
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Engine
 
 from conveyor.errors import InvalidParams, StoreError, outage_reason
-from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
-from conveyor.stores.base import Change, DuplicateTask
+from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord
+from conveyor.stores.base import DuplicateTask
 from conveyor.stores.deadlines import Deadlines
-from conveyor.stores.sql_commit import GroupCommit, unnest_insert, unnest_params, unnest_update
+from conveyor.stores.sql_changes import JSON_COLUMNS, SqlChanges, raw_value
+from conveyor.stores.sql_commit import GroupCommit, unnest_insert, unnest_params
 from conveyor.stores.sql_leases import SqlLeases
 from conveyor.stores.sql_reports import SqlReports
 from conveyor.stores.sql_schema import (
@@ -47,16 +51,11 @@ _T = TypeVar("_T")
 
 
 _FINAL = [s.value for s in FINAL_STATES]
-_UNFINISHED = [s.value for s in UNFINISHED_STATES]
 _COLUMNS = COLUMNS
-_JSON_COLUMNS = frozenset({"meta", "params", "result", "error"})
-_EVENT_COLUMNS = ("task_id", "at", "kind", "state", "progress", "message")
-_FINAL_SQL = ", ".join(f"'{s}'" for s in sorted(_FINAL))
 _INSERT_UNNEST = unnest_insert(tasks_table)
-_EVENTS_UNNEST = unnest_insert(events_table, without=("seq",))
 
 
-class SqlStore(SqlLeases, SqlReports):
+class SqlStore(SqlChanges, SqlLeases, SqlReports):
     def __init__(
         self,
         url: str,
@@ -235,14 +234,14 @@ class SqlStore(SqlLeases, SqlReports):
             if sql is None:
                 sql = f"INSERT INTO conveyor_tasks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
                 self._raw_sql[("insert",)] = sql
-            rows = [tuple(_raw_value(name, getattr(r, name)) for name in _COLUMNS) for r in records]
+            rows = [tuple(raw_value(name, getattr(r, name)) for name in _COLUMNS) for r in records]
             try:
                 with self._raw_write() as cur:
                     cur.executemany(sql, rows)
             except sqlite3.IntegrityError as e:
                 raise DuplicateTask(str(e)) from e
             return
-        values = unnest_params([_row(r) for r in records], _COLUMNS, _JSON_COLUMNS)
+        values = unnest_params([_row(r) for r in records], _COLUMNS, JSON_COLUMNS)
         try:
             # One statement on an autocommit connection is its own transaction:
             # one round trip and one WAL flush, no BEGIN, no ping, any batch size.
@@ -279,110 +278,11 @@ class SqlStore(SqlLeases, SqlReports):
         if row is None:
             return None
         values = dict(zip(COLUMNS, row, strict=True))
-        for name in _JSON_COLUMNS:
+        for name in JSON_COLUMNS:
             # A JSON column has NUMERIC affinity in SQLite: a number's text comes back as the number.
             if isinstance(values[name], str | bytes):
                 values[name] = json.loads(values[name])
         return TaskRecord.from_dict(values)
-
-    # -- changes ----------------------------------------------------------
-
-    def _update_unnest(self, keys: tuple[str, ...]) -> sa.TextClause:
-        stmt = self._unnest_cache.get(keys)
-        if stmt is None:
-            stmt = self._unnest_cache[keys] = unnest_update(tasks_table, keys, _FINAL_SQL)
-        return stmt
-
-    @staticmethod
-    def _unnest_columns(keys: tuple[str, ...], rows: list[dict[str, Any]]) -> dict[str, Any]:
-        values = {k: [row[f"_v_{k}"] for row in rows] for k in keys}
-        values = {k: [json.dumps(v) for v in vs] if k in _JSON_COLUMNS else vs for k, vs in values.items()}
-        return {"_id": [row["_id"] for row in rows], **values}
-
-    def _update_for(self, keys: tuple[str, ...]) -> sa.Update:
-        stmt = self._update_cache.get(keys)
-        if stmt is None:
-            t = tasks_table.c
-            stmt = (
-                tasks_table.update()
-                # Spelled out: an expanding NOT IN cannot be used with executemany.
-                .where(t.id == sa.bindparam("_id"), *(t.state != s for s in _FINAL))
-                .values({k: sa.bindparam(f"_v_{k}") for k in keys})
-            )
-            self._update_cache[keys] = stmt
-        return stmt
-
-    def apply(self, changes: Sequence[Change]) -> set[str]:
-        if self.kind == "sqlite":
-            return self._apply_raw(changes)
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for change in changes:
-            keys = tuple(sorted(change.fields))
-            params = {"_id": change.task_id}
-            for k in keys:
-                v = change.fields[k]
-                params[f"_v_{k}"] = v.value if isinstance(v, Status) else v
-            groups.setdefault(keys, []).append(params)
-        with self._upkeep_write() as conn:
-            ids = sorted({c.task_id for c in changes})
-            # Rows locked in one order by every writer (see renew_leases): two
-            # batches touching the same tasks in different orders deadlock. The
-            # lock also fixes which tasks are unfinished until the commit.
-            t = tasks_table.c
-            live = set(
-                conn.execute(
-                    sa.select(t.id).where(t.id.in_(ids), t.state.notin_(_FINAL)).order_by(t.id).with_for_update()
-                ).scalars()
-            )
-            for keys, rows in groups.items():
-                rows = [row for row in rows if row["_id"] in live]
-                if not keys or not rows:
-                    continue  # a timeline step alone
-                if len(rows) > 1 and len({row["_id"] for row in rows}) == len(rows):
-                    conn.execute(self._update_unnest(keys), self._unnest_columns(keys, rows))
-                else:
-                    conn.execute(self._update_for(keys), rows)
-            events = _event_rows(changes, live)
-            if events:
-                conn.execute(_EVENTS_UNNEST, unnest_params(events, _EVENT_COLUMNS, ()))
-        return live
-
-    def _apply_raw(self, changes: Sequence[Change]) -> set[str]:
-        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-        with self._raw_write() as cur:
-            live = self._unfinished_raw(cur, sorted({c.task_id for c in changes}))
-            for change in changes:
-                keys = tuple(sorted(change.fields))
-                if keys and change.task_id in live:
-                    row = (*tuple(_raw_value(k, change.fields[k]) for k in keys), change.task_id)
-                    groups.setdefault(keys, []).append(row)
-            for keys, rows in groups.items():
-                sql = self._raw_sql.get(keys)
-                if sql is None:
-                    assignments = ", ".join(f"{k} = ?" for k in keys)
-                    sql = f"UPDATE conveyor_tasks SET {assignments} WHERE id = ? AND state NOT IN ({_FINAL_SQL})"
-                    self._raw_sql[keys] = sql
-                cur.executemany(sql, rows)
-            events = [tuple(e[c] for c in _EVENT_COLUMNS) for e in _event_rows(changes, live)]
-            if events:
-                cur.executemany(
-                    f"INSERT INTO conveyor_task_events ({', '.join(_EVENT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)", events
-                )
-        return live
-
-    @staticmethod
-    def _unfinished_raw(cur: Any, ids: list[str]) -> set[str]:
-        """Which of ``ids`` are unfinished, read inside the write transaction (SQLite has one writer)."""
-        if not cur.connection.in_transaction:
-            # Take the write lock now, so no other process finishes one of them before our updates.
-            cur.execute("BEGIN IMMEDIATE")
-        live: set[str] = set()
-        for i in range(0, len(ids), 500):
-            part = ids[i : i + 500]
-            marks = ", ".join("?" * len(part))
-            cur.execute(f"SELECT id FROM conveyor_tasks WHERE id IN ({marks}) AND state NOT IN ({_FINAL_SQL})", part)
-            live.update(row[0] for row in cur.fetchall())
-        return live
 
     def cancel_waiting(self, task_id: str, at: float) -> TaskRecord | None:
         t = tasks_table.c
@@ -505,31 +405,3 @@ class SqlStore(SqlLeases, SqlReports):
                 conn.execute(events_table.delete().where(events_table.c.task_id.in_(ids)))
                 conn.execute(tasks_table.delete().where(t.id.in_(ids)))
         return len(ids)
-
-
-def _raw_value(name: str, value: Any) -> Any:
-    """A value as SQLAlchemy would have bound it for SQLite."""
-    if name in _JSON_COLUMNS:
-        return None if value is None else json.dumps(value)
-    if isinstance(value, Status):
-        return value.value
-    if isinstance(value, bool):
-        return int(value)
-    return value
-
-
-def _event_rows(changes: Sequence[Change], live: set[str]) -> list[dict[str, Any]]:
-    """The timeline steps of the changes that applied: a finished task's timeline is closed."""
-    return [
-        {
-            "task_id": e.task_id,
-            "at": e.at,
-            "kind": e.kind,
-            "state": e.state.value,
-            "progress": e.progress,
-            "message": e.message,
-        }
-        for change in changes
-        if change.task_id in live
-        for e in change.events
-    ]
