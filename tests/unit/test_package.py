@@ -86,3 +86,30 @@ def test_no_user_facing_text_names_the_seeds(tmp_path: Path) -> None:
     text = json.dumps(create_app(app, manage=False).openapi())
     # (a param named "seed", image generation's random seed, is fine)
     assert not re.findall(r"(?i)\bseed(?: \d{3}|'s|s\b)[^\"]{0,40}", text)
+
+
+def test_every_error_a_client_can_receive_is_one_hierarchy() -> None:
+    """Each workload's HTTP-facing errors are ConveyorErrors; every 503 is an ``Unavailable`` (Retry-After, dependency).
+
+    Found by walking the workloads' ``errors`` modules, so a new workload's errors are held to it too.
+    """
+    import importlib
+    import inspect
+    import pkgutil
+
+    import conveyor.workloads
+    from conveyor.errors import ConveyorError, Unavailable
+
+    checked = []
+    for info in pkgutil.walk_packages(conveyor.workloads.__path__, "conveyor.workloads."):
+        if not info.name.endswith(".errors"):
+            continue
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module.__name__ or not hasattr(cls, "status_code"):
+                continue
+            checked.append(cls.__name__)
+            assert issubclass(cls, ConveyorError), cls
+            if cls.status_code == 503:
+                assert issubclass(cls, Unavailable), f"{cls.__name__} answers 503 outside Unavailable"
+    assert {"DocumentsUnavailable", "SpeechUnavailable", "LogQueueUnavailable"} <= set(checked)

@@ -6,7 +6,7 @@ task fails with its message and code. The others answer HTTP requests.
 
 from __future__ import annotations
 
-from conveyor.errors import ConveyorError, NotFound
+from conveyor.errors import ConveyorError, NotFound, Unavailable
 
 __all__ = [
     "BadEncoding",
@@ -29,9 +29,11 @@ class DocumentNotFound(NotFound):
         super().__init__(f"No document with id {document_id!r}", details={"document_id": document_id})
 
 
-class DocumentsUnavailable(ConveyorError):
-    status_code = 503
+class DocumentsUnavailable(Unavailable):
+    """Its tables need a SQL store: 503 naming the database, as every outage answers."""
+
     code = "documents_unavailable"
+    dependency = "database"
 
 
 class DocumentError(ConveyorError):

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from conveyor.errors import ConveyorError, TaskNotFound
+from conveyor.errors import ConveyorError, TaskNotFound, Unavailable
 
 __all__ = ["AttemptNotFound", "AudioNotFound", "ResourceNotFound", "SpeechUnavailable", "UnknownResource"]
 
@@ -42,9 +42,11 @@ class AudioNotFound(TaskNotFound):
         )
 
 
-class SpeechUnavailable(ConveyorError):
-    status_code = 503
+class SpeechUnavailable(Unavailable):
+    """Its tables need a SQL store: 503 naming the database, as every outage answers."""
+
     code = "speech_unavailable"
+    dependency = "database"
 
 
 class UnknownResource(LookupError):
