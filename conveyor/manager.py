@@ -27,10 +27,10 @@ from conveyor.errors import (
     TaskNotFound,
 )
 from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord, now
-from conveyor.registry import QUEUES
 from conveyor.stores.base import Page, QueueStats, TaskQuery
 from conveyor.submission import SubmitRequest, SubmitResult, submit_many
 from conveyor.transitions import Outcome, not_dispatched, outcome_change, requeue
+from conveyor.workload import declared_queues
 
 if TYPE_CHECKING:
     from conveyor.aio import TaskResult
@@ -236,11 +236,8 @@ class TaskManager:
         background_tasks.add_task(start)
 
     def declared_queues(self) -> set[str]:
-        """The queues a task may be sent to: those of the registered types and the standard lanes.
-
-        Any other name would be accepted by a broker and never served by a worker.
-        """
-        return {t.queue for t in self.registry} | set(QUEUES)
+        """The queues a task may be sent to (``workload.declared_queues``)."""
+        return declared_queues(self.registry, self.workloads)
 
     def _refuse(self, record: TaskRecord, error: ExecutorError) -> None:
         """A stored task that could not be handed to any worker ends FAILURE, not limbo."""

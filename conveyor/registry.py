@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = ["QUEUES", "Registry", "TaskFunction", "TaskType", "Visibility", "default_registry", "task"]
 
-#: the lanes the seeds use; any other name works too
-QUEUES = ("default", "documents", "media", "cpu", "gpu", "logs", "maintenance")
+#: the core's own queues; a workload declares its own (its task types', ``Workload.queues``)
+QUEUES = ("default", "maintenance")
 
 P = ParamSpec("P")
 R = TypeVar("R")

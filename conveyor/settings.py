@@ -40,7 +40,7 @@ def _parse_api_keys(value: object) -> dict[str, str]:
 
 
 def _parse_queues(value: object) -> dict[str, int]:
-    """``default:2,documents:1`` or a JSON object ``{"default": 2}``: worker processes per queue."""
+    """``default:2,uploads:1`` or a JSON object ``{"default": 2}``: worker processes per queue."""
     if value is None or value == "":
         return {}
     if isinstance(value, dict):
@@ -113,7 +113,7 @@ class Settings(BaseSettings):
 
     #: worker processes of the local executor's ``default`` lane (see ``queues``)
     concurrency: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2), ge=1, le=256)
-    #: the local executor's lanes: worker processes per queue, ``default:2,documents:1``.
+    #: the local executor's lanes: worker processes per queue, ``default:2,uploads:1``.
     #: Unset: ``default`` gets ``concurrency`` and every other queue the loaded task types
     #: declare gets one process of its own. Set: exactly these lanes (``default`` gets
     #: ``concurrency`` unless listed); tasks of an unlisted queue run in ``default``.

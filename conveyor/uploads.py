@@ -13,7 +13,7 @@ The name the client gave the file is never the path: :func:`clean_filename`
 makes it one harmless path component, for metadata or for a file inside a
 folder the workload already owns.
 
-This is API for workload authors (the documents and media workloads use it):
+This is API for workload authors (the upload routes of the built-in workloads use it):
 import ``receive_upload``, ``Upload`` and ``clean_filename`` from here. What
 stays the workload's is where the file goes and what its limits are called.
 """

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from conveyor.errors import ConfigurationError, MissingExtra
+from conveyor.registry import QUEUES, Registry
 from conveyor.scheduler import PeriodicJob
 
 __all__ = [
@@ -64,6 +65,9 @@ class Workload:
     migrations: Path | None = None
     #: a folder holding ``page.js`` (an ES module exporting ``nav`` and ``routes``)
     dashboard: Path | None = None
+    #: queues its tasks may be sent to besides their task types' own (a route that picks a
+    #: queue per request): names, or a function of the workload's loaded settings
+    queues: tuple[str, ...] | Callable[[Any], Iterable[str]] = ()
     #: ``"package.module:attribute"`` of a typer app, mounted as ``conveyor <cli_name>``
     cli: str | None = None
     #: the command it is mounted as (default: the workload's name)
@@ -236,3 +240,16 @@ def load_workloads(
     if unknown:
         raise ConfigurationError(f"settings given for workloads that are not loaded: {', '.join(sorted(unknown))}")
     return WorkloadSet(loaded, skipped)
+
+
+def declared_queues(registry: Registry, workloads: Iterable[LoadedWorkload] = ()) -> set[str]:
+    """Every queue a task may be sent to: the core's, the registered task types', the workloads' own.
+
+    Any other name would be taken by a broker and served by no worker, so a
+    submit naming one is refused. The Celery app declares exactly these.
+    """
+    names = set(QUEUES) | {t.queue for t in registry}
+    for w in workloads:
+        q = w.declaration.queues
+        names.update(q(w.settings) if callable(q) else q)
+    return names

@@ -200,6 +200,25 @@ def make_app(tmp_path: Path) -> Iterator[AppFactory]:
         app.stop(graceful=False)
 
 
+#: prints the queues a Conveyor with the default workloads declares (the Celery app's, a worker's without -Q)
+KNOWN_QUEUES = """
+import json, tempfile
+from conveyor import Conveyor, Settings
+print(json.dumps(sorted(Conveyor(Settings(data_dir=tempfile.mkdtemp())).manager.declared_queues())))
+"""
+
+
+def known_queues(**run: Any) -> list[str]:
+    """``KNOWN_QUEUES`` in a fresh interpreter: loading the workloads here would register their types in this one."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", KNOWN_QUEUES], capture_output=True, text=True, check=True, **run)
+    queues: list[str] = json.loads(out.stdout)
+    return queues
+
+
 class CeleryWorkers:
     """Celery worker subprocesses (``celery -A conveyor.worker``), one per broker and store, kept for the session."""
 

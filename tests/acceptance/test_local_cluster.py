@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -18,16 +17,7 @@ import redis
 
 from tests.acceptance.server import REPO, free_port
 from tests.cli_process import inspect_json, ops_redis_url, wait_until
-from tests.conftest import die_with_parent
-
-#: the queues a worker started without -Q consumes: the standard lanes and the default workloads' types
-KNOWN_QUEUES = """
-import json
-from conveyor.registry import QUEUES, default_registry
-from conveyor.workload import load_workloads
-load_workloads(None, store_kind="sql")
-print(json.dumps(sorted(set(QUEUES) | {t.queue for t in default_registry})))
-"""
+from tests.conftest import die_with_parent, known_queues
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -115,11 +105,7 @@ def test_the_local_cluster_starts_runs_a_task_on_a_worker_and_stops_every_proces
     assert set(workers) == {"worker1", "worker2"}
     # No -Q: every queue the app knows, the standard lanes and those of its (default) workloads' types.
     # Asked of a fresh process, as the workers are: this one's registry holds the test suite's own types too.
-    known = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", KNOWN_QUEUES], cwd=cwd, env=env, capture_output=True, text=True, check=True
-        ).stdout
-    )
+    known = known_queues(cwd=cwd, env=env)  # a worker without -Q consumes every declared queue
     for worker in workers.values():
         assert worker["queues"] == known
     assert sum(report["queues"].values()) == 0

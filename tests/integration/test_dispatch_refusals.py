@@ -8,6 +8,7 @@ queue lists).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 from conveyor import TaskQuery
 from conveyor.api.main import create_app
 from conveyor.records import Status
-from tests.conftest import AppFactory, die_with_parent, require_redis
+from tests.conftest import AppFactory, die_with_parent, known_queues, require_redis
 
 PORT = 16881
 
@@ -80,3 +81,20 @@ def test_a_queue_nobody_declared_is_422_naming_the_queue(make_app: AppFactory, e
         assert app.store.query(TaskQuery(tenant="local")).total == 0  # nothing stored
         declared = client.post("/api/v1/tasks", json={"task_type": "system.ping", "queue": "cpu"})
         assert declared.status_code in (202, 503)  # accepted (or the dead broker's 503), never a 422
+
+
+def test_a_workloads_queues_are_declared_only_while_it_is_loaded(make_app: AppFactory) -> None:
+    """The core declares ``default`` and ``maintenance``; each loaded workload adds its own (images: from its settings).
+
+    The core alone is asked of a fresh interpreter: this one's registry holds every workload the suite loaded.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    assert known_queues(env={**env, "CONVEYOR_WORKLOADS": "system"}) == ["default", "maintenance"]
+    assert "documents" in known_queues(env={**env, "CONVEYOR_WORKLOADS": "system,documents"})
+    images = make_app(
+        start=False,
+        database_url="memory://",
+        workloads=["system", "images"],
+        workload_settings={"images": {"cpu_queue": "cpu-pool", "gpu_queue": "gpu-pool"}},
+    )
+    assert {"cpu-pool", "gpu-pool"} <= images.manager.declared_queues()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import MissingExtra
 from conveyor.executors.celery.worker import install_tasks
-from conveyor.registry import QUEUES
+from conveyor.workload import declared_queues
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -49,7 +49,7 @@ def create_celery_app(conveyor: Conveyor) -> Celery:
     s = conveyor.settings
     app = celery.Celery("conveyor", broker=s.broker_url, set_as_current=False)
     amqp = is_amqp(s.broker_url)
-    queues = sorted(set(QUEUES) | {t.queue for t in conveyor.registry})
+    queues = sorted(declared_queues(conveyor.registry, conveyor.workloads))
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

@@ -2,7 +2,7 @@
 
 A lane is a set of worker processes that only run tasks of its queues, so a
 long task on one queue never holds up another queue: a 30 s ``system.sleep``
-on ``default`` leaves the ``documents`` lane free for an upload. Within a
+on ``default`` leaves an upload's lane free for it. Within a
 lane the line is fair across tenants: the tenants with ready tasks take turns
 (round robin), and each tenant's own tasks go by priority, then by arrival.
 A tenant that floods the lane with 200 tasks makes another tenant's task wait

@@ -29,6 +29,8 @@ workload = Workload(
     router="conveyor.workloads.images.routes:router",
     periodic_jobs=(),
     settings=ImagesSettings,
+    # Each job goes to the CPU or the GPU queue by its kind (tasks.py), as seed 004's routes chose.
+    queues=lambda settings: (settings.cpu_queue, settings.gpu_queue),
     migrations=None,
     dashboard=Path(__file__).with_name("dashboard"),
 )

@@ -1,6 +1,6 @@
 """JSON of the hot paths (every posted log, every queued item): orjson when installed, else the standard library.
 
-Both write the same compact JSON (``{"a":1}``) and read the same documents,
+Both write the same compact JSON (``{"a":1}``) and read the same JSON text,
 except that orjson refuses ``NaN``/``Infinity`` and lone surrogates, which no
 movement log may hold anyway. The ``movement_logs`` extra installs orjson; it
 is three to five times faster on these small objects.
