@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import ConveyorError, ExecutorError, InvalidParams, QuotaExceeded, StoreError
+from conveyor.errors import ConveyorError, InvalidParams, QuotaExceeded, StoreError
 from conveyor.records import TaskRecord, new_task_id, now
 from conveyor.stores.base import DuplicateTask
 from conveyor.transitions import never_dispatched
@@ -238,14 +238,19 @@ def _dispatch(manager: TaskManager, batch: _Batch, background_tasks: Any) -> Non
         counts[r.type] = counts.get(r.type, 0) + 1
     for name, n in counts.items():
         manager.metrics.submitted(name, n)
+    sending: list[tuple[int, TaskRecord]] = []
     for i, r in batch.new:
         batch.results[i] = r
         manager.metrics.remember(r.id, r.type)
         if background_tasks is not None and r.executor == "local":
             manager._dispatch_after_response(background_tasks, r)
-            continue
-        try:
-            manager.executor.dispatch(r)
-        except ExecutorError as e:
-            manager._refuse(r, e)
-            batch.results[i] = e
+        else:
+            sending.append((i, r))
+    if not sending:
+        return
+    # All at once: on RabbitMQ one wait for the batch's confirms; on the local pool one wake-up.
+    errors = manager.executor.dispatch_many([r for _, r in sending])
+    for (i, r), error in zip(sending, errors, strict=True):
+        if error is not None:
+            manager._refuse(r, error)
+            batch.results[i] = error

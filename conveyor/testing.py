@@ -18,12 +18,12 @@ import itertools
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor.context import TaskContext
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, ExecutorError
 from conveyor.executors.base import result_ttl_for, run_task
 from conveyor.records import Status, TaskRecord, new_task_id, now
 from conveyor.registry import Registry, TaskType, default_registry
@@ -173,6 +173,11 @@ class JoinableExecutor:
 
     def dispatch(self, record: TaskRecord) -> None:
         self._push(record.id, record.eta or 0.0, record.priority)
+
+    def dispatch_many(self, records: Sequence[TaskRecord]) -> list[ExecutorError | None]:
+        for r in records:
+            self.dispatch(r)
+        return [None] * len(records)
 
     def cancel(self, record: TaskRecord) -> None:
         with self._lock:

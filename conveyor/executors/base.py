@@ -14,11 +14,11 @@ import json
 import signal
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from conveyor.context import TaskContext
-from conveyor.errors import Retry, SoftTimeLimitExceeded, TaskCancelled
+from conveyor.errors import ExecutorError, Retry, SoftTimeLimitExceeded, TaskCancelled
 from conveyor.records import Status, TaskRecord, now
 from conveyor.registry import TaskType
 from conveyor.transitions import (
@@ -67,6 +67,9 @@ class Executor(Protocol):
 
     def dispatch(self, record: TaskRecord) -> None:
         """Hand a stored record to a worker. Raises ExecutorError when it cannot."""
+
+    def dispatch_many(self, records: Sequence[TaskRecord]) -> list[ExecutorError | None]:
+        """``dispatch`` each record, in one go where the engine can; the error of each that could not go."""
 
     def cancel(self, record: TaskRecord) -> None:
         """Best effort: drop the task if it waits here, signal it if it runs."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ExecutorError
@@ -77,15 +78,32 @@ class HybridExecutor:
         try:
             self.celery.dispatch(record)
         except ExecutorError as e:
-            with self._lock:
-                self._broker_down_until = time.monotonic() + BROKER_RETRY_SECONDS
-            if not self.fallback:
-                raise ExecutorError(
-                    f"{e.message}; this task type runs on Celery workers and "
-                    "CONVEYOR_BROKER_DOWN=reject, so it was not accepted",
-                    details={"task_id": record.id, "task_type": record.type},
-                ) from e
-            self._run_here_instead(record, e)
+            refused = self._broker_refused(record, e)
+            if refused is not None:
+                raise refused from e
+
+    def dispatch_many(self, records: Sequence[TaskRecord]) -> list[ExecutorError | None]:
+        local = [i for i, r in enumerate(records) if r.executor != "celery"]
+        remote = [i for i, r in enumerate(records) if r.executor == "celery"]
+        errors: list[ExecutorError | None] = [None] * len(records)
+        for i, error in zip(local, self.local.dispatch_many([records[i] for i in local]), strict=True):
+            errors[i] = error
+        for i, error in zip(remote, self.celery.dispatch_many([records[i] for i in remote]), strict=True):
+            errors[i] = None if error is None else self._broker_refused(records[i], error)
+        return errors
+
+    def _broker_refused(self, record: TaskRecord, e: ExecutorError) -> ExecutorError | None:
+        """The broker did not take ``record``: run it here instead (None), or the error to answer with."""
+        with self._lock:
+            self._broker_down_until = time.monotonic() + BROKER_RETRY_SECONDS
+        if not self.fallback:
+            return ExecutorError(
+                f"{e.message}; this task type runs on Celery workers and "
+                "CONVEYOR_BROKER_DOWN=reject, so it was not accepted",
+                details={"task_id": record.id, "task_type": record.type},
+            )
+        self._run_here_instead(record, e)
+        return None
 
     def _run_here_instead(self, record: TaskRecord, error: ExecutorError) -> None:
         """Hand a record stored for Celery to the local pool, changing its owner in the store first."""

@@ -15,7 +15,8 @@ tasks not started by their ``expected_by`` deadline (a lost or stranded
 message), without relying on Redis's visibility timeout. Outcomes are
 written to the store before the message is acknowledged (late acks), so
 nothing is lost between the two. On RabbitMQ every send waits for the
-broker's confirm: a message the broker did not take is an error, not a loss.
+broker's confirm: a message the broker did not take is an error, not a loss
+(a batch waits once for all of its messages' confirms: ``confirms.py``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ExecutorError, outage_reason
 from conveyor.executors.celery.app import SEND_CONFIRM_TIMEOUT, SEND_RETRY, is_amqp
+from conveyor.executors.celery.confirms import BatchNotConfirmed, ConfirmedBatches
 from conveyor.executors.celery.reaper import Reaper
 from conveyor.executors.celery.worker import TERMINATE_COMMAND
 from conveyor.records import TaskRecord, now
@@ -60,6 +63,11 @@ class CeleryExecutor:
         self.settings = settings
         self.reaper = Reaper(store, settings, self.send, registry)
         self._confirm = {"confirm_timeout": SEND_CONFIRM_TIMEOUT} if is_amqp(settings.broker_url) else {}
+        self._batches = (
+            ConfirmedBatches(app, timeout=SEND_CONFIRM_TIMEOUT, connect_timeout=settings.broker_timeout)
+            if is_amqp(settings.broker_url)
+            else None
+        )
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         # Asking workers takes a full broadcast timeout; a background thread
@@ -95,7 +103,17 @@ class CeleryExecutor:
             if thread is not None:
                 thread.join(5)
         self._reaper = self._monitor = None
+        if self._batches is not None:
+            self._batches.close()
         self.app.close()
+
+    @staticmethod
+    def _options(record: TaskRecord) -> dict[str, Any]:
+        return {
+            "queue": record.queue,
+            "priority": record.priority,
+            "countdown": max(0.0, record.eta - now()) if record.eta else None,
+        }
 
     def send(self, record: TaskRecord) -> None:
         try:
@@ -103,20 +121,35 @@ class CeleryExecutor:
                 record.type,
                 args=[record.id],
                 task_id=record.id,
-                queue=record.queue,
-                priority=record.priority,
-                countdown=max(0.0, record.eta - now()) if record.eta else None,
                 # One quick retry: a pooled connection the broker has closed (a
                 # restart) is replaced; a broker that is down fails at once.
                 retry=True,
                 retry_policy=SEND_RETRY,
+                **self._options(record),
                 **self._confirm,
             )
         except Exception as e:  # kombu raises OperationalError, ConnectionRefusedError, ...
-            raise ExecutorError(f"the broker cannot take the task: {outage_reason(e)}", dependency="broker") from e
+            raise _send_error(e) from e
 
     def dispatch(self, record: TaskRecord) -> None:
         self.send(record)
+
+    def dispatch_many(self, records: Sequence[TaskRecord]) -> list[ExecutorError | None]:
+        """Send each record; on RabbitMQ a batch waits once for all its confirms (``confirms.py``).
+
+        A batch the broker did not wholly confirm is refused whole: which of
+        its messages arrived is unknown, and a task refused here whose
+        message did arrive is dropped by its worker's claim.
+        """
+        if self._batches is None or len(records) < 2:
+            return [_attempt(self.send, r) for r in records]
+        try:
+            self._batches.send(records, self._options)
+        except BatchNotConfirmed as e:  # its own words name no host
+            return [ExecutorError(f"the broker did not take the batch: {e}", dependency="broker")] * len(records)
+        except Exception as e:
+            return [_send_error(e)] * len(records)
+        return [None] * len(records)
 
     def cancel(self, record: TaskRecord) -> None:
         """Nothing to do here: the store already says so.
@@ -260,3 +293,15 @@ class CeleryExecutor:
         except Exception as e:  # kombu's OperationalError, ConnectionRefusedError, ...
             raise ExecutorError(f"the broker cannot be reached: {outage_reason(e)}", dependency="broker") from e
         return depths
+
+
+def _send_error(e: BaseException) -> ExecutorError:
+    return ExecutorError(f"the broker cannot take the task: {outage_reason(e)}", dependency="broker")
+
+
+def _attempt(send: Callable[[TaskRecord], None], record: TaskRecord) -> ExecutorError | None:
+    try:
+        send(record)
+    except ExecutorError as e:
+        return e
+    return None

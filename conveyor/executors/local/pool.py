@@ -37,7 +37,7 @@ import multiprocessing.connection
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,6 +156,12 @@ class LocalExecutor(LaneScheduler):
         if not self._accepting:
             raise ExecutorError("the local worker pool is not running")
         self._adopt([record])
+
+    def dispatch_many(self, records: Sequence[TaskRecord]) -> list[ExecutorError | None]:
+        if not self._accepting:
+            return [ExecutorError("the local worker pool is not running")] * len(records)
+        self._adopt(list(records))  # one wake-up of the pool loop for the lot
+        return [None] * len(records)
 
     def cancel(self, record: TaskRecord) -> None:
         """The manager either cancelled a waiting task (``record`` is CANCELLED) or flagged a started one."""
