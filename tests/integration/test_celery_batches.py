@@ -8,6 +8,7 @@ confirm is refused whole, each task ending FAILURE "not dispatched".
 
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -84,14 +85,16 @@ def test_a_batch_the_broker_refuses_in_part_is_refused_whole_and_nothing_waits_f
         return None
 
     app = make_app(executor="celery", broker_url=broker_url("amqp"), database_url=clean_postgres_url)
-    # The queue exists (declared by a first message) before the batch: one taken, the next three refused.
+    # The queue exists (declared by a first message) before the batch, which it cannot hold whole.
     assert isinstance(app.manager.submit_many([SubmitRequest(name)])[0], TaskRecord)
     results = app.manager.submit_many([SubmitRequest(name)] * 4)
     assert all(isinstance(r, ExecutorError) for r in results), results
-    assert all("refused 3 messages" in str(r) for r in results), [str(r) for r in results]
-    refused = app.store.query(TaskQuery(types=[name], states=[Status.FAILURE], limit=10)).items
-    assert len(refused) == 4  # each ends FAILURE "not dispatched", none waits for a message
-    assert all(never_dispatched(r) for r in refused)
+    counts = [int(m.group(1)) for m in (re.search(r"refused (\d+) messages", str(r)) for r in results) if m]
+    assert len(counts) == 4, [str(r) for r in results]
+    assert set(counts) <= {3, 4}  # one frame may nack them all
+    failed = app.store.query(TaskQuery(types=[name], states=[Status.FAILURE], limit=10)).items
+    assert len(failed) == 4  # each ends FAILURE "not dispatched", none waits for a message
+    assert all(never_dispatched(r) for r in failed)
     # The channel was dropped with its unknown tags; the next batch opens a new one and goes through.
     subprocess.run(["rabbitmqctl", "purge_queue", nacking_queue], check=True, capture_output=True, timeout=60)
     assert all(isinstance(r, TaskRecord) for r in app.manager.submit_many([SubmitRequest(name)] * 2))

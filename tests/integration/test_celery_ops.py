@@ -7,6 +7,7 @@ PostgreSQL where several processes write at once.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import uuid
@@ -188,3 +189,78 @@ def test_broker_depths_are_rabbitmq_message_counts(tmp_path: Path) -> None:
         with executor.app.connection_for_write() as conn:
             conn.default_channel.queue_delete(queue)
         app.stop()
+
+
+def test_a_worker_consuming_a_queue_its_app_does_not_declare_declares_it_as_every_process_does(
+    tmp_path: Path,
+) -> None:
+    """``-Q documents`` on a worker without the documents workload: the queue still takes priorities.
+
+    Declared without ``x-max-priority`` it clashes with the same queue declared by a process that has
+    the workload (RabbitMQ answers PRECONDITION_FAILED) and the worker does not start. The worker is
+    started for real on the shared broker, after the queue was declared by a full app.
+    """
+    import subprocess
+    import sys
+    import time
+
+    url = broker_url("amqp")
+    queue = f"conveyor-test-undeclared-{uuid.uuid4().hex[:8]}"
+    registry = Registry()
+
+    @registry.task("ops.elsewhere", queue=queue)
+    def elsewhere(ctx: TaskContext) -> None:
+        return None
+
+    full = Conveyor(
+        Settings(executor="celery", broker_url=url, database_url=_sqlite(tmp_path), data_dir=tmp_path / "a"),
+        registry=registry,
+    )
+    executor = full.executor
+    assert isinstance(executor, CeleryExecutor)
+    with executor.app.connection_for_write() as conn:
+        executor.app.amqp.queues[queue].bind(conn.default_channel).declare()  # as the full app declares it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(
+        CONVEYOR_EXECUTOR="celery",
+        CONVEYOR_BROKER_URL=url,
+        CONVEYOR_DATABASE_URL=_sqlite(tmp_path),
+        CONVEYOR_DATA_DIR=str(tmp_path / "w"),
+        CONVEYOR_WORKLOADS="system",
+    )
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "conveyor.worker",
+                "worker",
+                "-P",
+                "solo",
+                "-Q",
+                queue,
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "INFO",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while b"ready." not in log.read_bytes():
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        with executor.app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+        executor.stop()

@@ -69,6 +69,10 @@ def create_celery_app(conveyor: Conveyor) -> Celery:
             queue_cls(q, routing_key=q, queue_arguments={"x-max-priority": 9} if amqp else None) for q in queues
         ],
         task_default_priority=0,
+        # Every queue on RabbitMQ takes priorities, also one a worker creates from its -Q for a
+        # workload it has not loaded: declared without the argument, it would clash with the same
+        # queue declared by a process that has (PRECONDITION_FAILED), and that worker would not start.
+        task_queue_max_priority=9 if amqp else None,
         # Sending gives up after one quick reconnect: a submit during a broker
         # outage answers 503 (or falls back) at once instead of after kombu's
         # default retries. Consumers reconnect on their own, unaffected.

@@ -88,8 +88,14 @@ class ConfirmedBatches:
         from amqp import spec  # type: ignore[import-untyped]
 
         def on_confirm(method: Any, delivery_tag: int, multiple: bool, *_rest: Any) -> None:
+            # One frame may answer for every outstanding message up to its tag (``multiple``).
+            answered = (
+                {t for t in range(self._confirmed + 1, delivery_tag + 1) if t not in self._singles}
+                if multiple
+                else {delivery_tag}
+            )
             if method == spec.Basic.Nack:
-                self._nacked += 1
+                self._nacked += len(answered)
             if multiple:
                 self._confirmed = max(self._confirmed, delivery_tag)
             else:
