@@ -248,6 +248,7 @@ class CeleryWorkers:
         concurrency: int = 2,
         name: str = "w1",
         workloads: str | None = None,
+        queues: str = "default,documents,media,cpu,gpu,logs,maintenance",
     ) -> Any:
         import subprocess
         import sys
@@ -263,7 +264,6 @@ class CeleryWorkers:
                 self.stop(proc)
                 del self.procs[(other_broker, other)]
         log_path = self.base / f"worker-{len(self.procs)}.log"
-        queues = "default,documents,media,cpu,gpu,logs,maintenance"
         with open(log_path, "wb") as log:  # the worker keeps its own copy of the handle
             proc = subprocess.Popen(
                 [

@@ -7,7 +7,6 @@ PostgreSQL where several processes write at once.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import uuid
@@ -23,7 +22,7 @@ from conveyor.registry import Registry
 from conveyor.scheduler import Scheduler
 from conveyor.stores.base import TaskQuery
 from tests.cli_process import CliProcess, inspect_json, ops_env, wait_until
-from tests.conftest import AppFactory, broker_url
+from tests.conftest import AppFactory, CeleryWorkers, broker_url
 
 
 def _sqlite(tmp_path: Path) -> str:
@@ -163,20 +162,24 @@ def test_inspect_json_lists_the_worker_and_the_broker_depths(
 
 
 @pytest.mark.rabbitmq
-def test_broker_depths_are_rabbitmq_message_counts(tmp_path: Path) -> None:
-    """On RabbitMQ a queue's depth is its message count; a queue never declared holds nothing."""
-    url = broker_url("amqp")
-    queue = f"conveyor-test-depth-{uuid.uuid4().hex[:8]}"  # the shared broker's own queues stay untouched
+def _one_queue_app(tmp_path: Path, url: str, prefix: str) -> tuple[Conveyor, str]:
+    """A Celery-backed app whose registry has one task type (``ops.noop``) on a queue of its own."""
+    queue = f"{prefix}-{uuid.uuid4().hex[:8]}"  # the shared broker's own queues stay untouched
     registry = Registry()
 
     @registry.task("ops.noop", queue=queue)
     def noop(ctx: TaskContext) -> None:
         return None
 
-    app = Conveyor(
-        Settings(executor="celery", broker_url=url, database_url=_sqlite(tmp_path), data_dir=tmp_path / "data"),
-        registry=registry,
-    ).start(executor=False)
+    settings = Settings(executor="celery", broker_url=url, database_url=_sqlite(tmp_path), data_dir=tmp_path / "data")
+    return Conveyor(settings, registry=registry), queue
+
+
+def test_broker_depths_are_rabbitmq_message_counts(tmp_path: Path) -> None:
+    """On RabbitMQ a queue's depth is its message count; a queue never declared holds nothing."""
+    url = broker_url("amqp")
+    conveyor, queue = _one_queue_app(tmp_path, url, "conveyor-test-depth")
+    app = conveyor.start(executor=False)
     executor = app.executor
     assert isinstance(executor, CeleryExecutor)
     try:
@@ -192,7 +195,7 @@ def test_broker_depths_are_rabbitmq_message_counts(tmp_path: Path) -> None:
 
 
 def test_a_worker_consuming_a_queue_its_app_does_not_declare_declares_it_as_every_process_does(
-    tmp_path: Path,
+    tmp_path: Path, private_workers: CeleryWorkers
 ) -> None:
     """``-Q documents`` on a worker without the documents workload: the queue still takes priorities.
 
@@ -200,67 +203,16 @@ def test_a_worker_consuming_a_queue_its_app_does_not_declare_declares_it_as_ever
     the workload (RabbitMQ answers PRECONDITION_FAILED) and the worker does not start. The worker is
     started for real on the shared broker, after the queue was declared by a full app.
     """
-    import subprocess
-    import sys
-    import time
-
     url = broker_url("amqp")
-    queue = f"conveyor-test-undeclared-{uuid.uuid4().hex[:8]}"
-    registry = Registry()
-
-    @registry.task("ops.elsewhere", queue=queue)
-    def elsewhere(ctx: TaskContext) -> None:
-        return None
-
-    full = Conveyor(
-        Settings(executor="celery", broker_url=url, database_url=_sqlite(tmp_path), data_dir=tmp_path / "a"),
-        registry=registry,
-    )
+    full, queue = _one_queue_app(tmp_path, url, "conveyor-test-undeclared")
     executor = full.executor
     assert isinstance(executor, CeleryExecutor)
-    with executor.app.connection_for_write() as conn:
-        executor.app.amqp.queues[queue].bind(conn.default_channel).declare()  # as the full app declares it
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env.update(
-        CONVEYOR_EXECUTOR="celery",
-        CONVEYOR_BROKER_URL=url,
-        CONVEYOR_DATABASE_URL=_sqlite(tmp_path),
-        CONVEYOR_DATA_DIR=str(tmp_path / "w"),
-        CONVEYOR_WORKLOADS="system",
-    )
-    log = tmp_path / "worker.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "conveyor.worker",
-                "worker",
-                "-P",
-                "solo",
-                "-Q",
-                queue,
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "INFO",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     try:
-        deadline = time.monotonic() + 60
-        while b"ready." not in log.read_bytes():
-            assert proc.poll() is None, log.read_text()[-2000:]
-            assert time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.2)
+        with executor.app.connection_for_write() as conn:
+            executor.app.amqp.queues[queue].bind(conn.default_channel).declare()  # as the full app declares it
+        # Raises with the worker's log if it exits instead of becoming ready.
+        private_workers.start(url, _sqlite(tmp_path), concurrency=1, workloads="system", queues=queue)
     finally:
-        proc.terminate()
-        proc.wait(30)
         with executor.app.connection_for_write() as conn:
             conn.default_channel.queue_delete(queue)
         executor.stop()
