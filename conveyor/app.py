@@ -163,6 +163,15 @@ class Conveyor:
         self.hub.on_watch = writer.hurry
         return writer
 
+    @property
+    def hears_every_change(self) -> bool:
+        """Does every change of a task reach this process's hub? (One process, or a notifier.)
+
+        Streams poll the store on a slow timer when it does, on a quick one when
+        a worker elsewhere could change their task unheard.
+        """
+        return self.settings.executor == "local" or self.notifier is not None
+
     def _flushed(self, changes: Sequence[Change]) -> None:
         self.metrics.record_changes(changes)
         ids = [c.task_id for c in changes]

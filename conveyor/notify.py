@@ -63,8 +63,7 @@ class Notifier:
         self._stop = threading.Event()
         self._publisher: threading.Thread | None = None
         self._listener: threading.Thread | None = None
-        #: messages published and received (read by tests and /metrics)
-        self.published = 0
+        #: other processes' messages handed to the listener
         self.received = 0
 
     # -- publishing ----------------------------------------------------------
@@ -96,7 +95,6 @@ class Notifier:
             payload = f"{self.sender} {'*' if overflow else ' '.join(sorted(ids))}"
             try:
                 self._send(payload)
-                self.published += 1
             except Exception as e:  # waiters fall back to polling the store
                 log.debug("could not publish %d changed task ids: %s", len(ids), e)
                 self._reset_sender()

@@ -160,3 +160,34 @@ def test_wait_on_celery_returns_when_the_worker_writes_the_outcome_not_at_the_ne
         assert record.result is not None
         assert record.result["payload"] == "woken"
     assert app.notifier.received >= 3
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_a_task_stream_on_celery_ends_when_the_worker_writes_the_outcome_not_at_the_next_poll(
+    clean_postgres_url: str,
+    celery_workers: CeleryWorkers,
+    make_app: AppFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a notifier the stream polls as slowly as a local one; the worker's outcome still ends it at once."""
+    from fastapi.testclient import TestClient
+
+    import conveyor.api.routes.tasks
+    from conveyor.api.main import create_app
+    from tests.integration.test_api import read_stream
+
+    url = broker_url("redis")
+    celery_workers.start(url, clean_postgres_url)
+    app = make_app(start=False, executor="celery", broker_url=url, database_url=clean_postgres_url)
+    assert app.hears_every_change
+    monkeypatch.setattr(conveyor.api.routes.tasks, "STREAM_POLL", 120.0)
+    with TestClient(create_app(app, scheduler=False)) as client:
+        warm = client.post("/api/v1/tasks", json={"task_type": "system.ping"}).json()["task_id"]
+        app.manager.wait(warm, timeout=60)  # workers warm, listener subscribed
+        task_id = client.post("/api/v1/tasks", json={"task_type": "system.sleep", "params": {"seconds": 0.3}})
+        started = time.monotonic()
+        events = read_stream(client, f"/api/v1/tasks/{task_id.json()['task_id']}/events", {})
+        assert time.monotonic() - started < 20, "the stream was not woken by the worker's change"
+    assert events[-1][0] == "end"
+    assert events[-1][2]["status"] == "SUCCESS"

@@ -26,7 +26,7 @@ router = SlashRouter(tags=["system"])
 MAX_WATCHED = 200
 #: how often the many-task stream re-reads its unfinished tasks when no change in this process woke it
 EVENTS_POLL = 5.0
-#: ...and when tasks run in other processes (Celery), whose changes wake no hub here
+#: ...and when tasks run in other processes whose changes no notifier carries here
 EVENTS_REMOTE_POLL = 1.0
 
 
@@ -114,11 +114,12 @@ async def many_events(
     hub names the watched tasks that changed and only those are read again,
     so a stream costs its own tasks' changes, not every change in the process.
     Changes made by another process (a Celery worker, another API process)
-    wake no hub here: unfinished watched tasks are also re-read on a slow timer.
+    reach the hub through the deployment's notifier; unfinished watched tasks
+    are also re-read on a slow timer.
     """
     watched = list(dict.fromkeys(i.strip() for i in ids.split(",") if i.strip()))[:MAX_WATCHED]
     tenant = caller.tenant
-    poll = EVENTS_POLL if app.settings.executor == "local" else EVENTS_REMOTE_POLL
+    poll = EVENTS_POLL if app.hears_every_change else EVENTS_REMOTE_POLL
     release = stream_slot(request, caller)
 
     async def stream() -> AsyncIterator[dict[str, Any]]:

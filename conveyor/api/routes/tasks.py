@@ -37,6 +37,7 @@ from conveyor.stores.base import TaskQuery
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
+    from conveyor.hub import Subscription
 
 __all__ = [
     "SubmitHook",
@@ -73,7 +74,7 @@ router = SlashRouter(prefix="/api/v1/tasks", tags=["tasks"], responses={**COMMON
 OPTION_KEYS = frozenset({"task_type", "type", "params", "priority", "queue", "idempotency_key", "delay"})
 #: how often a live stream re-reads the store when nothing in this process woke it
 STREAM_POLL = 0.5
-#: ...and when the task runs in another process (Celery), whose writes wake no hub here
+#: ...and when the task runs in another process whose writes no notifier carries here
 REMOTE_POLL = 0.1
 
 
@@ -388,17 +389,20 @@ async def task_events(task_id: str, request: Request, app: App, caller: Who) -> 
     """
     tenant = caller.tenant
     first = await app.manager.aio.get(task_id, tenant=tenant)  # 404 before the stream opens
-    poll = STREAM_POLL if app.settings.executor == "local" else REMOTE_POLL
+    poll = STREAM_POLL if app.hears_every_change else REMOTE_POLL
     release = stream_slot(request, caller)
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
+        # Subscribed before the first read: a change between a read and the next wait is kept for it.
+        subscription = app.hub.subscribe([task_id])
         try:
-            async for event in follow():
+            async for event in follow(subscription):
                 yield event
         finally:
+            subscription.close()
             release()
 
-    async def follow() -> AsyncIterator[dict[str, Any]]:
+    async def follow(subscription: Subscription) -> AsyncIterator[dict[str, Any]]:
         record = first
         resume = _last_event_id(request)
         if resume is None:
@@ -419,7 +423,7 @@ async def task_events(task_id: str, request: Request, app: App, caller: Who) -> 
                 yield {"event": "progress", "id": str(e.seq), "data": _event_json(step)}
             if record.finished or await request.is_disconnected():
                 break
-            await app.hub.wait_async(task_id, poll)
+            await subscription.changed(poll)
             try:
                 events = await app.manager.aio.events(task_id, tenant=tenant, after_seq=last_seq)
                 if any(e.kind == "state" for e in events) or not events:

@@ -62,10 +62,11 @@ class CeleryExecutor:
         self.store = store
         self.settings = settings
         self.reaper = Reaper(store, settings, self.send, registry)
-        self._confirm = {"confirm_timeout": SEND_CONFIRM_TIMEOUT} if is_amqp(settings.broker_url) else {}
+        amqp = is_amqp(settings.broker_url)
+        self._confirm = {"confirm_timeout": SEND_CONFIRM_TIMEOUT} if amqp else {}
         self._batches = (
             ConfirmedBatches(app, timeout=SEND_CONFIRM_TIMEOUT, connect_timeout=settings.broker_timeout)
-            if is_amqp(settings.broker_url)
+            if amqp
             else None
         )
         self._stop = threading.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -100,15 +101,17 @@ def _parse_frame(message: Mapping[str, Any]) -> tuple[str, Any]:
 async def _follow(websocket: WebSocket, app: Conveyor, task_id: str, tenant: str) -> TaskRecord:
     """Push the task's progress on the socket until it finishes; returns its last record."""
     last: tuple[Any, ...] | None = None
-    while True:
-        record = await app.manager.aio.get(task_id, tenant=tenant)
-        key = (record.state, record.progress, record.message)
-        if key != last:
-            await websocket.send_json(_task_message(record))
-            last = key
-        if record.state in FINAL_STATES:
-            return record
-        await app.hub.wait_async(task_id, STREAM_POLL)
+    # Subscribed before the first read: a change between a read and the next wait is kept for it.
+    with contextlib.closing(app.hub.subscribe([task_id])) as changes:
+        while True:
+            record = await app.manager.aio.get(task_id, tenant=tenant)
+            key = (record.state, record.progress, record.message)
+            if key != last:
+                await websocket.send_json(_task_message(record))
+                last = key
+            if record.state in FINAL_STATES:
+                return record
+            await changes.changed(STREAM_POLL)
 
 
 class _KeyOnly:
