@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 
 from conveyor import __version__
-from conveyor.api import accesslog
+from conveyor.api import accesslog, route_index
 from conveyor.api.errors import install_error_handlers
 from conveyor.api.guard import InputGuardMiddleware
 from conveyor.api.limits import BodyLimitMiddleware, TenantLimits
@@ -70,6 +70,7 @@ def create_app(conveyor: Conveyor | None = None, *, manage: bool = True, schedul
             app.include_router(w.router)
     _answer_unknown_api_paths(app)
     _mount_dashboard(app, conveyor)
+    route_index.install(app.router)
     return app
 
 
@@ -79,12 +80,16 @@ def _answer_unknown_api_paths(app: FastAPI) -> None:
     from starlette.exceptions import HTTPException
     from starlette.routing import Match, Mount
 
+    from conveyor.api.route_index import RouteIndex
+
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
     async def unknown(request: Request) -> None:
         # The static mounts (dashboard, workload pages) would match any path.
         routes = [
-            r for r in app.router.routes if not isinstance(r, Mount) and getattr(r, "endpoint", None) is not unknown
+            r
+            for r in app.router.routes
+            if not isinstance(r, Mount | RouteIndex) and getattr(r, "endpoint", None) is not unknown
         ]
         allowed = [
             m for m in methods if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)
