@@ -59,8 +59,9 @@ class InputGuardMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             raw_path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
-            problem = _bytes_problem(unquote_to_bytes(raw_path), "path") or _bytes_problem(
-                unquote_to_bytes(scope.get("query_string", b"").replace(b"+", b" ")), "query"
+            query = scope.get("query_string", b"")
+            problem = _bytes_problem(raw_path, "path") or (
+                _bytes_problem(query.replace(b"+", b" "), "query") if query else None
             )
             if problem is not None and scope["type"] == "http":
                 await _reject(send, *problem)
@@ -71,7 +72,9 @@ class InputGuardMiddleware:
         await self.app(scope, receive, send)
 
 
-def _bytes_problem(data: bytes, where: str) -> tuple[str, str] | None:
+def _bytes_problem(raw: bytes, where: str) -> tuple[str, str] | None:
+    """What is wrong with ``raw`` once percent-decoded (plain ASCII without a ``%`` needs no decoding)."""
+    data = raw if raw.isascii() and b"%" not in raw else unquote_to_bytes(raw)
     if b"\x00" in data:
         return where, "must not contain a NUL character"
     try:

@@ -97,6 +97,43 @@ def test_a_chunked_upload_over_the_body_limit_is_413(make_app: AppFactory) -> No
         assert r.status_code == 413
 
 
+def test_a_body_longer_than_its_content_length_is_read_only_to_that_length(make_app: AppFactory) -> None:
+    """The body limit trusts a declared length (it counts only streamed bodies) because the HTTP server
+    reads no more than it: on a real server the bytes past it are never this request's body."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from starlette.types import Message, Receive, Scope, Send
+
+    from tests.live_server import live_server
+
+    app = make_app(start=False, max_body_mb=0.01, workloads=["system"])
+    api = create_app(app, scheduler=False)
+    received: list[int] = []
+
+    async def counting(scope: Scope, receive: Receive, send: Send) -> None:
+        async def counted() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                received.append(len(message.get("body", b"")))
+            return message
+
+        await api(scope, counted if scope["type"] == "http" else receive, send)
+
+    body = b'{"task_type": "system.ping", "params": {}}'
+    junk = b"x" * 50_000  # five times the limit
+    with live_server(counting) as url:
+        where = urlsplit(url)
+        with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
+            head = "POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body + junk)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += sock.recv(65536)
+    assert answer.split(b" ")[1] in (b"202", b"400"), answer[:300]  # uvicorn may refuse the junk first
+    assert sum(received) <= len(body)
+
+
 def test_an_upload_with_a_boundary_too_long_to_parse_or_a_name_too_long_to_store_is_4xx(
     make_app: AppFactory, tmp_path: Path
 ) -> None:

@@ -101,6 +101,22 @@ def test_new_event_ids_are_unique_and_sort_by_time() -> None:
     assert [i[:14] for i in ids] == sorted(i[:14] for i in ids)
 
 
+def _suffixes(n: int) -> list[str]:
+    return [new_event_id()[14:] for _ in range(n)]
+
+
+def test_a_forked_worker_makes_other_ids_than_its_parent() -> None:
+    """Random parts come from ``random``, which a forked child reseeds: a pool child that queues logs
+    at the same microsecond as its parent still makes another id."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply(_suffixes, (1000,))
+    parent = _suffixes(1000)
+    assert not set(child) & set(parent)
+
+
 @pytest.mark.parametrize(
     "change",
     [
