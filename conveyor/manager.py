@@ -267,7 +267,12 @@ class TaskManager:
 
     def finished(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
         """The record of a finished task (one read); TaskNotFinished while it runs."""
-        record = self.get(task_id, tenant=tenant)
+        return self.ensure_finished(self.get(task_id, tenant=tenant))
+
+    @staticmethod
+    def ensure_finished(record: TaskRecord) -> TaskRecord:
+        """``record``, or TaskNotFinished while it runs."""
+        task_id = record.id
         if not record.finished:
             raise TaskNotFinished(
                 f"task {task_id} is {record.state.value}; its result is not ready",
@@ -427,9 +432,11 @@ class AsyncTaskManager:
         return await anyio.to_thread.run_sync(lambda: self._m.submit_many(requests, background_tasks=background_tasks))
 
     async def get(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
-        if self._m.store.reads_inline:
-            return self._m.get(task_id, tenant=tenant)  # cheaper on the loop than the hop to a thread
-        return await anyio.to_thread.run_sync(lambda: self._m.get(task_id, tenant=tenant))
+        """The task's record, read in the store's own way for an event loop (``Store.aget``)."""
+        record = await self._m.store.aget(task_id)
+        if record is None or (tenant is not None and record.tenant != tenant):
+            raise TaskNotFound(task_id)
+        return record
 
     get_result = get
 
@@ -437,9 +444,7 @@ class AsyncTaskManager:
         return await anyio.to_thread.run_sync(lambda: self._m.result(task_id, tenant=tenant))
 
     async def finished(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
-        if self._m.store.reads_inline:
-            return self._m.finished(task_id, tenant=tenant)
-        return await anyio.to_thread.run_sync(lambda: self._m.finished(task_id, tenant=tenant))
+        return self._m.ensure_finished(await self.get(task_id, tenant=tenant))
 
     async def cancel(self, task_id: str, *, tenant: str | None = None, terminate: bool = False) -> TaskRecord:
         return await anyio.to_thread.run_sync(lambda: self._m.cancel(task_id, tenant=tenant, terminate=terminate))

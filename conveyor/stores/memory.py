@@ -59,6 +59,9 @@ class MemoryStore:
     def get(self, task_id: str) -> TaskRecord | None:
         return self._tasks.get(task_id)
 
+    async def aget(self, task_id: str) -> TaskRecord | None:
+        return self._tasks.get(task_id)
+
     def get_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
         return [r for r in (self._tasks.get(i) for i in task_ids) if r is not None]
 

@@ -35,6 +35,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import anyio.to_thread
+
 from conveyor.errors import MissingExtra, StoreError, outage_reason
 from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord, now
 from conveyor.stores.base import Change, DuplicateTask, Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
@@ -156,6 +158,9 @@ class RedisStore:
     def get(self, task_id: str) -> TaskRecord | None:
         raw = self._call(self.r.hgetall, self._k("t", task_id))
         return record_from_hash(raw) if raw else None
+
+    async def aget(self, task_id: str) -> TaskRecord | None:
+        return await anyio.to_thread.run_sync(self.get, task_id)
 
     def get_many(self, task_ids: Sequence[str]) -> list[TaskRecord]:
         pipe = self.r.pipeline(transaction=False)

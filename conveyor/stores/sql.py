@@ -14,10 +14,12 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio.to_thread
 import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.engine import Engine
@@ -26,6 +28,7 @@ from conveyor.errors import InvalidParams, StoreError, outage_reason
 from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import DuplicateTask
 from conveyor.stores.deadlines import Deadlines
+from conveyor.stores.pg_reads import AsyncReads
 from conveyor.stores.sql_changes import JSON_COLUMNS, SqlChanges, raw_value
 from conveyor.stores.sql_commit import GroupCommit, unnest_insert, unnest_params
 from conveyor.stores.sql_leases import SqlLeases
@@ -43,6 +46,7 @@ from conveyor.stores.sql_schema import record_from_row as _record
 from conveyor.stores.sql_schema import row_from_record as _row
 
 _GET_SQL = f"SELECT {', '.join(COLUMNS)} FROM conveyor_tasks WHERE id = ?"
+_GET_SQL_PG = _GET_SQL.replace("?", "%s")
 
 __all__ = ["VERSION_TABLE", "SqlStore", "create_engine_for", "metadata", "tasks_table", "upgrade"]
 
@@ -51,6 +55,8 @@ _T = TypeVar("_T")
 
 
 _FINAL = [s.value for s in FINAL_STATES]
+#: a read on a connection the server had dropped fails this fast; a slower failure is not retried
+STALE_CONNECTION_FAILS_WITHIN = 1.0
 _COLUMNS = COLUMNS
 _INSERT_UNNEST = unnest_insert(tasks_table)
 
@@ -92,6 +98,8 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
         self._upkeep: Engine | None = None
         #: autocommit connections for submits on PostgreSQL, made on first use
         self._submits: Engine | None = None
+        self._reads: Engine | None = None
+        self._async_reads: AsyncReads | None = None
         #: concurrent submits share one commit (see sql_commit.py)
         self.inserts: GroupCommit[TaskRecord] = GroupCommit(self._insert_now)
         # A SQLite file's one-record reads: a connection per calling thread (an event loop's, mostly).
@@ -192,10 +200,13 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
                 self._raw.close()
                 self._raw = None
         self.engine.dispose()
-        for extra in (self._claims, self._upkeep, self._submits):
+        for extra in (self._claims, self._upkeep, self._submits, self._reads):
             if extra is not None:
                 extra.dispose()
-        self._claims = self._upkeep = self._submits = None
+        self._claims = self._upkeep = self._submits = self._reads = None
+        if self._async_reads is not None:
+            self._async_reads.close()
+            self._async_reads = None
 
     @contextlib.contextmanager
     def _raw_write(self) -> Iterator[Any]:
@@ -252,9 +263,45 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
     def get(self, task_id: str) -> TaskRecord | None:
         if self.reads_inline:
             return self._get_raw(task_id)
-        with self._read() as conn:
-            row = conn.execute(tasks_table.select().where(tasks_table.c.id == task_id)).first()
+        row = self._read_one(tasks_table.select().where(tasks_table.c.id == task_id))
         return _record(row) if row is not None else None
+
+    def _read_one(self, statement: sa.Select[Any]) -> sa.Row[Any] | None:
+        """The first row of one statement on the read engine; once more on a connection found dead at once.
+
+        PostgreSQL's reads (the status polls) run on an autocommit engine with
+        no ping: one round trip where the main engine's transaction made four
+        (ping, BEGIN, SELECT, ROLLBACK; a single SELECT under READ COMMITTED
+        sees the same). A pooled connection the server dropped (a restart)
+        then fails its first use; that read is made again on a fresh one,
+        unless it failed only after a while (a hung server: no second wait).
+        """
+        if self._reads is None:
+            self._reads = create_engine_for(
+                self.url, self.deadlines, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_recycle=1800
+            )
+        started = time.monotonic()
+        try:
+            with self._errors(), self._reads.connect() as conn:
+                return conn.execute(statement).first()
+        except StoreError as e:
+            stale = isinstance(e.__cause__, exc.DBAPIError) and e.__cause__.connection_invalidated
+            if not stale or time.monotonic() - started > STALE_CONNECTION_FAILS_WITHIN:
+                raise
+        with self._errors(), self._reads.connect() as conn:
+            return conn.execute(statement).first()
+
+    async def aget(self, task_id: str) -> TaskRecord | None:
+        """SQLite: read on the loop (a WAL reader never waits); PostgreSQL: an asyncio connection's read."""
+        if self.reads_inline:
+            return self._get_raw(task_id)
+        if self.kind != "postgresql":
+            return await anyio.to_thread.run_sync(self.get, task_id)
+        if self._async_reads is None:
+            self._async_reads = AsyncReads(self.url, self.deadlines)
+        row = await self._async_reads.fetch_one(_GET_SQL_PG, (task_id,))
+        # psycopg decodes jsonb itself: the values are the record's as they are.
+        return TaskRecord.from_dict(dict(zip(COLUMNS, row, strict=True))) if row is not None else None
 
     @property
     def reads_inline(self) -> bool:
@@ -389,9 +436,10 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
     def after_fork(self) -> None:
         """In a forked child: leave the parent's pooled connections to the parent."""
         self.engine.dispose(close=False)
-        for extra in (self._claims, self._upkeep, self._submits):
+        for extra in (self._claims, self._upkeep, self._submits, self._reads):
             if extra is not None:
                 extra.dispose(close=False)
+        self._async_reads = None  # the parent's connections stay the parent's
         self._readers = threading.local()  # the forking thread's read connection stays the parent's
 
     def purge_expired(self, at: float, limit: int = 10_000) -> int:

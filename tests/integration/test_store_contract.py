@@ -66,6 +66,31 @@ def test_an_unknown_id_is_none(store: Store) -> None:
     assert store.get("no-such-id") is None
 
 
+@pytest.mark.parametrize("result", [None, "a plain string", 42, 2.5, True, [1, "x"], {"k": {"v": None}}])
+def test_a_read_from_an_event_loop_is_the_same_record(store: Store, result: object) -> None:
+    """``aget`` (status polls over HTTP) answers what ``get`` does, on PostgreSQL through its own
+    asyncio connections: JSON values of every kind, a finished record's fields, an unknown id."""
+    import asyncio
+
+    r = rec(params={"s": "héllo"}, meta={"progress_detail": [1, 2]})
+    store.insert([r])
+    store.apply(
+        [Change(r.id, {"state": Status.SUCCESS.value, "result": result, "progress": 100.0, "finished_at": 5.0})]
+    )
+
+    async def read() -> tuple[TaskRecord | None, TaskRecord | None, TaskRecord | None]:
+        first = await store.aget(r.id)
+        again = await store.aget(r.id)  # on the connection the first read left idle
+        return first, again, await store.aget("no-such-id")
+
+    first, again, unknown = asyncio.run(read())
+    assert first == store.get(r.id)
+    assert again == first
+    assert first is not None
+    assert first.result == result
+    assert unknown is None
+
+
 def test_get_many_returns_the_known_ids_and_skips_the_rest(store: Store) -> None:
     """Every field read back as written, in any order; unknown ids are simply absent."""
     a, b = rec(params={"i": 1}), rec(params={"i": 2}, state=Status.SUCCESS, result={"ok": True})

@@ -49,8 +49,9 @@ def test_a_pool_with_no_free_connection_answers_store_unavailable_not_a_pool_tim
 ) -> None:
     store = open_sql(pg_url, Deadlines(pool=0.3), pool_size=1, max_overflow=0)
     stores.append(store)
-    with store.engine.connect(), pytest.raises(StoreError) as caught:  # the pool's only connection, held
-        store.get("nothing")
+    # The pool's only connection, held; a timeline read queues for it (a status read has an engine of its own).
+    with store.engine.connect(), pytest.raises(StoreError) as caught:
+        store.events("nothing")
     assert caught.value.status_code == 503
     assert caught.value.details == {"dependency": "database"}
     assert "no connection free" in caught.value.message
