@@ -247,7 +247,11 @@ class TaskManager:
 
     def get(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
         """The task's record; another tenant's task is TaskNotFound, as an unknown one."""
-        record = self.store.get(task_id)
+        return self.owned(task_id, self.store.get(task_id), tenant)
+
+    @staticmethod
+    def owned(task_id: str, record: TaskRecord | None, tenant: str | None) -> TaskRecord:
+        """``record`` if it exists and belongs to ``tenant`` (any tenant: None); else TaskNotFound."""
         if record is None or (tenant is not None and record.tenant != tenant):
             raise TaskNotFound(task_id)
         return record
@@ -272,11 +276,10 @@ class TaskManager:
     @staticmethod
     def ensure_finished(record: TaskRecord) -> TaskRecord:
         """``record``, or TaskNotFinished while it runs."""
-        task_id = record.id
         if not record.finished:
             raise TaskNotFinished(
-                f"task {task_id} is {record.state.value}; its result is not ready",
-                details={"task_id": task_id, "status": record.state.value, "progress": record.progress},
+                f"task {record.id} is {record.state.value}; its result is not ready",
+                details={"task_id": record.id, "status": record.state.value, "progress": record.progress},
             )
         return record
 
@@ -433,10 +436,7 @@ class AsyncTaskManager:
 
     async def get(self, task_id: str, *, tenant: str | None = None) -> TaskRecord:
         """The task's record, read in the store's own way for an event loop (``Store.aget``)."""
-        record = await self._m.store.aget(task_id)
-        if record is None or (tenant is not None and record.tenant != tenant):
-            raise TaskNotFound(task_id)
-        return record
+        return self._m.owned(task_id, await self._m.store.aget(task_id), tenant)
 
     get_result = get
 

@@ -137,11 +137,6 @@ class Store(Protocol):
     def engine(self) -> Engine | None:
         """The SQLAlchemy engine of a SQL store (workloads keep their own tables there); None elsewhere."""
 
-    @property
-    def reads_inline(self) -> bool:
-        """True when reading one record is cheaper than a hop to a worker thread, so async callers
-        may call ``get`` on their event loop (a SQLite file: a WAL reader never waits for the writer)."""
-
     def open(self) -> None:
         """Connect and make sure the schema is current."""
 

@@ -58,6 +58,11 @@ def unbounded() -> Iterator[None]:
         _UNBOUNDED.reset(token)
 
 
+#: a read on a pooled connection the server had dropped (a restart) fails this fast; it is made
+#: once more on a fresh connection, but a slower failure (a hung server) is not waited for twice
+STALE_CONNECTION_FAILS_WITHIN = 1.0
+
+
 def pg_connect_args(deadlines: Deadlines, *options: str) -> dict[str, Any]:
     """``connect_args`` for a psycopg engine: connect timeout and the server-side timeouts."""
     server = [

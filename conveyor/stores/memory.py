@@ -25,7 +25,6 @@ __all__ = ["MemoryStore"]
 class MemoryStore:
     kind = "memory"
     engine = None
-    reads_inline = False
 
     def after_fork(self) -> None:
         """Nothing to forget: a forked child keeps the (copied) records, as a test's fork expects."""

@@ -24,14 +24,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from conveyor.errors import StoreError, outage_reason
-from conveyor.stores.deadlines import Deadlines, pg_connect_args
+from conveyor.stores.deadlines import STALE_CONNECTION_FAILS_WITHIN, Deadlines, pg_connect_args
 
 __all__ = ["AsyncReads"]
 
 #: idle connections kept per event loop (a poll holds one for one round trip)
 IDLE = 8
-#: a read on a connection the server had dropped fails this fast; a slower failure is not retried
-STALE_FAILS_WITHIN = 1.0
 
 
 class _LoopConnections:
@@ -61,16 +59,17 @@ class AsyncReads:
                 await conns.slots.acquire()
         except TimeoutError:
             raise StoreError(f"database unavailable: no connection free within {self.deadlines.pool:g}s") from None
+        started = time.monotonic()
         try:
-            started = time.monotonic()
             try:
                 return await self._fetch(conns, sql, params)
             except _Stale:
-                if time.monotonic() - started > STALE_FAILS_WITHIN:
+                if time.monotonic() - started > STALE_CONNECTION_FAILS_WITHIN:
                     raise StoreError("database unavailable: connection lost") from None
-            return await self._fetch(conns, sql, params)  # once more, on a fresh connection
-        except _Stale:
-            raise StoreError("database unavailable: connection lost") from None
+            # The other idle connections date from before the restart too: once more, on a fresh one.
+            while conns.idle:
+                _discard(conns.idle.pop())
+            return await self._fetch(conns, sql, params)
         finally:
             conns.slots.release()
 
@@ -78,30 +77,34 @@ class AsyncReads:
         import psycopg
 
         conn = conns.idle.pop() if conns.idle else None
-        fresh = conn is None
+        reused = conn is not None
         try:
             if conn is None:
-                async with asyncio.timeout(self.deadlines.round_trip):
-                    conn = await psycopg.AsyncConnection.connect(
-                        self.conninfo, autocommit=True, **pg_connect_args(self.deadlines)
-                    )
-            # Shielded: a cancelled psycopg wait asks the server to cancel the query, which on a hung
-            # server blocks for seconds. Past the deadline the connection is closed first; the
-            # orphaned wait, cancelled then, has no query in flight left to cancel.
+                try:
+                    async with asyncio.timeout(self.deadlines.round_trip):
+                        conn = await psycopg.AsyncConnection.connect(
+                            self.conninfo, autocommit=True, **pg_connect_args(self.deadlines)
+                        )
+                except TimeoutError:
+                    raise StoreError("database unavailable: no answer within its deadline") from None
+            # Not cancelled at its deadline: a cancelled psycopg wait asks the server to cancel the
+            # query, which on a hung server blocks the loop for seconds. The connection is closed
+            # first; the orphaned wait, cancelled then, has no query in flight left to cancel.
             query = asyncio.ensure_future(_query(conn, sql, params))
             try:
-                row = await asyncio.wait_for(asyncio.shield(query), self.deadlines.round_trip)
-            except BaseException:
-                _discard(conn)
-                query.cancel()
-                raise
-        except TimeoutError:
-            _discard(conn)  # its reply may still come: never use it again
-            raise StoreError("database unavailable: no answer within its deadline") from None
+                done, _ = await asyncio.wait({query}, timeout=self.deadlines.round_trip)
+            finally:
+                if not query.done():  # past the deadline, or the caller was cancelled
+                    _discard(conn)
+                    query.cancel()
+            if not done:
+                raise StoreError("database unavailable: no answer within its deadline")
+            row = query.result()
         except psycopg.OperationalError as e:
-            _discard(conn)
-            if not fresh:
+            if reused and conn is not None and conn.broken:
+                _discard(conn)
                 raise _Stale from e
+            _discard(conn)
             raise StoreError(f"database unavailable: {outage_reason(e)}") from e
         except BaseException:
             _discard(conn)

@@ -61,7 +61,6 @@ __all__ = ["RedisStore"]
 class RedisStore:
     kind = "redis"
     engine = None
-    reads_inline = False
 
     def after_fork(self) -> None:
         """redis-py's pool notices a new process id and opens its own connections."""

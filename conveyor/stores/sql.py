@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from conveyor.errors import InvalidParams, StoreError, outage_reason
 from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import DuplicateTask
-from conveyor.stores.deadlines import Deadlines
+from conveyor.stores.deadlines import STALE_CONNECTION_FAILS_WITHIN, Deadlines
 from conveyor.stores.pg_reads import AsyncReads
 from conveyor.stores.sql_changes import JSON_COLUMNS, SqlChanges, raw_value
 from conveyor.stores.sql_commit import GroupCommit, unnest_insert, unnest_params
@@ -55,8 +55,6 @@ _T = TypeVar("_T")
 
 
 _FINAL = [s.value for s in FINAL_STATES]
-#: a read on a connection the server had dropped fails this fast; a slower failure is not retried
-STALE_CONNECTION_FAILS_WITHIN = 1.0
 _COLUMNS = COLUMNS
 _INSERT_UNNEST = unnest_insert(tasks_table)
 
@@ -305,8 +303,8 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
 
     @property
     def reads_inline(self) -> bool:
-        """A read of one record is cheaper than a hop to a worker thread, so async callers may make it
-        on their event loop: true of a SQLite file (a WAL reader never waits for the writer)."""
+        """A read of one record is cheaper than a hop to a worker thread, so ``aget`` makes it on the
+        event loop: true of a SQLite file (a WAL reader never waits for the writer)."""
         return self._read_path is not None
 
     def _get_raw(self, task_id: str) -> TaskRecord | None:
