@@ -66,6 +66,10 @@ class ConfirmedBatches:
             # py-amqp's own flag, so that its one-message confirm never selects the mode a second time.
             channel._confirm_selected = True
             channel.confirm_select()
+            # Counted from the channel's own ack/nack events, which see every confirm frame, also one
+            # read while kombu waits on this channel for something else (a declare's answer).
+            channel.events["basic_ack"].add(self._on_ack)
+            channel.events["basic_nack"].add(self._on_nack)
             self._conn, self._channel = conn, channel
             self._producer = self.app.amqp.Producer(channel)
             self._published = self._confirmed = self._nacked = 0
@@ -84,35 +88,47 @@ class ConfirmedBatches:
             channel.basic_publish = channel.basic_publish_confirm
         self._await_confirms(channel)
 
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._answered(delivery_tag, multiple, refused=False)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._answered(delivery_tag, multiple, refused=True)
+
+    def _answered(self, delivery_tag: int, multiple: bool, *, refused: bool) -> None:
+        # One frame may answer for every outstanding message up to its tag (``multiple``).
+        if refused:
+            self._nacked += (
+                sum(1 for t in range(self._confirmed + 1, delivery_tag + 1) if t not in self._singles)
+                if multiple
+                else 1
+            )
+        if multiple:
+            self._confirmed = max(self._confirmed, delivery_tag)
+        else:
+            self._singles.add(delivery_tag)
+        while self._confirmed + 1 in self._singles:
+            self._confirmed += 1
+            self._singles.discard(self._confirmed)
+        self._singles = {t for t in self._singles if t > self._confirmed}
+
     def _await_confirms(self, channel: Any) -> None:
         from amqp import spec  # type: ignore[import-untyped]
 
-        def on_confirm(method: Any, delivery_tag: int, multiple: bool, *_rest: Any) -> None:
-            # One frame may answer for every outstanding message up to its tag (``multiple``).
-            answered = (
-                {t for t in range(self._confirmed + 1, delivery_tag + 1) if t not in self._singles}
-                if multiple
-                else {delivery_tag}
-            )
-            if method == spec.Basic.Nack:
-                self._nacked += len(answered)
-            if multiple:
-                self._confirmed = max(self._confirmed, delivery_tag)
-            else:
-                self._singles.add(delivery_tag)
-            while self._confirmed + 1 in self._singles:
-                self._confirmed += 1
-                self._singles.discard(self._confirmed)
-            self._singles = {t for t in self._singles if t > self._confirmed}
-
+        # The deadline is for the broker's silence, as one message's confirm has it: each frame of
+        # acks restarts it. A broker that answers slowly (a loaded one, a long batch) is waited for;
+        # one that answers nothing for ``timeout`` seconds fails the batch.
         deadline = time.monotonic() + self.timeout
         while self._confirmed < self._published:
             left = deadline - time.monotonic()
-            if left <= 0:
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                channel.wait([spec.Basic.Ack, spec.Basic.Nack], timeout=left)  # the events count it
+            except TimeoutError:
                 raise BatchNotConfirmed(
                     f"no answer within its deadline: {self._published - self._confirmed} messages not confirmed"
-                )
-            channel.wait([spec.Basic.Ack, spec.Basic.Nack], callback=on_confirm, timeout=left)
+                ) from None
+            deadline = time.monotonic() + self.timeout
         if self._nacked:
             raise BatchNotConfirmed(f"the broker refused {self._nacked} messages")
 
