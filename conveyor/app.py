@@ -130,6 +130,7 @@ class Conveyor:
             concurrency=s.concurrency,
             queues=s.queues,
             prefetch=s.prefetch,
+            tenant_max_workers=s.tenant_max_workers,
             lease_seconds=s.lease_seconds,
             result_ttl=s.effective_result_ttl,
             shutdown_timeout=s.shutdown_timeout,

@@ -194,7 +194,7 @@ class RedisNotifier(Notifier):
 
         # No read timeout on the subscription: it is quiet for as long as nothing changes.
         client = redis.Redis.from_url(self.url, socket_connect_timeout=self.timeout, health_check_interval=30)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]  # typed in newer redis-py
         try:
             pubsub.subscribe(CHANNEL)
             self._subscribed(on_changed, first=first)

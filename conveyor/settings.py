@@ -119,7 +119,8 @@ class Settings(BaseSettings):
     #: ``concurrency`` unless listed); tasks of an unlisted queue run in ``default``.
     queues: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
     #: tasks one local worker process holds (running and next, each PROCESSING); at least
-    #: this many, more for tasks shorter than a store write (up to 32); 1: one at a time
+    #: this many, more for tasks shorter than a store write (up to 32); the next one is handed
+    #: over just before the running one is expected to end; 1: one at a time
     prefetch: int = Field(default=2, ge=1, le=64)
     #: how often buffered progress and state changes are written, in seconds
     flush_interval: float = Field(default=0.02, gt=0, le=5)
@@ -153,6 +154,10 @@ class Settings(BaseSettings):
     tenant_burst: int = Field(default=2000, ge=1)
     #: live streams (SSE) one tenant may hold open at once; 0: no limit
     tenant_max_streams: int = Field(default=20, ge=0)
+    #: worker processes of one local lane that one tenant's tasks may hold at once; 0: no limit.
+    #: With a limit below the lane's size a flooding tenant never holds every worker, so another
+    #: tenant's task starts at once instead of after a running one (the local executor only)
+    tenant_max_workers: int = Field(default=0, ge=0)
     #: the highest priority a tenant may ask for (operators may use up to 9)
     tenant_max_priority: int = Field(default=6, ge=0, le=9)
     #: tasks one ``POST /api/v1/tasks/batch`` may carry (each also counts against the tenant's rate)

@@ -38,6 +38,9 @@ class FaultRow:
     other_tenant_p99_ms: float | None = None
     baseline_p50_ms: float | None = None
     baseline_p99_ms: float | None = None
+    #: what the other tenant may wait beyond +20 % of its baseline p99, by design (a running task
+    #: is not preempted: with every worker busy, a new task waits for one to end)
+    allowance_ms: float = 0.0
     cross_tenant_reads: int | None = None
     notes: str = ""
     test: str = ""  # filled by the fixture
@@ -75,8 +78,13 @@ class FaultRow:
         if self.cross_tenant_reads:
             broken.append(f"{self.cross_tenant_reads} cross-tenant reads")
         baseline = self.baseline_p99_ms
-        if self.other_tenant_p99_ms is not None and baseline and self.other_tenant_p99_ms > 1.2 * baseline:
-            broken.append("other tenant's p99 past +20 % of its baseline")
+        if (
+            self.other_tenant_p99_ms is not None
+            and baseline
+            and self.other_tenant_p99_ms > 1.2 * baseline + self.allowance_ms
+        ):
+            extra = f" + {self.allowance_ms:g} ms" if self.allowance_ms else ""
+            broken.append(f"other tenant's p99 past +20 % of its baseline{extra}")
         return broken
 
 

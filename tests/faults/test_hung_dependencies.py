@@ -100,6 +100,7 @@ class Load:
     submits: int = 0
     b_statuses: list[int] = field(default_factory=list)
     slowest_s: float = 0.0
+    slowest: str = ""
     bad: list[str] = field(default_factory=list)
     b_latencies: list[float] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -109,7 +110,9 @@ class Load:
         took = time.monotonic() - started
         with self.lock:
             self.statuses.append(response.status_code)
-            self.slowest_s = max(self.slowest_s, took)
+            if took > self.slowest_s:
+                self.slowest_s = took
+                self.slowest = f"{response.request.method} {response.request.url.path} -> {response.status_code}"
             if response.status_code == 503:
                 body = response.json()["error"]
                 if "retry-after" not in response.headers or not body.get("details", {}).get("dependency"):
@@ -225,7 +228,7 @@ def hang_under_load(
             recovery_s=round(recovery_s, 2),
             other_tenant_p50_ms=round(p50, 1),
             other_tenant_p99_ms=round(p99, 1),
-            notes=f"hung {HANG_S:g}s; slowest answer {load.slowest_s:.2f}s; deadlines {DEADLINES}",
+            notes=f"hung {HANG_S:g}s; slowest answer {load.slowest_s:.2f}s ({load.slowest}); deadlines {DEADLINES}",
         ).count_statuses(load.statuses)
         fault_report.add(row)
         assert not load.bad, load.bad[:5]

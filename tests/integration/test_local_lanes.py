@@ -3,6 +3,7 @@ and a cancel answer never says CANCELLED for a body that ran."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -39,6 +40,72 @@ def test_tenants_take_turns_and_each_tenants_priority_still_counts() -> None:
     assert line.pop() is None
 
 
+def test_a_tenant_with_nothing_in_line_goes_before_the_tenants_taking_turns() -> None:
+    line = FairLine()
+    for i in range(3):
+        line.push("flood", 0, i, f"a{i}")
+    assert line.pop() == "a0"  # the flood now takes turns
+    line.push("quiet", 0, 10, "b0")
+    line.push("quiet", 0, 11, "b1")
+    # The quiet tenant's first task goes first; then it takes its turn after the flood.
+    assert [line.pop() for _ in range(len(line))] == ["b0", "a1", "b1", "a2"]
+
+
+def test_a_tenant_at_its_share_of_the_lane_is_passed_over_and_keeps_its_place() -> None:
+    line = FairLine()
+    line.push("flood", 0, 0, "a0")
+    line.push("flood", 0, 1, "a1")
+    line.push("quiet", 0, 2, "b0")
+    assert line.pop(blocked={"flood"}) == "b0"
+    assert line.pop(blocked={"flood"}) is None
+    assert [line.pop(), line.pop(), line.pop()] == ["a0", "a1", None]
+
+
+def _started_in_order(m: object, task_ids: list[str]) -> list[str]:
+    return sorted(task_ids, key=lambda task_id: m.get(task_id).result)  # type: ignore[attr-defined]
+
+
+def test_a_busy_worker_is_handed_its_next_task_just_before_it_is_free(make_app: AppFactory, tmp_path: Path) -> None:
+    """A task another tenant submits while a flood task runs is the next one to start, not the one after."""
+    app = make_app(concurrency=1, prefetch=2, workloads=WORKLOADS)
+    m = app.manager
+    marks = str(tmp_path / "marks")
+    flood = [m.submit("lanes.touch", path=marks, seconds=0.6, tenant="flood") for _ in range(3)]
+    # The second flood task is running: its start was chosen when the first ended (one run of the
+    # type taught the pool how long it takes; the third is chosen just before the second ends).
+    deadline = time.monotonic() + 30
+    while flood[1] not in executions(marks):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    quiet = m.submit("lanes.touch", path=marks, seconds=0.0, tenant="quiet")
+    for task_id in [*flood, quiet]:
+        assert m.wait(task_id, timeout=30).state is Status.SUCCESS
+    # Handed out when the second one started, the third would run before the quiet task.
+    assert _started_in_order(m, [*flood, quiet]) == [flood[0], flood[1], quiet, flood[2]]
+
+
+def test_a_tenant_holds_no_more_workers_than_its_share(make_app: AppFactory, tmp_path: Path) -> None:
+    """``tenant_max_workers=1`` of 2: a flood of long tasks leaves a worker free for another tenant."""
+    app = make_app(concurrency=2, tenant_max_workers=1, workloads=WORKLOADS)
+    m = app.manager
+    marks = str(tmp_path / "marks")
+    flood = [m.submit("lanes.touch", path=marks, seconds=2.0, tenant="flood") for _ in range(4)]
+    deadline = time.monotonic() + 30
+    while not executions(marks):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    quiet = m.submit("lanes.touch", path=marks, seconds=0.0, tenant="quiet")
+    assert m.wait(quiet, timeout=30).state is Status.SUCCESS
+    # Done while the flood's first task still runs, and no second flood task started beside it.
+    assert [m.get(task_id).state for task_id in flood].count(Status.SUCCESS) == 0
+    assert set(executions(marks)) == {flood[0], quiet}
+    for task_id in flood:
+        assert m.wait(task_id, timeout=30).state is Status.SUCCESS
+    # One at a time: each flood task started after the one before it ended.
+    starts = [m.get(task_id).result for task_id in flood]
+    assert all(later - earlier >= 1.9 for earlier, later in itertools.pairwise(starts)), starts
+
+
 def test_a_long_task_on_one_queue_does_not_hold_up_a_task_on_another(make_app: AppFactory) -> None:
     app = make_app(concurrency=1, workloads=WORKLOADS)
     m = app.manager
@@ -49,8 +116,9 @@ def test_a_long_task_on_one_queue_does_not_hold_up_a_task_on_another(make_app: A
         time.sleep(0.05)
     other = m.submit("lanes.elsewhere")
     assert app.manager.wait(other, timeout=20).state is Status.SUCCESS
-    # The default lane is still busy with the sleepers (the second is handed to its worker, not run).
-    assert [m.get(s).state for s in sleepers] == [Status.PROCESSING, Status.PROCESSING]
+    # The default lane is still busy with the first sleeper; the second waits in line, to be handed
+    # to the worker only just before the first ends.
+    assert [m.get(s).state for s in sleepers] == [Status.PROCESSING, Status.PENDING]
 
 
 def test_another_tenants_task_starts_after_the_tasks_already_handed_out_not_after_a_flood(

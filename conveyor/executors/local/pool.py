@@ -86,6 +86,7 @@ class LocalExecutor(LaneScheduler):
         concurrency: int = 2,
         queues: Mapping[str, int] | None = None,
         prefetch: int = 2,
+        tenant_max_workers: int = 0,
         lease_seconds: float = 30.0,
         result_ttl: float = 0.0,
         shutdown_timeout: float = 30.0,
@@ -98,6 +99,7 @@ class LocalExecutor(LaneScheduler):
         self.data_dir = data_dir
         self.concurrency = concurrency
         self.prefetch = prefetch
+        self.tenant_max_workers = tenant_max_workers
         self.lease_seconds = lease_seconds
         self.result_ttl = result_ttl
         self.shutdown_timeout = shutdown_timeout
@@ -405,7 +407,8 @@ class LocalExecutor(LaneScheduler):
     def _handle(self, w: WorkerProcess, msg: FromWorker, t_mono: float) -> None:
         if isinstance(msg, Done):
             if w.running_since is not None:
-                self._lanes[w.lane].ran(t_mono - w.running_since)
+                owned = self._owned.get(msg.task_id)
+                self._lanes[w.lane].ran(t_mono - w.running_since, owned.record.type if owned else None)
             w.done(msg.task_id)
             self._finish(msg.task_id, Outcome(Status(msg.state), msg.result, msg.error, msg.retry_in), msg.at)
             if w.queue:
@@ -427,6 +430,7 @@ class LocalExecutor(LaneScheduler):
                 for w in workers:
                     if w.deadline is not None:
                         timeout = min(timeout, max(0.0, w.deadline - t_mono))
+                timeout = min(timeout, max(0.0, self._next_top_up - t_mono))
                 waker = self._waker
                 wake = waker.socket if waker is not None else None
                 conns: list[Any] = [wake] + [w.conn for w in workers if not w.dead]
@@ -472,7 +476,7 @@ class LocalExecutor(LaneScheduler):
                     elif not w.process.is_alive():
                         self._worker_lost(w, f"worker process died (exit code {w.process.exitcode})")
                 if self._accepting:
-                    self._assign()
+                    self._assign(t_mono)
 
     def _first_recover(self) -> None:
         """The lease keeper's first round: take back what a dead pool left, before any renewal."""

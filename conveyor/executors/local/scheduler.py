@@ -5,16 +5,21 @@ is *staged*: its start (PROCESSING, ``attempts + 1``, holder, lease) goes to
 the writer, and the task is sent to the worker only when the writer says the
 start applied. A start that did not apply means the task finished meanwhile
 (a cancel won the race), and it is never sent. Workers keep ``prefetch``
-tasks sent or staged, so the write is hidden behind the running task.
+tasks sent or staged, so the write is hidden behind the running task; a
+busy worker's next one is staged just before it is needed, so that the
+choice is made as late as it can be.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import heapq
 import itertools
+import math
 import time
 from collections import deque
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,6 +60,7 @@ class LaneScheduler:
     worker_id: str
     lease_seconds: float
     prefetch: int
+    tenant_max_workers: int
     _accepting: bool
     _owned: dict[str, OwnedTask]
     _inbox: deque[TaskRecord]
@@ -65,6 +71,8 @@ class LaneScheduler:
     def _init_scheduling(self, sizes: dict[str, int]) -> None:
         self._lanes = {name: Lane(name, size) for name, size in sizes.items()}
         self._delayed = []
+        #: when the loop next tops up a busy worker (monotonic; ``Lane.top_up_at``)
+        self._next_top_up = math.inf
         self._seq = itertools.count()
         #: starts written (or refused) by the writer, for the loop to act on: (task, applied)
         self._confirmed: deque[tuple[OwnedTask, bool]] = deque()
@@ -115,7 +123,7 @@ class LaneScheduler:
         owned.attempt += 1
         owned.staged_on = w
         owned.staged_at = time.monotonic()
-        w.staged += 1
+        w.staged.append(owned.record.id)
         at = now()
         change = started_change(
             owned.record, attempt=owned.attempt, worker=self.worker_id, lease_until=at + self.lease_seconds, at=at
@@ -132,9 +140,9 @@ class LaneScheduler:
             owned, applied = self._confirmed.popleft()
             w, owned.staged_on = owned.staged_on, None
             owned.lane.wrote_start(t_mono - owned.staged_at)
-            if w is not None:
-                w.staged -= 1
             task_id = owned.record.id
+            if w is not None:
+                w.staged.remove(task_id)
             if self._owned.get(task_id) is not owned:
                 continue  # cancelled or terminated meanwhile
             if not applied:
@@ -175,28 +183,69 @@ class LaneScheduler:
         # Its start (and attempt) was written when it was sent; this is when it really began.
         self.writer.put(Change(task_id, {"started_at": at if at is not None else now()}))
 
-    def _assign(self) -> None:
+    def _assign(self, t_mono: float) -> None:
+        self._next_top_up = math.inf
         for lane in self._lanes.values():
             if not lane.line:
                 continue
             if not lane.workers:
                 self._start_lane(lane)
             live = lane.live_workers()
-            # Fill idle workers first, then top up what each holds.
+            shares = _TenantShares(self.tenant_max_workers, live, self._owned)
+            # Fill idle workers first, then top up what each holds, each just before it is needed.
             for depth in range(lane.held_per_worker(self.prefetch)):
                 for w in live:
                     if w.load != depth:
                         continue
-                    owned = self._next_in_line(lane)
+                    if depth:
+                        running = self._owned.get(w.queue[0]) if w.queue else None
+                        due = lane.top_up_at(w, running.record.type if running else None)
+                        if due > t_mono:
+                            self._next_top_up = min(self._next_top_up, due)
+                            continue
+                    owned = self._next_in_line(lane, shares.blocked(w))
                     if owned is None:
                         break
+                    shares.took(w, owned.record.tenant)
                     self._stage(w, owned)
 
-    def _next_in_line(self, lane: Lane) -> OwnedTask | None:
+    def _next_in_line(self, lane: Lane, blocked: Container[str] = ()) -> OwnedTask | None:
         while lane.line:
-            task_id = lane.line.pop()
-            owned = self._owned.get(task_id) if task_id is not None else None
+            task_id = lane.line.pop(blocked)
+            if task_id is None:
+                return None  # every tenant in line holds its share of the lane
+            owned = self._owned.get(task_id)
             if owned is not None and owned.staged_on is None:
                 return owned
             # else: cancelled while waiting
         return None
+
+
+class _TenantShares:
+    """Which tenants hold their share of a lane's workers (``tenant_max_workers``; 0: no limit).
+
+    A worker counts for every tenant with a task sent or staged on it; topping
+    up a worker a tenant already holds does not take it another one.
+    """
+
+    def __init__(self, limit: int, workers: list[WorkerProcess], owned: dict[str, OwnedTask]) -> None:
+        self.limit = limit
+        self.on: dict[WorkerProcess, set[str]] = {}
+        self.held: collections.Counter[str] = collections.Counter()
+        if not limit:
+            return
+        for w in workers:
+            tenants = {o.record.tenant for task_id in (*w.queue, *w.staged) if (o := owned.get(task_id))}
+            self.on[w] = tenants
+            self.held.update(tenants)
+
+    def blocked(self, w: WorkerProcess) -> Container[str]:
+        if not self.limit:
+            return ()
+        mine = self.on[w]
+        return {t for t, n in self.held.items() if n >= self.limit and t not in mine}
+
+    def took(self, w: WorkerProcess, tenant: str) -> None:
+        if self.limit and tenant not in self.on[w]:
+            self.on[w].add(tenant)
+            self.held[tenant] += 1

@@ -78,7 +78,7 @@ class WorkerProcess:
     lane: str = "default"
     slot: int = 0
     #: tasks chosen for it whose start is being written; sent once it is
-    staged: int = 0
+    staged: list[str] = field(default_factory=list)
 
     @classmethod
     def spawn(
@@ -102,7 +102,7 @@ class WorkerProcess:
     @property
     def load(self) -> int:
         """Tasks it has or will have: sent to it, and staged for it."""
-        return len(self.queue) + self.staged
+        return len(self.queue) + len(self.staged)
 
     def send_run(self, msg: Run) -> bool:
         """Queue a task on this worker; True when it is the first, so it starts now."""
