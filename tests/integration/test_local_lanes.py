@@ -65,6 +65,14 @@ def _started_in_order(m: object, task_ids: list[str]) -> list[str]:
     return sorted(task_ids, key=lambda task_id: m.get(task_id).result)  # type: ignore[attr-defined]
 
 
+def _until_started(marks: str, task_id: str) -> None:
+    """Until ``task_id``'s body has begun (its line in ``marks``)."""
+    deadline = time.monotonic() + 30
+    while task_id not in executions(marks):
+        assert time.monotonic() < deadline, f"{task_id} did not start"
+        time.sleep(0.01)
+
+
 def test_a_busy_worker_is_handed_its_next_task_just_before_it_is_free(make_app: AppFactory, tmp_path: Path) -> None:
     """A task another tenant submits while a flood task runs is the next one to start, not the one after."""
     app = make_app(concurrency=1, prefetch=2, workloads=WORKLOADS)
@@ -73,10 +81,7 @@ def test_a_busy_worker_is_handed_its_next_task_just_before_it_is_free(make_app: 
     flood = [m.submit("lanes.touch", path=marks, seconds=0.6, tenant="flood") for _ in range(3)]
     # The second flood task is running: its start was chosen when the first ended (one run of the
     # type taught the pool how long it takes; the third is chosen just before the second ends).
-    deadline = time.monotonic() + 30
-    while flood[1] not in executions(marks):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _until_started(marks, flood[1])
     quiet = m.submit("lanes.touch", path=marks, seconds=0.0, tenant="quiet")
     for task_id in [*flood, quiet]:
         assert m.wait(task_id, timeout=30).state is Status.SUCCESS
@@ -90,10 +95,7 @@ def test_a_tenant_holds_no_more_workers_than_its_share(make_app: AppFactory, tmp
     m = app.manager
     marks = str(tmp_path / "marks")
     flood = [m.submit("lanes.touch", path=marks, seconds=2.0, tenant="flood") for _ in range(4)]
-    deadline = time.monotonic() + 30
-    while not executions(marks):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _until_started(marks, flood[0])
     quiet = m.submit("lanes.touch", path=marks, seconds=0.0, tenant="quiet")
     assert m.wait(quiet, timeout=30).state is Status.SUCCESS
     # Done while the flood's first task still runs, and no second flood task started beside it.
