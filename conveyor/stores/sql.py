@@ -30,7 +30,7 @@ from conveyor.stores.base import DuplicateTask
 from conveyor.stores.deadlines import STALE_CONNECTION_FAILS_WITHIN, Deadlines
 from conveyor.stores.pg_reads import AsyncReads
 from conveyor.stores.sql_changes import JSON_COLUMNS, SqlChanges, raw_value
-from conveyor.stores.sql_commit import GroupCommit, unnest_insert, unnest_params
+from conveyor.stores.sql_commit import GroupCommit, Unnest, unnest_insert, unnest_params
 from conveyor.stores.sql_leases import SqlLeases
 from conveyor.stores.sql_reports import SqlReports
 from conveyor.stores.sql_schema import (
@@ -81,7 +81,7 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
             threading.Lock() if self.kind == "sqlite" else contextlib.nullcontext()
         )
         self._update_cache: dict[tuple[str, ...], sa.Update] = {}
-        self._unnest_cache: dict[tuple[str, ...], sa.TextClause] = {}
+        self._unnest_cache: dict[tuple[str, ...], Unnest] = {}
         # SQLite writes go through one DBAPI connection with pre-rendered SQL:
         # SQLAlchemy's per-statement work costs five times SQLite's own commit,
         # and every submit and every flush is a write.
@@ -254,7 +254,7 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
         try:
             # One statement on an autocommit connection is its own transaction:
             # one round trip and one WAL flush, no BEGIN, no ping, any batch size.
-            self._autocommit(lambda conn: conn.execute(_INSERT_UNNEST, values))
+            self._autocommit(lambda conn: _INSERT_UNNEST.execute(conn, values))
         except exc.IntegrityError as e:
             raise DuplicateTask(str(e.orig)) from e
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from conveyor.records import FINAL_STATES, Status
 from conveyor.stores.base import Change
-from conveyor.stores.sql_commit import unnest_insert, unnest_params, unnest_update
+from conveyor.stores.sql_commit import Unnest, unnest_insert, unnest_params, unnest_update
 from conveyor.stores.sql_schema import events_table, tasks_table
 
 __all__ = ["JSON_COLUMNS", "SqlChanges", "raw_value"]
@@ -35,12 +35,12 @@ class SqlChanges:
 
     kind: str
     _update_cache: dict[tuple[str, ...], sa.Update]
-    _unnest_cache: dict[tuple[str, ...], sa.TextClause]
+    _unnest_cache: dict[tuple[str, ...], Unnest]
     _raw_sql: dict[tuple[str, ...], str]
     _raw_write: Callable[[], contextlib.AbstractContextManager[Any]]
     _upkeep_write: Callable[[], contextlib.AbstractContextManager[sa.Connection]]
 
-    def _update_unnest(self, keys: tuple[str, ...]) -> sa.TextClause:
+    def _update_unnest(self, keys: tuple[str, ...]) -> Unnest:
         stmt = self._unnest_cache.get(keys)
         if stmt is None:
             stmt = self._unnest_cache[keys] = unnest_update(tasks_table, keys, _FINAL_SQL)
@@ -92,12 +92,12 @@ class SqlChanges:
                 if not keys or not rows:
                     continue  # a timeline step alone
                 if len(rows) > 1 and len({row["_id"] for row in rows}) == len(rows):
-                    conn.execute(self._update_unnest(keys), self._unnest_columns(keys, rows))
+                    self._update_unnest(keys).execute(conn, self._unnest_columns(keys, rows))
                 else:
                     conn.execute(self._update_for(keys), rows)
             events = _event_rows(changes, live)
             if events:
-                conn.execute(_EVENTS_UNNEST, unnest_params(events, _EVENT_COLUMNS, ()))
+                _EVENTS_UNNEST.execute(conn, unnest_params(events, _EVENT_COLUMNS, ()))
         return live
 
     def _apply_raw(self, changes: Sequence[Change]) -> set[str]:

@@ -15,6 +15,8 @@ transaction, so each writer gets its own answer.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import re
 import threading
@@ -26,7 +28,7 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from conveyor.errors import StoreError
 
-__all__ = ["GroupCommit", "unnest_insert", "unnest_params", "unnest_update"]
+__all__ = ["GroupCommit", "Unnest", "unnest_insert", "unnest_params", "unnest_update"]
 
 T = TypeVar("T")
 
@@ -109,7 +111,45 @@ class GroupCommit(Generic[T]):
         return None
 
 
-def unnest_insert(table: sa.Table, without: Collection[str] = ()) -> sa.TextClause:
+@dataclasses.dataclass(frozen=True)
+class Unnest:
+    """A statement over ``unnest`` of one array per column, its arrays sent in binary.
+
+    In text format psycopg quotes every array element in Python (a regular
+    expression per value): 0.6 s of a 10,000-task bulk submit's 1.9 s. In
+    binary there is nothing to quote, but every element of an array must be
+    of one Python type, so each column's values are first made its type's
+    (an ``int`` in a float column, a ``Status`` in a text one).
+    """
+
+    sql: str
+    #: array parameter → what makes one of its values the column's Python type
+    coerce: dict[str, Callable[[Any], Any]]
+
+    def execute(self, conn: sa.Connection, arrays: dict[str, list[Any]]) -> Any:
+        params = {}
+        for name, values in arrays.items():
+            to = self.coerce[name]
+            params[name] = [None if v is None else to(v) for v in values]
+        return conn.exec_driver_sql(self.sql, params)
+
+
+def _text(v: Any) -> str:
+    return v if type(v) is str else v.value if isinstance(v, enum.Enum) else str(v)
+
+
+def _coercer(column: sa.Column[Any]) -> Callable[[Any], Any]:
+    t = column.type
+    if isinstance(t, (sa.Float, sa.Numeric)):
+        return float
+    if isinstance(t, sa.Integer):
+        return int
+    if isinstance(t, sa.Boolean):
+        return bool
+    return _text  # strings, and JSON sent as its text
+
+
+def unnest_insert(table: sa.Table, without: Collection[str] = ()) -> Unnest:
     """``INSERT ... SELECT * FROM unnest(:col1, :col2, ...)``: any number of rows as one short statement.
 
     PostgreSQL only. One array per column keeps the statement text the same
@@ -122,12 +162,13 @@ def unnest_insert(table: sa.Table, without: Collection[str] = ()) -> sa.TextClau
     """
     dialect = PGDialect()  # type: ignore[no-untyped-call]
     columns = [c for c in table.columns if c.name not in without]
-    casts = ", ".join(f"CAST(:{c.name} AS {_array_type(c, dialect)})" for c in columns)
+    casts = ", ".join(f"CAST(%({c.name})b AS {_array_type(c, dialect)})" for c in columns)
     names = ", ".join(c.name for c in columns)
     # In the arrays' order: a column left out (a serial key) is numbered as the rows come.
-    return sa.text(
+    return Unnest(
         f"INSERT INTO {table.name} ({names}) SELECT {names} FROM unnest({casts}) WITH ORDINALITY"
-        f" AS u({names}, _n) ORDER BY _n"
+        f" AS u({names}, _n) ORDER BY _n",
+        {c.name: _coercer(c) for c in columns},
     )
 
 
@@ -135,7 +176,7 @@ def _array_type(column: sa.Column[Any], dialect: PGDialect) -> str:
     return re.sub(r"[(][0-9]+[)]", "", column.type.compile(dialect=dialect)) + "[]"
 
 
-def unnest_update(table: sa.Table, keys: Sequence[str], unless_state_in: str) -> sa.TextClause:
+def unnest_update(table: sa.Table, keys: Sequence[str], unless_state_in: str) -> Unnest:
     """``UPDATE ... FROM unnest(:id, :col1, ...)``: one statement sets ``keys`` on any number of rows.
 
     PostgreSQL only, for the same reason as ``unnest_insert``: an executemany
@@ -146,11 +187,13 @@ def unnest_update(table: sa.Table, keys: Sequence[str], unless_state_in: str) ->
     """
     dialect = PGDialect()  # type: ignore[no-untyped-call]
     sets = ", ".join(f"{k} = v.{k}" for k in keys)
-    arrays = ", ".join(f"CAST(:{k} AS {_array_type(table.c[k], dialect)})" for k in keys)
+    arrays = ", ".join(f"CAST(%({k})b AS {_array_type(table.c[k], dialect)})" for k in keys)
     names = ", ".join(keys)
-    return sa.text(
-        f"UPDATE {table.name} AS t SET {sets} FROM unnest(CAST(:_id AS {_array_type(table.c.id, dialect)}), {arrays})"
-        f" AS v(_id, {names}) WHERE t.id = v._id AND t.state NOT IN ({unless_state_in})"
+    ids = f"CAST(%(_id)b AS {_array_type(table.c.id, dialect)})"
+    return Unnest(
+        f"UPDATE {table.name} AS t SET {sets} FROM unnest({ids}, {arrays})"
+        f" AS v(_id, {names}) WHERE t.id = v._id AND t.state NOT IN ({unless_state_in})",
+        {"_id": _text, **{k: _coercer(table.c[k]) for k in keys}},
     )
 
 

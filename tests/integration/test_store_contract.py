@@ -279,6 +279,29 @@ def test_many_tasks_changed_in_one_batch_keep_every_field_and_their_steps_in_ord
         assert [e.message for e in store.events(r.id)] == [f"half {i}", "done"]
 
 
+def test_a_batch_mixing_ints_and_floats_and_nulls_in_one_column_is_written_as_the_columns_type(store: Store) -> None:
+    """A float column given ``0`` by one task and ``0.5`` by the next; a text column given a ``Status``.
+
+    PostgreSQL sends a batch's columns as binary arrays, whose elements must be of one type.
+    """
+    records = [rec(progress=0, eta=None), rec(progress=12.5, eta=1e9), rec(priority=True, eta=2_000_000_000)]
+    store.insert(records)
+    assert [store.get(r.id).progress for r in records] == [0.0, 12.5, 0.0]  # type: ignore[union-attr]
+    assert [store.get(r.id).eta for r in records] == [None, 1e9, 2e9]  # type: ignore[union-attr]
+    changes = [
+        Change(records[0].id, {"progress": 50, "state": Status.PROCESSING, "lease_expires_at": None}),
+        Change(records[1].id, {"progress": 99.5, "state": "PROCESSING", "lease_expires_at": 5}),
+        Change(records[2].id, {"progress": 1, "state": Status.PROCESSING, "lease_expires_at": 7.25}),
+    ]
+    assert store.apply(changes) == {r.id for r in records}
+    got = [store.get(r.id) for r in records]
+    assert [(g.progress, g.state, g.lease_expires_at) for g in got] == [  # type: ignore[union-attr]
+        (50.0, Status.PROCESSING, None),
+        (99.5, Status.PROCESSING, 5.0),
+        (1.0, Status.PROCESSING, 7.25),
+    ]
+
+
 def test_a_batch_with_two_changes_of_one_task_applies_them_in_order(store: Store) -> None:
     """Not merged by a writer (a direct caller): the later change wins, as if written one after the other."""
     r, other = rec(), rec()
