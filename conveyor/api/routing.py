@@ -8,13 +8,19 @@ Starlette's redirect_slashes answers the other form with a 307, which
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
-__all__ = ["DirectRoute", "SlashRouter"]
+__all__ = ["DirectRoute", "SlashRouter", "direct"]
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    title = name.replace("_", " ").title()
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "title": title}}
 
 
 class SlashRouter(APIRouter):
@@ -43,8 +49,31 @@ class DirectRoute(APIRoute):
         params = list(inspect.signature(endpoint).parameters)
         if not inspect.iscoroutinefunction(endpoint) or len(params) != 1:
             raise TypeError(f"a DirectRoute's endpoint is async def {endpoint.__name__}(request) -> Response")
+        # The endpoint reads its path parameters from ``request.path_params``; the schema names
+        # them as FastAPI would have from a ``task_id: str`` argument.
+        extra = dict(kwargs.get("openapi_extra") or {})
+        declared = {p.get("name") for p in extra.get("parameters", [])}
+        found = [name for name in re.findall(r"{(\w+)(?::\w+)?}", path) if name not in declared]
+        if found:
+            extra["parameters"] = [*extra.get("parameters", []), *map(_path_parameter, found)]
+            kwargs["openapi_extra"] = extra
         super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
         return handler
+
+
+DirectEndpoint = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+def direct(
+    router: APIRouter, path: str, *, methods: list[str], **kwargs: Any
+) -> Callable[[DirectEndpoint], DirectEndpoint]:
+    """``@router.get(path, ...)`` for an endpoint served as a ``DirectRoute``."""
+
+    def register(endpoint: DirectEndpoint) -> DirectEndpoint:
+        router.add_api_route(path, endpoint, methods=methods, route_class_override=DirectRoute, **kwargs)
+        return endpoint
+
+    return register

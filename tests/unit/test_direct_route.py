@@ -58,3 +58,21 @@ def test_an_endpoint_with_dependencies_is_refused() -> None:
 
     with pytest.raises(TypeError, match="async def two"):
         DirectRoute("/y", two)
+
+
+def test_a_path_parameter_is_described_as_fastapi_describes_an_argument_of_that_name() -> None:
+    async def by_argument(task_id: str) -> dict[str, str]:
+        return {"task_id": task_id}
+
+    async def direct(request: Request) -> Response:
+        return Response(request.path_params["task_id"])
+
+    router = SlashRouter(prefix="/t")
+    router.add_api_route("/{task_id}/a/", by_argument, methods=["GET"])
+    router.add_api_route("/{task_id}/b/", direct, methods=["GET"], route_class_override=DirectRoute)
+    app = FastAPI()
+    app.include_router(router)
+    paths = app.openapi()["paths"]
+    assert paths["/t/{task_id}/b/"]["get"]["parameters"] == paths["/t/{task_id}/a/"]["get"]["parameters"]
+    with TestClient(app) as client:
+        assert client.get("/t/abc/b").text == "abc"
