@@ -456,7 +456,10 @@ class AsyncTaskManager:
         return await anyio.to_thread.run_sync(lambda: self._m.list(query))
 
     async def events(self, task_id: str, *, tenant: str | None = None, after_seq: int = 0) -> builtins.list[TaskEvent]:
-        return await anyio.to_thread.run_sync(lambda: self._m.events(task_id, tenant=tenant, after_seq=after_seq))
+        """The task's timeline after ``after_seq``, read on the loop where the store can (``Store.aevents``):
+        a live stream reads it on every change, and a thread hop each time queued a thousand streams."""
+        await self.get(task_id, tenant=tenant)
+        return await self._m.store.aevents(task_id, after_seq)
 
     async def wait(self, task_id: str, *, tenant: str | None = None, timeout: float | None = None) -> TaskRecord:
         deadline = None if timeout is None else time.monotonic() + timeout

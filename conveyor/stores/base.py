@@ -172,6 +172,10 @@ class Store(Protocol):
 
     def events(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]: ...
 
+    async def aevents(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
+        """``events`` for a caller on an event loop (a live stream), made as ``aget`` is."""
+        ...
+
     def cancel_waiting(self, task_id: str, at: float) -> TaskRecord | None:
         """PENDING or RETRY → CANCELLED in one step; None if the task was not waiting."""
 

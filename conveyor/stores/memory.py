@@ -94,6 +94,9 @@ class MemoryStore:
     def events(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
         return [e for e in self._events.get(task_id, []) if e.seq > after_seq]
 
+    async def aevents(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
+        return self.events(task_id, after_seq)
+
     def cancel_waiting(self, task_id: str, at: float) -> TaskRecord | None:
         with self._lock:
             r = self._tasks.get(task_id)

@@ -49,6 +49,15 @@ class AsyncReads:
 
     async def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """The first row of ``sql``; StoreError when the database is unreachable or too slow."""
+        row: tuple[Any, ...] | None = await self._read(sql, params, one=True)
+        return row
+
+    async def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Every row of ``sql``, as ``fetch_one``."""
+        rows: list[tuple[Any, ...]] = await self._read(sql, params, one=False)
+        return rows
+
+    async def _read(self, sql: str, params: tuple[Any, ...], *, one: bool) -> Any:
         loop = asyncio.get_running_loop()
         conns = self._loops.get(loop)
         if conns is None:
@@ -62,18 +71,18 @@ class AsyncReads:
         started = time.monotonic()
         try:
             try:
-                return await self._fetch(conns, sql, params)
+                return await self._fetch(conns, sql, params, one)
             except _Stale:
                 if time.monotonic() - started > STALE_CONNECTION_FAILS_WITHIN:
                     raise StoreError("database unavailable: connection lost") from None
             # The other idle connections date from before the restart too: once more, on a fresh one.
             while conns.idle:
                 _discard(conns.idle.pop())
-            return await self._fetch(conns, sql, params)
+            return await self._fetch(conns, sql, params, one)
         finally:
             conns.slots.release()
 
-    async def _fetch(self, conns: _LoopConnections, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    async def _fetch(self, conns: _LoopConnections, sql: str, params: tuple[Any, ...], one: bool) -> Any:
         import psycopg
 
         conn = conns.idle.pop() if conns.idle else None
@@ -90,7 +99,7 @@ class AsyncReads:
             # Not cancelled at its deadline: a cancelled psycopg wait asks the server to cancel the
             # query, which on a hung server blocks the loop for seconds. The connection is closed
             # first; the orphaned wait, cancelled then, has no query in flight left to cancel.
-            query = asyncio.ensure_future(_query(conn, sql, params))
+            query = asyncio.ensure_future(_query(conn, sql, params, one))
             try:
                 done, _ = await asyncio.wait({query}, timeout=self.deadlines.round_trip)
             finally:
@@ -132,10 +141,9 @@ class AsyncReads:
                 _discard(conn)
 
 
-async def _query(conn: Any, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+async def _query(conn: Any, sql: str, params: tuple[Any, ...], one: bool) -> Any:
     cursor = await conn.execute(sql, params, prepare=True)
-    row: tuple[Any, ...] | None = await cursor.fetchone()
-    return row
+    return await (cursor.fetchone() if one else cursor.fetchall())
 
 
 class _Stale(Exception):

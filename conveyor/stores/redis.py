@@ -251,6 +251,9 @@ class RedisStore:
         applied = self._call(pipe.execute)
         return {change.task_id for change, done in zip(changes, applied, strict=True) if done}
 
+    async def aevents(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
+        return await anyio.to_thread.run_sync(self.events, task_id, after_seq)
+
     def events(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
         out = []
         for raw in self._call(self.r.lrange, self._k("ev", task_id), 0, -1):

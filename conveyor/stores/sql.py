@@ -47,6 +47,11 @@ from conveyor.stores.sql_schema import row_from_record as _row
 
 _GET_SQL = f"SELECT {', '.join(COLUMNS)} FROM conveyor_tasks WHERE id = ?"
 _GET_SQL_PG = _GET_SQL.replace("?", "%s")
+_EVENTS_SQL = (
+    "SELECT seq, task_id, at, kind, state, progress, message FROM conveyor_task_events"
+    " WHERE task_id = ? AND seq > ? ORDER BY seq"
+)
+_EVENTS_SQL_PG = _EVENTS_SQL.replace("?", "%s")
 
 __all__ = ["VERSION_TABLE", "SqlStore", "create_engine_for", "metadata", "tasks_table", "upgrade"]
 
@@ -301,6 +306,21 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
         # psycopg decodes jsonb itself: the values are the record's as they are.
         return TaskRecord.from_dict(dict(zip(COLUMNS, row, strict=True))) if row is not None else None
 
+    async def aevents(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
+        """``events`` for an event loop, read as ``aget`` reads."""
+        if self.reads_inline:
+            try:
+                rows = self._raw_reader().execute(_EVENTS_SQL, (task_id, after_seq)).fetchall()
+            except sqlite3.Error as e:
+                raise StoreError(f"database unavailable: {outage_reason(e)}") from e
+        elif self.kind == "postgresql":
+            if self._async_reads is None:
+                self._async_reads = AsyncReads(self.url, self.deadlines)
+            rows = await self._async_reads.fetch_all(_EVENTS_SQL_PG, (task_id, after_seq))
+        else:
+            return await anyio.to_thread.run_sync(self.events, task_id, after_seq)
+        return [TaskEvent(t, at, Status(state), p, m, kind=kind, seq=seq) for seq, t, at, kind, state, p, m in rows]
+
     @property
     def reads_inline(self) -> bool:
         """A read of one record is cheaper than a hop to a worker thread, so ``aget`` makes it on the
@@ -310,14 +330,8 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
     def _get_raw(self, task_id: str) -> TaskRecord | None:
         """One record through this thread's own read connection and pre-rendered SQL: SQLAlchemy's
         compile, pool checkout and row processing cost several times SQLite's own read."""
-        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
         try:
-            if conn is None:
-                wait = self.deadlines.statement
-                conn = sqlite3.connect(self._read_path or "", timeout=wait, check_same_thread=False)
-                conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
-                self._readers.conn = conn
-            row = conn.execute(_GET_SQL, (task_id,)).fetchone()
+            row = self._raw_reader().execute(_GET_SQL, (task_id,)).fetchone()
         except sqlite3.Error as e:
             raise StoreError(f"database unavailable: {outage_reason(e)}") from e
         if row is None:
@@ -328,6 +342,16 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
             if isinstance(values[name], str | bytes):
                 values[name] = json.loads(values[name])
         return TaskRecord.from_dict(values)
+
+    def _raw_reader(self) -> sqlite3.Connection:
+        """This thread's own read connection to the SQLite file (opened on first use)."""
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            wait = self.deadlines.statement
+            conn = sqlite3.connect(self._read_path or "", timeout=wait, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+            self._readers.conn = conn
+        return conn
 
     def cancel_waiting(self, task_id: str, at: float) -> TaskRecord | None:
         t = tasks_table.c

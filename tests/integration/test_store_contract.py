@@ -91,6 +91,27 @@ def test_a_read_from_an_event_loop_is_the_same_record(store: Store, result: obje
     assert unknown is None
 
 
+def test_a_timeline_read_from_an_event_loop_is_the_same_timeline(store: Store) -> None:
+    """``aevents`` (live streams, on every change) answers what ``events`` does, after any step."""
+    import asyncio
+
+    r = rec()
+    store.insert([r])
+    store.apply(
+        [
+            Change(r.id, {"progress": 50.0}, [TaskEvent(r.id, 1.0, Status.PROCESSING, 50.0, "half", kind="progress")]),
+            Change(r.id, {"state": Status.SUCCESS}, [TaskEvent(r.id, 2.0, Status.SUCCESS, 100.0, "done")]),
+        ]
+    )
+    every = store.events(r.id)
+    assert [e.message for e in every] == ["half", "done"]
+
+    async def read() -> tuple[list[TaskEvent], list[TaskEvent], list[TaskEvent]]:
+        return await store.aevents(r.id), await store.aevents(r.id, every[0].seq), await store.aevents("no-such-id")
+
+    assert asyncio.run(read()) == (every, every[1:], [])
+
+
 def test_get_many_returns_the_known_ids_and_skips_the_rest(store: Store) -> None:
     """Every field read back as written, in any order; unknown ids are simply absent."""
     a, b = rec(params={"i": 1}), rec(params={"i": 2}, state=Status.SUCCESS, result={"ok": True})

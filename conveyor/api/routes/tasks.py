@@ -446,7 +446,9 @@ async def task_events(task_id: str, request: Request, app: App, caller: Who) -> 
                 break
             await subscription.changed(poll)
             try:
-                events = await app.manager.aio.events(task_id, tenant=tenant, after_seq=last_seq)
+                # The task is the caller's (the first read said so, and a task keeps its tenant):
+                # on each change only its new steps are read, not its ownership again.
+                events = await app.store.aevents(task_id, last_seq)
                 if any(e.kind == "state" for e in events) or not events:
                     record = await app.manager.aio.get(task_id, tenant=tenant)
             except Exception:
