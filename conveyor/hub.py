@@ -59,6 +59,10 @@ class EventHub:
         self._async: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._any: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._subs: dict[str, set[Subscription]] = {}
+        #: publishes so far; the last one that named each subscribed task, and the last that named all
+        self._published = 0
+        self._changed: dict[str, int] = {}
+        self._all_changed = 0
 
     def publish(self, task_ids: Iterable[str] | None) -> None:
         """Wake whoever waits on ``task_ids``; ``None``: everyone (changes may have been missed)."""
@@ -66,18 +70,30 @@ class EventHub:
             if not self._sync and not self._async and not self._any and not self._subs:
                 return
             ids = list(self._sync.keys() | self._async.keys() | self._subs.keys()) if task_ids is None else task_ids
+            self._published += 1
+            if task_ids is None:
+                self._all_changed = self._published
             wake_sync: list[threading.Event] = []
             wake_async: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = list(self._any)
             for task_id in ids:
                 wake_sync.extend(self._sync.get(task_id, ()))
                 wake_async.extend(self._async.get(task_id, ()))
-                for sub in self._subs.get(task_id, ()):
-                    sub._notify(task_id)
+                subs = self._subs.get(task_id)
+                if subs:
+                    self._changed[task_id] = self._published
+                    for sub in subs:
+                        sub._notify(task_id)
         for ev in wake_sync:
             ev.set()
         for loop, aev in wake_async:
             with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(aev.set)
+
+    def version(self, task_id: str) -> int:
+        """The last publish that named this subscribed task (or every task): a read begun once the
+        version is ``v`` sees every change published up to ``v`` (a change is published after it is
+        written). Only subscribed tasks are counted."""
+        return max(self._changed.get(task_id, 0), self._all_changed)
 
     def watched(self, task_id: str) -> bool:
         """Does anyone here wait on this task? (Read without the lock: a stale answer costs one interval.)"""
@@ -99,6 +115,9 @@ class EventHub:
     def _unsubscribe(self, sub: Subscription) -> None:
         for task_id in sub.task_ids:
             self._discard(self._subs, task_id, sub)
+            with self._lock:
+                if task_id not in self._subs:
+                    self._changed.pop(task_id, None)  # watched again later: numbered from later publishes
 
     @contextlib.contextmanager
     def watch(self, task_id: str) -> Iterator[threading.Event]:

@@ -15,6 +15,7 @@ from conveyor.api.errors import install_error_handlers
 from conveyor.api.guard import InputGuardMiddleware
 from conveyor.api.limits import BodyLimitMiddleware, TenantLimits
 from conveyor.api.routes import batch, session, stats, system, task_types, tasks, workloads
+from conveyor.api.shared_reads import SharedReads
 from conveyor.app import Conveyor
 
 __all__ = ["create_app"]
@@ -53,6 +54,7 @@ def create_app(conveyor: Conveyor | None = None, *, manage: bool = True, schedul
     app.state.conveyor = conveyor
     settings = conveyor.settings
     app.state.limits = TenantLimits(settings.tenant_rate, settings.tenant_burst, settings.tenant_max_streams)
+    app.state.shared_reads = SharedReads(conveyor.store, conveyor.hub)
     accesslog.install()
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=conveyor.settings.max_body_bytes)

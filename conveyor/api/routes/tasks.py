@@ -31,6 +31,7 @@ from conveyor.api.schemas import (
     json_response,
     public_error,
 )
+from conveyor.api.shared_reads import SharedReads
 from conveyor.errors import InvalidParams, RequestError, TaskNotFound, UnknownTaskType, UnsupportedMediaType
 from conveyor.records import Status, TaskRecord
 from conveyor.stores.base import TaskQuery
@@ -411,6 +412,7 @@ async def task_events(task_id: str, request: Request, app: App, caller: Who) -> 
     tenant = caller.tenant
     first = await app.manager.aio.get(task_id, tenant=tenant)  # 404 before the stream opens
     poll = STREAM_POLL if app.hears_every_change else REMOTE_POLL
+    reads: SharedReads = request.app.state.shared_reads
     release = stream_slot(request, caller)
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
@@ -447,10 +449,14 @@ async def task_events(task_id: str, request: Request, app: App, caller: Who) -> 
             await subscription.changed(poll)
             try:
                 # The task is the caller's (the first read said so, and a task keeps its tenant):
-                # on each change only its new steps are read, not its ownership again.
-                events = await app.store.aevents(task_id, last_seq)
+                # on each change only its new steps are read, in one read shared by every stream
+                # the change woke (``shared_reads.py``).
+                events = await reads.events(task_id, last_seq)
                 if any(e.kind == "state" for e in events) or not events:
-                    record = await app.manager.aio.get(task_id, tenant=tenant)
+                    fresh = await reads.record(task_id)
+                    if fresh is None:
+                        return  # removed meanwhile (its result expired)
+                    record = fresh
             except Exception:
                 return
         if record.finished:
