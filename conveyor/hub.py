@@ -113,11 +113,14 @@ class EventHub:
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
-        for task_id in sub.task_ids:
-            self._discard(self._subs, task_id, sub)
-            with self._lock:
-                if task_id not in self._subs:
-                    self._changed.pop(task_id, None)  # watched again later: numbered from later publishes
+        with self._lock:
+            for task_id in sub.task_ids:
+                subs = self._subs.get(task_id)
+                if subs is not None:
+                    subs.discard(sub)
+                    if not subs:
+                        del self._subs[task_id]
+                        self._changed.pop(task_id, None)  # watched again later: numbered from later publishes
 
     @contextlib.contextmanager
     def watch(self, task_id: str) -> Iterator[threading.Event]:

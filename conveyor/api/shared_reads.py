@@ -48,19 +48,18 @@ class SharedReads:
     async def events(self, task_id: str, after_seq: int) -> list[TaskEvent]:
         """``store.aevents``, shared."""
         found: list[TaskEvent] = await self._shared(
-            ("events", task_id, after_seq), lambda: self.store.aevents(task_id, after_seq)
+            task_id, ("events", after_seq), lambda: self.store.aevents(task_id, after_seq)
         )
         return found
 
     async def record(self, task_id: str) -> TaskRecord | None:
         """``store.aget``, shared."""
-        found: TaskRecord | None = await self._shared(("record", task_id), lambda: self.store.aget(task_id))
+        found: TaskRecord | None = await self._shared(task_id, ("record",), lambda: self.store.aget(task_id))
         return found
 
-    async def _shared(self, key: tuple[Any, ...], read: Callable[[], Awaitable[Any]]) -> Any:
-        loop = asyncio.get_running_loop()
-        key = (loop, *key)
-        version = self.hub.version(key[2])
+    async def _shared(self, task_id: str, what: tuple[Any, ...], read: Callable[[], Awaitable[Any]]) -> Any:
+        key = (asyncio.get_running_loop(), task_id, *what)
+        version = self.hub.version(task_id)
         now = time.monotonic()
         known = self._reads.get(key)
         if known is None or known.version < version or now - known.started > MAX_AGE:

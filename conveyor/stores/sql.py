@@ -35,8 +35,10 @@ from conveyor.stores.sql_leases import SqlLeases
 from conveyor.stores.sql_reports import SqlReports
 from conveyor.stores.sql_schema import (
     COLUMNS,
+    EVENT_COLUMNS,
     VERSION_TABLE,
     create_engine_for,
+    event_from_row,
     events_table,
     metadata,
     tasks_table,
@@ -47,10 +49,7 @@ from conveyor.stores.sql_schema import row_from_record as _row
 
 _GET_SQL = f"SELECT {', '.join(COLUMNS)} FROM conveyor_tasks WHERE id = ?"
 _GET_SQL_PG = _GET_SQL.replace("?", "%s")
-_EVENTS_SQL = (
-    "SELECT seq, task_id, at, kind, state, progress, message FROM conveyor_task_events"
-    " WHERE task_id = ? AND seq > ? ORDER BY seq"
-)
+_EVENTS_SQL = f"SELECT {', '.join(EVENT_COLUMNS)} FROM {events_table.name} WHERE task_id = ? AND seq > ? ORDER BY seq"
 _EVENTS_SQL_PG = _EVENTS_SQL.replace("?", "%s")
 
 __all__ = ["VERSION_TABLE", "SqlStore", "create_engine_for", "metadata", "tasks_table", "upgrade"]
@@ -319,7 +318,7 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
             rows = await self._async_reads.fetch_all(_EVENTS_SQL_PG, (task_id, after_seq))
         else:
             return await anyio.to_thread.run_sync(self.events, task_id, after_seq)
-        return [TaskEvent(t, at, Status(state), p, m, kind=kind, seq=seq) for seq, t, at, kind, state, p, m in rows]
+        return [event_from_row(row) for row in rows]
 
     @property
     def reads_inline(self) -> bool:

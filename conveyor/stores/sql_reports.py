@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from conveyor.records import FINAL_STATES, UNFINISHED_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import Page, QueueStats, TaskQuery, Throughput, throughput_from_counts
-from conveyor.stores.sql_schema import events_table, tasks_table
+from conveyor.stores.sql_schema import event_from_row, events_table, tasks_table
 from conveyor.stores.sql_schema import record_from_row as _record
 
 __all__ = ["SqlReports", "lapsed_holder"]
@@ -156,6 +156,4 @@ class SqlReports:
             rows = conn.execute(
                 events_table.select().where(e.task_id == task_id, e.seq > after_seq).order_by(e.seq)
             ).all()
-        return [
-            TaskEvent(r.task_id, r.at, Status(r.state), r.progress, r.message, kind=r.kind, seq=r.seq) for r in rows
-        ]
+        return [event_from_row(r) for r in rows]

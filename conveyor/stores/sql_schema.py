@@ -7,7 +7,7 @@ brings a database to the newest revision of the core and of each workload.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
-from conveyor.records import RECORD_FIELDS, Status, TaskRecord
+from conveyor.records import RECORD_FIELDS, Status, TaskEvent, TaskRecord
 from conveyor.stores.deadlines import Deadlines, pg_connect, pg_connect_args, unbounded
 
 __all__ = [
@@ -79,6 +79,17 @@ events_table = sa.Table(
     sa.Column("progress", sa.Float, nullable=False),
     sa.Column("message", sa.Text, nullable=False),
 )
+
+
+#: the events table's column names, in order (``event_from_row`` reads a row of them)
+EVENT_COLUMNS = [c.name for c in events_table.columns]
+assert EVENT_COLUMNS == ["seq", "task_id", "at", "kind", "state", "progress", "message"]
+
+
+def event_from_row(row: Sequence[Any]) -> TaskEvent:
+    """A timeline step from a row of ``EVENT_COLUMNS`` (SQLAlchemy's, psycopg's or sqlite3's)."""
+    seq, task_id, at, kind, state, progress, message = row
+    return TaskEvent(task_id, at, Status(state), progress, message, kind=kind, seq=seq)
 
 
 #: the tasks table's column names, in order

@@ -7,6 +7,8 @@ import itertools
 import time
 from pathlib import Path
 
+import pytest
+
 from conveyor import Status
 from conveyor.errors import InvalidTransition
 from conveyor.executors.local.lanes import FairLine, lane_sizes
@@ -73,11 +75,20 @@ def _until_started(marks: str, task_id: str) -> None:
         time.sleep(0.01)
 
 
-def test_a_busy_worker_is_handed_its_next_task_just_before_it_is_free(make_app: AppFactory, tmp_path: Path) -> None:
-    """A task another tenant submits while a flood task runs is the next one to start, not the one after."""
+@pytest.mark.parametrize("pings_before", [0, 40], ids=["one-kind", "after-many-short-tasks"])
+def test_a_busy_worker_is_handed_its_next_task_just_before_it_is_free(
+    make_app: AppFactory, tmp_path: Path, pings_before: int
+) -> None:
+    """A task another tenant submits while a flood task runs is the next one to start, not the one after.
+
+    After many short tasks the lane's average run is below a start write; the long task's own
+    average still says when it ends.
+    """
     app = make_app(concurrency=1, prefetch=2, workloads=WORKLOADS)
     m = app.manager
     marks = str(tmp_path / "marks")
+    for _ in range(pings_before):
+        assert m.wait(m.submit("system.ping"), timeout=30).state is Status.SUCCESS
     flood = [m.submit("lanes.touch", path=marks, seconds=0.6, tenant="flood") for _ in range(3)]
     # The second flood task is running: its start was chosen when the first ended (one run of the
     # type taught the pool how long it takes; the third is chosen just before the second ends).

@@ -31,6 +31,8 @@ MAX_HELD = 32
 #: a busy worker's next task is chosen this long (beyond two start writes) before its running one
 #: is expected to end
 TOP_UP_SLACK = 0.002
+#: what a task type's first run is taken to last (seconds), before one has been timed
+FIRST_RUN = 1.0
 
 
 def lane_sizes(configured: Mapping[str, int], declared: Iterable[str], concurrency: int) -> dict[str, int]:
@@ -116,16 +118,15 @@ class Lane:
     workers: list[WorkerProcess] = field(default_factory=list)
     #: moving averages: seconds from staging a task to its start being written, and of a task's run
     write_seconds: float = 0.0
-    task_seconds: float = 1.0
+    task_seconds: float = FIRST_RUN
+    #: the run's moving average per task type (a lane's short and long tasks differ by orders)
+    type_seconds: dict[str, float] = field(default_factory=dict)
 
     def live_workers(self) -> list[WorkerProcess]:
         return [w for w in self.workers if not w.dead]
 
     def wrote_start(self, seconds: float) -> None:
         self.write_seconds = 0.8 * self.write_seconds + 0.2 * seconds
-
-    #: the same moving average per task type (a lane's short and long tasks differ by orders)
-    type_seconds: dict[str, float] = field(default_factory=dict)
 
     def ran(self, seconds: float, task_type: str | None = None) -> None:
         self.task_seconds = 0.8 * self.task_seconds + 0.2 * seconds
@@ -141,15 +142,17 @@ class Lane:
         another tenant submits meanwhile is the one chosen. A task handed out
         early waits behind the running one, and a task submitted after it
         waits behind both: under a flood of 20 ms tasks, that was another
-        tenant's ping waiting ~35 ms instead of ~20. ``running``: the running
-        task's type, whose own moving average says when it ends.
+        tenant's ping waiting ~35 ms instead of ~20. ``running``: the type of
+        the worker's first task (running, or having its start written), whose
+        own moving average says when it ends.
         """
         lead = 2 * self.write_seconds + TOP_UP_SLACK
-        if self.task_seconds <= lead:
-            return 0.0
+        # A type not seen yet is taken as long: its first task alone may wait for one write.
+        expected = self.type_seconds.get(running, FIRST_RUN) if running is not None else FIRST_RUN
+        if expected <= lead:
+            return 0.0  # shorter than its successor's start write: no time to lose
         if w.running_since is None:
             return math.inf  # its next task is being written; decided again once that one starts
-        expected = self.type_seconds.get(running, self.task_seconds) if running is not None else self.task_seconds
         return w.running_since + expected - lead
 
     def held_per_worker(self, prefetch: int) -> int:

@@ -198,8 +198,9 @@ class LaneScheduler:
                     if w.load != depth:
                         continue
                     if depth:
-                        running = self._owned.get(w.queue[0]) if w.queue else None
-                        due = lane.top_up_at(w, running.record.type if running else None)
+                        head = w.queue[0] if w.queue else w.staged[0]
+                        first = self._owned.get(head)
+                        due = lane.top_up_at(w, first.record.type if first else None)
                         if due > t_mono:
                             self._next_top_up = min(self._next_top_up, due)
                             continue
