@@ -28,6 +28,7 @@ from conveyor.errors import InvalidParams, StoreError, outage_reason
 from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import DuplicateTask
 from conveyor.stores.deadlines import STALE_CONNECTION_FAILS_WITHIN, Deadlines
+from conveyor.stores.fork_guard import Guard
 from conveyor.stores.pg_reads import AsyncReads
 from conveyor.stores.sql_changes import JSON_COLUMNS, SqlChanges, raw_value
 from conveyor.stores.sql_commit import GroupCommit, Unnest, unnest_insert, unnest_params
@@ -81,9 +82,11 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
         self._migrate = migrate
         # SQLite has one writer at a time and its busy handler sleeps in
         # growing steps; queueing our own writers on a lock is much faster.
+        # Both are fork guards: a fork waits for a write or a checkpoint in flight (fork_guard.py).
         self._write_lock: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if self.kind == "sqlite" else contextlib.nullcontext()
+            Guard(rank=1) if self.kind == "sqlite" else contextlib.nullcontext()
         )
+        self._checkpoint_lock = Guard(rank=0)
         self._update_cache: dict[tuple[str, ...], sa.Update] = {}
         self._unnest_cache: dict[tuple[str, ...], Unnest] = {}
         # SQLite writes go through one DBAPI connection with pre-rendered SQL:
@@ -173,19 +176,20 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
         conn: Any = None
         while not self._checkpoint_stop.wait(interval):
             try:
-                if conn is None:
-                    conn = self.engine.raw_connection()
-                cur = conn.cursor()
-                cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                _busy, wal_pages, _done = cur.fetchone()
-                cur.close()
-                # A WAL that PASSIVE could never finish keeps growing; reset it
-                # once it is large, while holding off our own writers briefly.
-                if wal_pages > 50_000:
-                    with self._write_lock:
-                        cur = conn.cursor()
-                        cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                        cur.close()
+                with self._checkpoint_lock:
+                    if conn is None:
+                        conn = self.engine.raw_connection()
+                    cur = conn.cursor()
+                    cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _busy, wal_pages, _done = cur.fetchone()
+                    cur.close()
+                    # A WAL that PASSIVE could never finish keeps growing; reset it
+                    # once it is large, while holding off our own writers briefly.
+                    if wal_pages > 50_000:
+                        with self._write_lock:
+                            cur = conn.cursor()
+                            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                            cur.close()
             except Exception as e:  # the next round tries again
                 log.debug("checkpoint failed: %s", e)
                 conn = None
