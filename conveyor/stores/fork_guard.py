@@ -11,16 +11,32 @@ takes every guard before a fork and gives it back after it, in the parent
 and in the child. A guard not free within ``FORK_WAIT`` seconds is passed
 over, so that a fork made while its own thread holds one goes on (at the old
 risk) instead of hanging.
+
+A child also inherits SQLite's record of the locks its parent's connections
+hold on each database file (one record per file and process, in the library).
+A connection the child opens finds that record, believes the locks already
+taken and takes none: its reads hold no real lock, and the parent may
+checkpoint, truncate or delete the WAL under them ("disk I/O error" in a
+local worker's document ingestion, seen in CI). Every SQLite connection
+Conveyor opens is a :class:`SQLiteConnection`; the first one a forked child
+opens closes the copies it inherited, so the record starts afresh with the
+child's own locks. (Closing a copy that was inside a write at the fork rolls
+it back, which touches the WAL index the parent shares: the store's own writes
+never are, since a fork waits for them; a write outside them, a workload's
+own, at the very moment of a fork is the risk left.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import threading
 import weakref
 from types import TracebackType
+from typing import Any
 
-__all__ = ["FORK_WAIT", "Guard"]
+__all__ = ["FORK_WAIT", "Guard", "SQLiteConnection"]
 
 #: the longest a fork waits for one guard (seconds)
 FORK_WAIT = 5.0
@@ -60,3 +76,45 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
+
+
+_connections: weakref.WeakSet[SQLiteConnection] = weakref.WeakSet()
+_connections_lock = threading.Lock()
+#: the process whose inherited connections are already forgotten
+_checked_pid = os.getpid()
+
+
+class SQLiteConnection(sqlite3.Connection):
+    """A SQLite connection (``sqlite3.connect(..., factory=SQLiteConnection)``) that a fork's child
+    does not share: the first one opened in a child closes the ones inherited from its parent."""
+
+    def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
+        forget_inherited()
+        super().__init__(database, *args, **kwargs)
+        self.pid = os.getpid()
+        # An in-memory database has no file locks; its copy is the child's only copy of it.
+        name = str(database)
+        self.on_file = name not in ("", ":memory:") and "mode=memory" not in name
+        with _connections_lock:
+            _connections.add(self)
+
+
+def forget_inherited() -> int:
+    """Close this process's copies of the file connections an ancestor opened; how many were closed."""
+    global _checked_pid
+    pid = os.getpid()
+    if pid == _checked_pid:
+        return 0
+    with _connections_lock:
+        _checked_pid = pid
+        inherited = [c for c in _connections if c.pid != pid]
+        for conn in inherited:
+            _connections.discard(conn)
+    closed = 0
+    for conn in inherited:
+        if not conn.on_file:
+            continue
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+            closed += 1
+    return closed

@@ -28,7 +28,7 @@ from conveyor.errors import InvalidParams, StoreError, outage_reason
 from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import DuplicateTask
 from conveyor.stores.deadlines import STALE_CONNECTION_FAILS_WITHIN, Deadlines
-from conveyor.stores.fork_guard import Guard
+from conveyor.stores.fork_guard import Guard, SQLiteConnection
 from conveyor.stores.pg_reads import AsyncReads
 from conveyor.stores.sql_changes import JSON_COLUMNS, SqlChanges, raw_value
 from conveyor.stores.sql_commit import GroupCommit, Unnest, unnest_insert, unnest_params
@@ -351,7 +351,9 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
         conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
         if conn is None:
             wait = self.deadlines.statement
-            conn = sqlite3.connect(self._read_path or "", timeout=wait, check_same_thread=False)
+            conn = sqlite3.connect(
+                self._read_path or "", timeout=wait, check_same_thread=False, factory=SQLiteConnection
+            )
             conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
             self._readers.conn = conn
         return conn

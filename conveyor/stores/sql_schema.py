@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from conveyor.records import RECORD_FIELDS, Status, TaskEvent, TaskRecord
 from conveyor.stores.deadlines import Deadlines, pg_connect, pg_connect_args, unbounded
+from conveyor.stores.fork_guard import SQLiteConnection
 
 __all__ = [
     "MIGRATIONS",
@@ -156,9 +157,9 @@ def create_engine_for(url: str, deadlines: Deadlines | None = None, **options: A
         sizes: dict[str, Any] = (
             {"pool_size": SQLITE_POOL, "max_overflow": 64, "pool_timeout": deadlines.pool} if pooled else {}
         )
-        engine = sa.create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": deadlines.statement}, **sizes
-        )
+        # Every connection is a SQLiteConnection, which a forked child does not share (fork_guard.py).
+        connect = {"check_same_thread": False, "timeout": deadlines.statement, "factory": SQLiteConnection}
+        engine = sa.create_engine(url, connect_args=connect, **sizes)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from conveyor import Settings
 from conveyor.stores import fork_guard, open_store
-from conveyor.stores.fork_guard import Guard
+from conveyor.stores.fork_guard import Guard, SQLiteConnection
 
 
 def _fork_and_time() -> float:
@@ -58,3 +59,86 @@ def test_a_fork_made_while_its_own_thread_holds_a_guard_goes_on_after_the_wait(
     with guard:
         assert _fork_and_time() < 2.0
     assert not guard.locked()
+
+
+def _wal_survives_the_parents_last_close(tmp_path: Path, factory: type[sqlite3.Connection]) -> bool:
+    """A parent thread reads at the fork; the child then opens its own connection and reads.
+
+    While the child's read is open, the parent closes every connection it has. A last close that
+    can take the file's exclusive lock checkpoints and deletes the WAL, so the WAL survives only
+    if the child's read really holds its lock.
+    """
+    path = str(tmp_path / "f.db")
+    main = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=factory)
+    main.execute("PRAGMA journal_mode=WAL")
+    main.execute("CREATE TABLE t (x)")
+    main.execute("INSERT INTO t VALUES (1)")
+    reading, release = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=factory)
+        conn.execute("BEGIN")
+        conn.execute("SELECT * FROM t").fetchall()
+        reading.set()
+        release.wait(10)
+        conn.execute("COMMIT")
+        conn.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    reading.wait(10)
+    child_reads_r, child_reads_w = os.pipe()
+    parent_done_r, parent_done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, factory=factory)
+            conn.execute("BEGIN")
+            conn.execute("SELECT * FROM t").fetchall()
+            os.write(child_reads_w, b"r")
+            os.read(parent_done_r, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    os.read(child_reads_r, 1)
+    release.set()
+    thread.join()
+    main.execute("INSERT INTO t VALUES (2)")
+    main.close()
+    survived = os.path.exists(path + "-wal")
+    os.write(parent_done_w, b"d")
+    os.waitpid(pid, 0)
+    for fd in (child_reads_r, child_reads_w, parent_done_r, parent_done_w):
+        os.close(fd)
+    return survived
+
+
+def test_a_forked_childs_sqlite_connection_holds_real_locks(tmp_path: Path) -> None:
+    assert _wal_survives_the_parents_last_close(tmp_path, SQLiteConnection)
+
+
+def test_without_forgetting_the_inherited_connections_the_childs_read_holds_no_lock(tmp_path: Path) -> None:
+    """The hazard itself, so that the test above keeps meaning something if SQLite changes."""
+    assert not _wal_survives_the_parents_last_close(tmp_path, sqlite3.Connection)
+
+
+def test_the_stores_connections_are_forgotten_in_a_child_and_stay_open_in_the_parent(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    store.open()
+    try:
+        assert store.get("none") is None  # a pooled connection of the store now exists
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(w, bytes([min(fork_guard.forget_inherited(), 255), fork_guard.forget_inherited()]))
+            os._exit(0)
+        closed, again = os.read(r, 2)
+        os.waitpid(pid, 0)
+        os.close(r)
+        os.close(w)
+        assert closed >= 1
+        assert again == 0  # once per process
+        assert store.get("none") is None  # the parent's connections are untouched
+    finally:
+        store.close()
