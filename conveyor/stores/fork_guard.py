@@ -8,7 +8,10 @@ in ``sqlite3Malloc``), forked while the store's checkpoint thread ran. The
 threads that use SQLite in the background (the writer's writes, the
 checkpointer) hold a :class:`Guard` while they do; ``os.register_at_fork``
 takes every guard before a fork and gives it back after it, in the parent
-and in the child. A guard not free within ``FORK_WAIT`` seconds is passed
+and in the child. Every other use of a SQLite connection (a read in a request's thread
+or on the event loop, a workload's query) holds :data:`IN_USE`, a guard many
+threads hold at once: a fork waits until none holds it, and new holders wait
+for the fork. A guard not free within ``FORK_WAIT`` seconds is passed
 over, so that a fork made while its own thread holds one goes on (at the old
 risk) instead of hanging.
 
@@ -29,6 +32,7 @@ own, at the very moment of a fork is the risk left.)
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -36,10 +40,12 @@ import weakref
 from types import TracebackType
 from typing import Any
 
-__all__ = ["FORK_WAIT", "Guard", "SQLiteConnection"]
+__all__ = ["FORK_WAIT", "IN_USE", "Guard", "SQLiteConnection", "SharedGuard"]
 
 #: the longest a fork waits for one guard (seconds)
 FORK_WAIT = 5.0
+
+log = logging.getLogger("conveyor.stores")
 
 _guards: weakref.WeakSet[Guard] = weakref.WeakSet()
 _taken = threading.local()
@@ -65,17 +71,93 @@ class Guard:
         return self._lock.locked()
 
 
+class SharedGuard:
+    """A guard that many threads hold at once; a fork waits until none does, new holders wait for the fork.
+
+    Holders do not nest it on purpose: one that takes it again while a fork waits waits with it, for
+    ``FORK_WAIT`` at most. Taken and given back by different threads is fine (a pooled connection may
+    be checked in by the thread that finalizes it).
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._holders = 0
+        self._forking = False
+
+    def __enter__(self) -> SharedGuard:
+        self.enter()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.leave()
+
+    def enter(self) -> None:
+        with self._cond:
+            if self._forking:
+                self._cond.wait_for(lambda: not self._forking, FORK_WAIT)
+            self._holders += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._holders -= 1
+            if self._holders <= 0:
+                self._cond.notify_all()
+
+    @property
+    def holders(self) -> int:
+        return self._holders
+
+    def _before_fork(self) -> bool:
+        with self._cond:
+            self._forking = True
+            return self._cond.wait_for(lambda: self._holders <= 0, FORK_WAIT)
+
+    def _after_fork_in_parent(self) -> None:
+        with self._cond:
+            self._forking = False
+            self._cond.notify_all()
+
+
+#: held by every use of a SQLite connection outside the store's own guarded writes
+IN_USE = SharedGuard()
+
+
 def _before_fork() -> None:
-    _taken.guards = [g for g in sorted(_guards, key=lambda g: g.rank) if g._lock.acquire(timeout=FORK_WAIT)]
+    guards = sorted(_guards, key=lambda g: g.rank)
+    _taken.guards = [g for g in guards if g._lock.acquire(timeout=FORK_WAIT)]
+    idle = IN_USE._before_fork()
+    if len(_taken.guards) < len(guards) or not idle:
+        # Only logged: the child may hang at its first SQLite call or hold no real lock.
+        log.warning(
+            "fork after waiting %.0fs for SQLite: %d of %d guards free, %d connections still in use",
+            FORK_WAIT,
+            len(_taken.guards),
+            len(guards),
+            IN_USE.holders,
+        )
 
 
-def _after_fork() -> None:
+def _after_fork_in_parent() -> None:
+    IN_USE._after_fork_in_parent()
+    _give_back()
+
+
+def _after_fork_in_child() -> None:
+    # The threads that held it are not in the child; its lock may have been copied held.
+    IN_USE._reset()
+    _give_back()
+
+
+def _give_back() -> None:
     for guard in getattr(_taken, "guards", ()):
         guard._lock.release()
     _taken.guards = []
 
 
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
 _connections: weakref.WeakSet[SQLiteConnection] = weakref.WeakSet()

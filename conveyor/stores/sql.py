@@ -28,7 +28,7 @@ from conveyor.errors import InvalidParams, StoreError, outage_reason
 from conveyor.records import FINAL_STATES, Status, TaskEvent, TaskRecord
 from conveyor.stores.base import DuplicateTask
 from conveyor.stores.deadlines import STALE_CONNECTION_FAILS_WITHIN, Deadlines
-from conveyor.stores.fork_guard import Guard, SQLiteConnection
+from conveyor.stores.fork_guard import IN_USE, Guard, SQLiteConnection
 from conveyor.stores.pg_reads import AsyncReads
 from conveyor.stores.sql_changes import JSON_COLUMNS, SqlChanges, raw_value
 from conveyor.stores.sql_commit import GroupCommit, Unnest, unnest_insert, unnest_params
@@ -179,6 +179,7 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
                 with self._checkpoint_lock:
                     if conn is None:
                         conn = self.engine.raw_connection()
+                        conn.detach()  # kept for good, under the checkpoint guard
                     cur = conn.cursor()
                     cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
                     _busy, wal_pages, _done = cur.fetchone()
@@ -221,6 +222,7 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
             try:
                 if self._raw is None:
                     self._raw = self.engine.raw_connection()
+                    self._raw.detach()  # kept for good, under the write guard
                 cur = self._raw.cursor()
                 try:
                     yield cur
@@ -313,7 +315,8 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
         """``events`` for an event loop, read as ``aget`` reads."""
         if self.reads_inline:
             try:
-                rows = self._raw_reader().execute(_EVENTS_SQL, (task_id, after_seq)).fetchall()
+                with IN_USE:
+                    rows = self._raw_reader().execute(_EVENTS_SQL, (task_id, after_seq)).fetchall()
             except sqlite3.Error as e:
                 raise StoreError(f"database unavailable: {outage_reason(e)}") from e
         elif self.kind == "postgresql":
@@ -334,7 +337,8 @@ class SqlStore(SqlChanges, SqlLeases, SqlReports):
         """One record through this thread's own read connection and pre-rendered SQL: SQLAlchemy's
         compile, pool checkout and row processing cost several times SQLite's own read."""
         try:
-            row = self._raw_reader().execute(_GET_SQL, (task_id,)).fetchone()
+            with IN_USE:
+                row = self._raw_reader().execute(_GET_SQL, (task_id,)).fetchone()
         except sqlite3.Error as e:
             raise StoreError(f"database unavailable: {outage_reason(e)}") from e
         if row is None:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from conveyor.records import RECORD_FIELDS, Status, TaskEvent, TaskRecord
 from conveyor.stores.deadlines import Deadlines, pg_connect, pg_connect_args, unbounded
-from conveyor.stores.fork_guard import SQLiteConnection
+from conveyor.stores.fork_guard import IN_USE, SQLiteConnection
 
 __all__ = [
     "MIGRATIONS",
@@ -160,6 +160,12 @@ def create_engine_for(url: str, deadlines: Deadlines | None = None, **options: A
         # Every connection is a SQLiteConnection, which a forked child does not share (fork_guard.py).
         connect = {"check_same_thread": False, "timeout": deadlines.statement, "factory": SQLiteConnection}
         engine = sa.create_engine(url, connect_args=connect, **sizes)
+
+        # A connection checked out of the pool is in use: a fork waits for it (fork_guard.py). One that
+        # is kept for good (the store's writer, its checkpointer) is detached and guarded by its owner.
+        event.listen(engine, "checkout", lambda *_: IN_USE.enter())
+        event.listen(engine, "checkin", lambda *_: IN_USE.leave())
+        event.listen(engine, "detach", lambda *_: IN_USE.leave())
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -142,3 +142,56 @@ def test_the_stores_connections_are_forgotten_in_a_child_and_stay_open_in_the_pa
         assert store.get("none") is None  # the parent's connections are untouched
     finally:
         store.close()
+
+
+def test_a_fork_waits_for_a_read_in_another_thread_and_readers_wait_for_the_fork(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.open()
+    engine = store.engine
+    assert engine is not None
+    try:
+        reading, took = threading.Event(), []
+
+        def slow_read() -> None:
+            with engine.connect() as conn:
+                reading.set()
+                time.sleep(0.3)
+                conn.exec_driver_sql("SELECT 1").fetchall()
+
+        reader = threading.Thread(target=slow_read)
+        reader.start()
+        reading.wait(5)
+        took.append(_fork_and_time())
+        reader.join()
+        assert took[0] >= 0.2, f"the fork went ahead after {took[0]:.3f}s during a read"
+        assert fork_guard.IN_USE.holders == 0
+    finally:
+        store.close()
+
+
+def test_no_use_of_a_sqlite_store_leaves_the_in_use_guard_held(tmp_path: Path) -> None:
+    """A count that drifted up would make every later fork wait ``FORK_WAIT``."""
+    import sqlalchemy as sa
+
+    from conveyor.records import TaskRecord
+    from conveyor.stores.base import DuplicateTask, TaskQuery
+
+    before = fork_guard.IN_USE.holders
+    store = open_store(f"sqlite:///{tmp_path / 'd.db'}")
+    store.open()
+    engine = store.engine
+    assert engine is not None
+    store.insert([TaskRecord(id="t1", type="t.x", tenant="a")])  # the writer's own connection, detached
+    assert store.get("t1") is not None
+    assert store.get_many(["t1"])
+    assert store.events("t1") == []
+    store.query(TaskQuery(tenant="a"))
+    with pytest.raises(sa.exc.OperationalError), engine.connect() as conn:
+        conn.exec_driver_sql("SELECT * FROM no_such_table")
+    with pytest.raises(DuplicateTask):
+        store.insert([TaskRecord(id="t1", type="t.x", tenant="a")])
+    with engine.connect() as conn:
+        conn.invalidate()
+    store.close()
+    assert fork_guard.IN_USE.holders == before
+    assert _fork_and_time() < 0.2
