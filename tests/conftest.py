@@ -326,6 +326,8 @@ class CeleryWorkers:
             except Exception:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
+                # Reaped, or its Popen warns "still running" when collected, in whichever test runs then.
+                proc.wait(5)
 
 
 @pytest.fixture(scope="session")

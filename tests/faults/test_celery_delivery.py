@@ -1,7 +1,7 @@
 """Celery delivery holes: messages stranded in a dead worker, lost by the broker, and tasks that kill their process.
 
 Each scenario runs real Celery workers (subprocesses) on a private broker —
-a ``redis-server`` of the test's own, or a fresh RabbitMQ vhost — over a
+a ``redis-server`` or a ``rabbitmq-server`` of the test's own — over a
 PostgreSQL store, and records a reliability row. The reaper's interval and
 the grace after which a waiting task is sent again are shortened so each
 test stays well under a minute; ``CONVEYOR_FAULT_SCALE`` multiplies the
@@ -13,21 +13,23 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from conveyor import Conveyor, Status, TaskQuery
 from conveyor.errors import ExecutorError
 from conveyor.executors.base import MAX_REDELIVERIES
 from conveyor.records import TaskRecord, new_task_id, now
+from conveyor.stores import open_store
 from tests.conftest import AppFactory, CeleryWorkers
 from tests.faults.report import FaultReport, FaultRow
-from tests.faults.services import PrivateRedis, _need, rabbitmq_vhost
+from tests.faults.services import PrivateRabbitMQ, PrivateRedis
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -326,22 +328,25 @@ def test_a_task_whose_whole_worker_keeps_dying_fails_at_the_redelivery_cap(
 # -- RabbitMQ -------------------------------------------------------------------------------------------------
 
 
+RABBITMQ_SETUP = "celery + private rabbitmq-server, postgres store, publisher confirms"
+
+
 @pytest.fixture
-def rabbitmq_broker() -> str:
-    """A fresh, empty vhost: the one ``CONVEYOR_TEST_RABBITMQ`` names, else one of this file's own."""
-    named = os.environ.get("CONVEYOR_TEST_RABBITMQ", "").rsplit("/", 1)[-1]
-    return rabbitmq_vhost(named if named and named != "/" else "conveyor-delivery")
+def rabbitmq(tmp_path: Path) -> Iterator[PrivateRabbitMQ]:
+    server = PrivateRabbitMQ(tmp_path / "rabbitmq").start()
+    yield server
+    server.stop()
 
 
-@pytest.mark.rabbitmq
 def test_on_rabbitmq_a_killed_workers_running_reserved_and_delayed_tasks_complete_once(
     make_app: AppFactory,
     clean_postgres_url: str,
-    rabbitmq_broker: str,
+    rabbitmq: PrivateRabbitMQ,
     workers: Workers,
     fault_report: FaultReport,
 ) -> None:
     """The same SIGKILL on RabbitMQ: what the worker held comes back, the running task after its lease."""
+    rabbitmq_broker = rabbitmq.url
     workers.extra = {"CONVEYOR_CELERY_PREFETCH": "4"}
     victim = workers.start(rabbitmq_broker, clean_postgres_url, concurrency=1, name="victim")
     app = make_app(database_url=clean_postgres_url, executor="celery", broker_url=rabbitmq_broker, **FAST)
@@ -362,29 +367,165 @@ def test_on_rabbitmq_a_killed_workers_running_reserved_and_delayed_tasks_complet
         [busy, *ids],
         killed,
         fault="SIGKILL of a Celery worker mid-task with reserved and delayed tasks",
-        setup="celery + rabbitmq vhost, postgres store, publisher confirms",
+        setup=RABBITMQ_SETUP,
     )
     assert_all_succeeded_once(app, [busy, *ids], row)
     assert app.manager.get(busy).attempts == 2
 
 
-@pytest.mark.rabbitmq
 def test_on_rabbitmq_a_message_the_broker_refuses_is_an_error_not_a_silent_loss(
-    make_app: AppFactory, clean_postgres_url: str, rabbitmq_broker: str
+    make_app: AppFactory, clean_postgres_url: str, rabbitmq: PrivateRabbitMQ
 ) -> None:
     """Publisher confirms: a queue that rejects publishes makes the submit fail (503), never a 202 for nothing."""
-    ctl = _need("rabbitmqctl")
-    vhost = rabbitmq_broker.rsplit("/", 1)[-1]
     policy = '{"max-length": 0, "overflow": "reject-publish"}'
-    subprocess.run(
-        [ctl, "set_policy", "-p", vhost, "--apply-to", "queues", "full", "^default$", policy],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    app = make_app(database_url=clean_postgres_url, executor="celery", broker_url=rabbitmq_broker)
+    rabbitmq.ctl("set_policy", "-p", "/", "--apply-to", "queues", "full", "^default$", policy)
+    app = make_app(database_url=clean_postgres_url, executor="celery", broker_url=rabbitmq.url)
     with pytest.raises(ExecutorError):
         app.manager.submit("system.ping", payload="refused")
     (stored,) = app.store.query(TaskQuery()).items
     assert stored.state is Status.FAILURE
     assert stored.message.startswith("not dispatched")
+
+
+def test_a_rabbitmq_broker_killed_with_a_backlog_keeps_every_confirmed_message(
+    make_app: AppFactory,
+    clean_postgres_url: str,
+    rabbitmq: PrivateRabbitMQ,
+    workers: Workers,
+    fault_report: FaultReport,
+) -> None:
+    """SIGKILL of the broker with accepted tasks queued: a submit while it is down is refused (503), not
+    accepted for nothing; the restarted broker still holds every message it confirmed, and each runs once."""
+    # No reaper round: what runs is what the broker kept, not what the reaper sent again.
+    app = make_app(
+        database_url=clean_postgres_url,
+        executor="celery",
+        broker_url=rabbitmq.url,
+        **{**FAST, "celery_reap_interval": 3600.0},
+    )
+    n = 20 * SCALE
+    ids = [app.manager.submit("system.ping", payload=str(i)) for i in range(n)]
+    assert app.executor.broker_depths()["default"] == n
+    rabbitmq.kill()
+    killed = time.monotonic()
+    with pytest.raises(ExecutorError):
+        app.manager.submit("system.ping", payload="while the broker is down")
+    refused_after = time.monotonic() - killed
+    rabbitmq.start()
+    wait_for(lambda: app.executor.broker_depths().get("default") is not None, 30, "the restarted broker")
+    assert app.executor.broker_depths()["default"] == n
+    workers.start(rabbitmq.url, clean_postgres_url, concurrency=2, name="after-restart")
+    wait_until_finished(app, ids, 60)
+    row = report_outcome(
+        fault_report,
+        app,
+        ids,
+        killed,
+        fault="RabbitMQ broker SIGKILLed with a backlog queued, then restarted",
+        setup=RABBITMQ_SETUP,
+        notes=f"{n} of {n} messages kept by the broker; a submit while it was down refused after {refused_after:.1f}s",
+    )
+    assert_all_succeeded_once(app, ids, row)
+    assert refused_after < 15
+    (refused,) = app.store.query(TaskQuery(states=[Status.FAILURE])).items
+    assert refused.message.startswith("not dispatched")
+
+
+# -- the API process dies mid-burst ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_a_serve_killed_mid_burst_on_celery_leaves_no_stored_task_unrun(
+    broker: str, tmp_path: Path, clean_postgres_url: str, workers: Workers, fault_report: FaultReport
+) -> None:
+    """SIGKILL of ``conveyor serve`` while eight clients submit: every 202 ends once; a task stored whose
+    send (or whose answer) the kill cut off is sent again by the restarted serve's reaper, not stranded."""
+    from tests.acceptance.server import Server
+    from tests.lanes_workload import executions
+
+    server: PrivateRedis | PrivateRabbitMQ = (
+        PrivateRedis(tmp_path / "redis") if broker == "redis" else PrivateRabbitMQ(tmp_path / "rabbitmq")
+    )
+    server.start()
+    marks = str(tmp_path / "executions")
+    workloads = "system,tests.lanes_workload"
+    env = {
+        "CONVEYOR_EXECUTOR": "celery",
+        "CONVEYOR_BROKER_URL": server.url,
+        "CONVEYOR_DATABASE_URL": clean_postgres_url,
+        "CONVEYOR_WORKLOADS": workloads,
+        "CONVEYOR_SCHEDULER": "false",
+        "CONVEYOR_TENANT_RATE": "0",
+        "CONVEYOR_CELERY_PENDING_GRACE": "3",
+        "CONVEYOR_CELERY_REAP_INTERVAL": "1",
+    }
+    store = None
+    try:
+        workers.start(server.url, clean_postgres_url, concurrency=2, name="steady", workloads=workloads)
+        first = Server(tmp_path / "first", env=env).start(timeout=60)
+        n = int(300 * SCALE)
+        accepted: list[str] = []
+        statuses: list[int] = []
+        cut = [0]
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def submit() -> None:
+            with httpx.Client(base_url=first.url, timeout=30) as client:
+                while not stop.is_set():
+                    try:
+                        reply = client.post(
+                            "/api/v1/tasks", json={"task_type": "lanes.touch", "params": {"path": marks}}
+                        )
+                    except httpx.TransportError:
+                        with lock:
+                            cut[0] += 1
+                        return
+                    with lock:
+                        statuses.append(reply.status_code)
+                        if reply.status_code == 202:
+                            accepted.append(reply.json()["task_id"])
+
+        clients = [threading.Thread(target=submit) for _ in range(8)]
+        for c in clients:
+            c.start()
+        wait_for(lambda: len(accepted) >= n, 60, f"{n} accepted submits")
+        first.kill(signal.SIGKILL)
+        killed = time.monotonic()
+        stop.set()
+        for c in clients:
+            c.join(30)
+        second = Server(tmp_path / "second", env=env).start(timeout=60)
+        store = open_store(clean_postgres_url)
+        store.open()
+        tenant = store.get_many(accepted[:1])[0].tenant
+        wait_for(lambda: store.count_unfinished(tenant) == 0, 60, "every stored task to finish")
+        recovery = time.monotonic() - killed
+        second.kill(signal.SIGKILL)
+        records = store.get_many(accepted)
+        ran = executions(marks)
+        outcomes = {r.id: [e for e in store.events(r.id) if e.kind == "state" and e.state.finished] for r in records}
+        stored = store.query(TaskQuery(tenant=tenant, limit=1)).total
+    finally:
+        if store is not None:
+            store.close()
+        server.stop()
+    completed_once = sum(1 for r in records if r.state is Status.SUCCESS and len(outcomes[r.id]) == 1)
+    row = fault_report.add(
+        FaultRow(
+            fault="SIGKILL of `conveyor serve` mid-burst, then restart",
+            setup=f"celery + private {'redis' if broker == 'redis' else 'rabbitmq'}-server broker, postgres store",
+            submitted=len(statuses) + cut[0],
+            accepted=len(accepted),
+            completed_once=completed_once,
+            lost=sum(1 for r in records if r.state is not Status.SUCCESS),
+            max_executions=max(ran.values(), default=0),
+            recovery_s=round(recovery, 1),
+            notes=f"{cut[0]} requests cut by the kill; {stored - len(accepted)} stored without their 202, all run",
+        ).count_statuses(statuses)
+    )
+    assert row.server_errors == 0
+    assert row.lost == 0
+    assert completed_once == len(accepted)
+    assert all(ran.get(r.id, 0) >= 1 for r in records)
+    assert all(r.attempts >= ran.get(r.id, 0) for r in records)
