@@ -113,6 +113,19 @@ def report_outcome(report: FaultReport, app: Conveyor, ids: list[str], since: fl
     )
 
 
+def queue_a_backlog(make_app: AppFactory, database_url: str, broker_url: str) -> tuple[Conveyor, list[str]]:
+    """An API with no reaper rounds of its own and ``20 * SCALE`` pings queued on the broker, none taken."""
+    app = make_app(
+        database_url=database_url,
+        executor="celery",
+        broker_url=broker_url,
+        **{**FAST, "celery_reap_interval": 3600.0},
+    )
+    ids = [app.manager.submit("system.ping", payload=str(i)) for i in range(20 * SCALE)]
+    assert app.executor.broker_depths()["default"] == len(ids)
+    return app, ids
+
+
 def assert_all_succeeded_once(app: Conveyor, ids: list[str], row: FaultRow) -> None:
     assert row.lost == 0
     assert row.completed_once == len(ids)
@@ -191,15 +204,8 @@ def test_a_backlog_lost_by_a_broker_restarted_without_its_data_is_sent_again(
 ) -> None:
     """The store is the truth: accepted tasks whose messages the broker lost are overdue, reported, and sent again."""
     # No automatic reaper round here: the test looks at /health before it runs one.
-    app = make_app(
-        database_url=clean_postgres_url,
-        executor="celery",
-        broker_url=redis_broker.url,
-        **{**FAST, "celery_reap_interval": 3600.0},
-    )
-    n = 20 * SCALE
-    ids = [app.manager.submit("system.ping", payload=str(i)) for i in range(n)]
-    assert app.executor.broker_depths()["default"] == n
+    app, ids = queue_a_backlog(make_app, clean_postgres_url, redis_broker.url)
+    n = len(ids)
     redis_broker.stop()
     shutil.rmtree(redis_broker.folder)  # the broker comes back empty, as from an old or missing snapshot
     redis_broker.start()
@@ -397,15 +403,8 @@ def test_a_rabbitmq_broker_killed_with_a_backlog_keeps_every_confirmed_message(
     """SIGKILL of the broker with accepted tasks queued: a submit while it is down is refused (503), not
     accepted for nothing; the restarted broker still holds every message it confirmed, and each runs once."""
     # No reaper round: what runs is what the broker kept, not what the reaper sent again.
-    app = make_app(
-        database_url=clean_postgres_url,
-        executor="celery",
-        broker_url=rabbitmq.url,
-        **{**FAST, "celery_reap_interval": 3600.0},
-    )
-    n = 20 * SCALE
-    ids = [app.manager.submit("system.ping", payload=str(i)) for i in range(n)]
-    assert app.executor.broker_depths()["default"] == n
+    app, ids = queue_a_backlog(make_app, clean_postgres_url, rabbitmq.url)
+    n = len(ids)
     rabbitmq.kill()
     killed = time.monotonic()
     with pytest.raises(ExecutorError):
