@@ -58,8 +58,9 @@ scripts/faults -k burst                  # extra arguments go to pytest
 ```
 
 Each scenario is a test in `tests/faults/` that runs on private instances
-(its own `conveyor serve`, Redis, PostgreSQL, RabbitMQ vhost or
-`rabbitmq-server`), asserts the correctness figures itself, and records a
+(its own `conveyor serve`, `redis-server`, PostgreSQL cluster or
+`rabbitmq-server`; the Redis-store row takes a fresh vhost of the shared
+RabbitMQ, which it never stops), asserts the correctness figures itself, and records a
 row (`tests/faults/report.py`). CI runs them as part of `tests/` at the
 default scale.
 """

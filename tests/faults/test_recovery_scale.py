@@ -1,7 +1,7 @@
 """A pool SIGKILLed with a backlog queued: the next pool takes the whole backlog back at once and runs each task once.
 
 The first pool (a child process, like ``conveyor serve``) submits
-``CONVEYOR_FAULT_SCALE`` tasks (2,000 by default) and is killed, its worker
+2,000 tasks (times ``CONVEYOR_FAULT_SCALE``) and is killed, its worker
 processes with it, while nearly all of them still wait. A new pool on the same
 database must claim every one of them in its first recovery round (it used to
 take back one page of 1,000 per half lease), and run each task exactly once;
@@ -24,11 +24,12 @@ from conveyor import Status, TaskQuery
 from conveyor.executors.local import LocalExecutor
 from conveyor.records import FINAL_STATES
 from tests.conftest import AppFactory
-from tests.faults.report import FaultReport, FaultRow
+from tests.faults.report import FaultReport, FaultRow, fault_scale
 
 pytestmark = [pytest.mark.slow]
 
-SCALE = int(os.environ.get("CONVEYOR_FAULT_SCALE", "2000"))
+#: the backlog: 2,000 tasks, times CONVEYOR_FAULT_SCALE (it once read the variable as the count itself)
+SCALE = 2000 * fault_scale()
 REPO = Path(__file__).resolve().parents[2]
 
 
