@@ -195,3 +195,34 @@ def test_no_use_of_a_sqlite_store_leaves_the_in_use_guard_held(tmp_path: Path) -
     store.close()
     assert fork_guard.IN_USE.holders == before
     assert _fork_and_time() < 0.2
+
+
+def test_an_inline_sqlite_read_that_fails_is_a_store_error_and_gives_the_guard_back(tmp_path: Path) -> None:
+    """The reads made on the event loop (``aget``, ``aevents``) answer a SQLite failure as the store's 503
+    error, and a failed statement leaves no holder behind (every later fork would wait for it)."""
+    import asyncio
+
+    from conveyor.errors import StoreError
+    from conveyor.records import TaskRecord
+    from conveyor.stores.sql import SqlStore
+
+    before = fork_guard.IN_USE.holders
+    path = tmp_path / "e.db"
+    store = open_store(f"sqlite:///{path}")
+    store.open()
+    try:
+        store.insert([TaskRecord(id="t1", type="t.x", tenant="a")])
+        assert isinstance(store, SqlStore)
+        assert store.reads_inline
+        assert asyncio.run(store.aevents("t1")) == []
+        assert asyncio.run(store.aget("t1")) is not None
+        with sqlite3.connect(path) as other:
+            other.execute("DROP TABLE conveyor_task_events")
+            other.execute("DROP TABLE conveyor_tasks")
+        with pytest.raises(StoreError, match="database unavailable"):
+            asyncio.run(store.aevents("t1"))
+        with pytest.raises(StoreError, match="database unavailable"):
+            asyncio.run(store.aget("t1"))
+        assert fork_guard.IN_USE.holders == before
+    finally:
+        store.close()
