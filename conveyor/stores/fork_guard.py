@@ -146,8 +146,11 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    # The threads that held it are not in the child; its lock may have been copied held.
+    global _connections_lock
+    # The threads that held them are not in the child; their locks may have been copied held
+    # (a connection being made in another thread at the fork holds the registry's).
     IN_USE._reset()
+    _connections_lock = threading.Lock()
     _give_back()
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
 import sqlite3
 import threading
 import time
@@ -226,3 +228,28 @@ def test_an_inline_sqlite_read_that_fails_is_a_store_error_and_gives_the_guard_b
         assert fork_guard.IN_USE.holders == before
     finally:
         store.close()
+
+
+def test_a_connection_being_made_in_another_thread_at_the_fork_does_not_block_the_childs_first() -> None:
+    """The registry's lock, copied held by the fork, is made anew in the child."""
+    fork_guard._connections_lock.acquire()  # as a thread inside SQLiteConnection() at the fork would hold it
+    try:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                sqlite3.connect(":memory:", factory=SQLiteConnection).close()
+                os.write(w, b"k")
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        fork_guard._connections_lock.release()
+    ready, _, _ = select.select([r], [], [], 10)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(r)
+    os.close(w)
+    assert ready, "the child hung making its first SQLite connection"
