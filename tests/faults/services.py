@@ -123,6 +123,13 @@ class PrivatePostgres:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _rabbitmq_script(name: str) -> str:
+    """RabbitMQ's own script, not Debian's /usr/sbin wrapper: that one switches to the rabbitmq user
+    (another home, another Erlang cookie) and drops the environment that names a private node."""
+    script = Path("/usr/lib/rabbitmq/bin") / name
+    return str(script) if script.exists() else _need(name)
+
+
 class PrivateRabbitMQ:
     """A ``rabbitmq-server`` node of its own (its own name, ports and data folder), no plugins.
 
@@ -152,10 +159,7 @@ class PrivateRabbitMQ:
         }
 
     def start(self, timeout: float = 90) -> PrivateRabbitMQ:
-        # The server script itself: Debian's /usr/sbin wrapper switches to the rabbitmq user and drops
-        # this environment.
-        script = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
-        binary = str(script) if script.exists() else _need("rabbitmq-server")
+        binary = _rabbitmq_script("rabbitmq-server")
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "enabled_plugins").write_text("[].\n")
         (self.folder / "rabbitmq.conf").write_text("")
@@ -183,9 +187,7 @@ class PrivateRabbitMQ:
             return False
 
     def ctl(self, *args: str) -> None:
-        # Beside the server script, for the same reason: the wrapper's user has another home and cookie.
-        script = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
-        binary = str(script) if script.exists() else _need("rabbitmqctl")
+        binary = _rabbitmq_script("rabbitmqctl")
         subprocess.run([binary, "-n", self.node, *args], env=self._env(), check=True, capture_output=True, timeout=60)
 
     def kill(self) -> None:
